@@ -1,0 +1,673 @@
+//! Configuration: the YAML model, loading it with positions, and checking it.
+//!
+//! Everything the server needs to start is read here once; the rest of the code takes a
+//! validated [`Config`] and never sees YAML. Every value an operator can get wrong keeps
+//! its line and column (`Spanned`) so `switchboard check` can point at it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One problem found in a configuration file, printed as `file:line:column: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.reason
+        )
+    }
+}
+
+/// All the problems of one file; loading reports every one of them, not just the first.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---- The file as written (raw, with positions) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    sip: RawSip,
+    rtp: RawRtp,
+    #[serde(default)]
+    data_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    calls: RawCalls,
+    #[serde(default)]
+    trunks: Vec<RawTrunk>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default)]
+    dids: Vec<RawDid>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    advertise: Option<Spanned<String>>,
+    #[serde(default)]
+    t1_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    realm: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRtp {
+    ports: Spanned<String>,
+    #[serde(default)]
+    bind: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalls {
+    #[serde(default)]
+    ring_timeout_secs: Option<u64>,
+    #[serde(default)]
+    drain_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    name: Spanned<String>,
+    peers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    extension: Spanned<String>,
+    #[serde(default)]
+    name: Option<String>,
+    password: Spanned<String>,
+    #[serde(default)]
+    role: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDid {
+    number: Spanned<String>,
+    extension: Spanned<String>,
+}
+
+// ---- The validated model the server uses ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Agent,
+    Supervisor,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub extension: String,
+    pub name: String,
+    pub password: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub name: String,
+    pub peers: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Did {
+    pub number: String,
+    pub extension: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub source: PathBuf,
+    pub listeners: Vec<Listener>,
+    /// Address written into Via, Contact, Record-Route and SDP.
+    pub advertise: IpAddr,
+    pub t1_ms: u64,
+    pub realm: String,
+    pub rtp_bind: IpAddr,
+    pub rtp_ports: (u16, u16),
+    pub data_dir: PathBuf,
+    pub ring_timeout_secs: u64,
+    pub drain_timeout_secs: u64,
+    pub trunks: Vec<Trunk>,
+    pub users: Vec<User>,
+    pub dids: Vec<Did>,
+}
+
+/// Command-line overrides, so several servers can run side by side.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub sip_listen: Option<SocketAddr>,
+    pub rtp_ports: Option<(u16, u16)>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn user(&self, extension: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.extension == extension)
+    }
+
+    /// The trunk whose peer list contains `ip`, if any.
+    pub fn trunk_for(&self, ip: IpAddr) -> Option<&Trunk> {
+        let ip = canonical_ip(ip);
+        self.trunks
+            .iter()
+            .find(|t| t.peers.iter().any(|net| net.contains(&ip)))
+    }
+
+    pub fn did(&self, number: &str) -> Option<&Did> {
+        self.dids.iter().find(|d| d.number == number)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(addr) = o.sip_listen {
+            self.listeners = vec![
+                Listener {
+                    transport: Transport::Udp,
+                    addr,
+                },
+                Listener {
+                    transport: Transport::Tcp,
+                    addr,
+                },
+            ];
+            if !addr.ip().is_unspecified() {
+                self.advertise = addr.ip();
+            }
+        }
+        if let Some(p) = o.rtp_ports {
+            self.rtp_ports = p;
+        }
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 peers (from dual-stack sockets) match IPv4 allow-lists.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Parses `LOW-HIGH` into an even-aligned range with room for at least one RTP/RTCP pair.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("\"{s}\" is not a port range; write it as LOW-HIGH, e.g. 20000-20999"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{lo}\" is not a port number (1-65535)"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{hi}\" is not a port number (1-65535)"))?;
+    if lo == 0 || hi <= lo {
+        return Err(format!(
+            "port range {lo}-{hi} is empty; the low port must be above 0 and below the high port"
+        ));
+    }
+    let first_even = lo + (lo % 2);
+    if first_even.checked_add(1).is_none_or(|p| p > hi) {
+        return Err(format!(
+            "port range {lo}-{hi} has no room for an RTP/RTCP pair (an even port and the next one)"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+fn parse_listener(s: &str) -> Result<Listener, String> {
+    let (proto, addr) = s.split_once(':').ok_or_else(|| {
+        format!("\"{s}\" is not a listener; write transport:address:port, e.g. udp:0.0.0.0:5060")
+    })?;
+    let transport = match proto.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        other => {
+            return Err(format!(
+                "transport \"{other}\" is not supported; use udp or tcp"
+            ))
+        }
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| {
+        format!("\"{addr}\" is not an address:port (IPv6 goes in brackets: [::1]:5060)")
+    })?;
+    Ok(Listener { transport, addr })
+}
+
+/// Loads, parses and validates a config file, collecting every error.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            reason: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates config text; `path` is used in messages and to resolve `data_dir`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            reason: plain_reason(&e.without_snippet().to_string()),
+        }])
+    })?;
+    Validator::new(path).run(raw)
+}
+
+/// The YAML library's message without its own position decorations (we print ours).
+fn plain_reason(s: &str) -> String {
+    let mut s = s.lines().next().unwrap_or(s).trim();
+    if let Some(rest) = s.strip_prefix("error: ") {
+        s = rest.split_once(": ").map(|(_, r)| r).unwrap_or(rest);
+    }
+    if let Some(i) = s.rfind(" at line ") {
+        s = &s[..i];
+    }
+    s.to_string()
+}
+
+struct Validator {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn new(path: &Path) -> Self {
+        Validator {
+            file: path.to_path_buf(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn error<T>(&mut self, at: &Spanned<T>, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            reason: reason.into(),
+        });
+    }
+
+    fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let mut listeners = Vec::new();
+        for l in &raw.sip.listen {
+            match parse_listener(&l.value) {
+                Ok(v) => listeners.push(v),
+                Err(e) => self.error(l, e),
+            }
+        }
+        if raw.sip.listen.is_empty() {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 1,
+                column: 1,
+                reason: "sip.listen is empty; Switchboard needs at least one listener".into(),
+            });
+        }
+
+        let advertise = match &raw.sip.advertise {
+            Some(a) => match a.value.parse::<IpAddr>() {
+                Ok(ip) if ip.is_unspecified() => {
+                    self.error(a, "sip.advertise must be an address phones can reach, not 0.0.0.0 or ::");
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                }
+                Ok(ip) => ip,
+                Err(_) => {
+                    self.error(a, format!("\"{}\" is not an IP address", a.value));
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                }
+            },
+            // Without an explicit address, use the first specific listener address;
+            // a wildcard listener falls back to loopback (the server logs a warning).
+            None => listeners
+                .iter()
+                .map(|l| l.addr.ip())
+                .find(|ip| !ip.is_unspecified())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+
+        let t1_ms = match &raw.sip.t1_ms {
+            Some(t) if t.value == 0 || t.value > 10_000 => {
+                self.error(t, "sip.t1_ms must be between 1 and 10000 (RFC 3261 recommends 500)");
+                500
+            }
+            Some(t) => t.value,
+            None => 500,
+        };
+
+        let rtp_ports = match parse_port_range(&raw.rtp.ports.value) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(&raw.rtp.ports, e);
+                (20000, 20999)
+            }
+        };
+        let rtp_bind = match &raw.rtp.bind {
+            Some(b) => match b.value.parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    self.error(b, format!("\"{}\" is not an IP address", b.value));
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                }
+            },
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+
+        let mut trunks = Vec::new();
+        let mut trunk_names = HashSet::new();
+        for t in &raw.trunks {
+            if !trunk_names.insert(t.name.value.clone()) {
+                self.error(&t.name, format!("trunk \"{}\" is defined twice", t.name.value));
+            }
+            let mut peers = Vec::new();
+            for p in &t.peers {
+                // A bare address is a single host.
+                let parsed = p
+                    .value
+                    .parse::<IpNet>()
+                    .or_else(|_| p.value.parse::<IpAddr>().map(IpNet::from));
+                match parsed {
+                    Ok(net) => peers.push(net),
+                    Err(_) => self.error(
+                        p,
+                        format!(
+                            "\"{}\" is not an address or CIDR block (e.g. 203.0.113.0/24)",
+                            p.value
+                        ),
+                    ),
+                }
+            }
+            trunks.push(Trunk {
+                name: t.name.value.clone(),
+                peers,
+            });
+        }
+
+        let mut users = Vec::new();
+        let mut extensions = HashSet::new();
+        for u in &raw.users {
+            let ext = &u.extension;
+            if ext.value.is_empty() || !ext.value.chars().all(|c| c.is_ascii_alphanumeric()) {
+                self.error(
+                    ext,
+                    format!(
+                        "extension \"{}\" must be letters and digits only (it is the SIP user name)",
+                        ext.value
+                    ),
+                );
+            }
+            if !extensions.insert(ext.value.clone()) {
+                self.error(ext, format!("extension {} is defined twice", ext.value));
+            }
+            if u.password.value.len() < 6 {
+                self.error(
+                    &u.password,
+                    format!(
+                        "the password of extension {} is shorter than 6 characters",
+                        ext.value
+                    ),
+                );
+            }
+            let role = match &u.role {
+                None => Role::Agent,
+                Some(r) => match r.value.as_str() {
+                    "agent" => Role::Agent,
+                    "supervisor" => Role::Supervisor,
+                    other => {
+                        self.error(
+                            r,
+                            format!("role \"{other}\" is unknown; use agent or supervisor"),
+                        );
+                        Role::Agent
+                    }
+                },
+            };
+            users.push(User {
+                extension: ext.value.clone(),
+                name: u.name.clone().unwrap_or_else(|| ext.value.clone()),
+                password: u.password.value.clone(),
+                role,
+            });
+        }
+
+        let mut dids = Vec::new();
+        let mut numbers = HashSet::new();
+        for d in &raw.dids {
+            if !numbers.insert(d.number.value.clone()) {
+                self.error(&d.number, format!("DID {} is routed twice", d.number.value));
+            }
+            if !extensions.contains(&d.extension.value) {
+                let hint = closest(&d.extension.value, extensions.iter())
+                    .map(|s| format!(" (did you mean \"{s}\"?)"))
+                    .unwrap_or_default();
+                self.error(
+                    &d.extension,
+                    format!(
+                        "DID {} goes to extension \"{}\", which is not a configured user{hint}",
+                        d.number.value, d.extension.value
+                    ),
+                );
+            }
+            dids.push(Did {
+                number: d.number.value.clone(),
+                extension: d.extension.value.clone(),
+            });
+        }
+
+        let data_dir = raw
+            .data_dir
+            .as_ref()
+            .map(|d| PathBuf::from(&d.value))
+            .unwrap_or_else(|| PathBuf::from("./data"));
+
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        Ok(Config {
+            source: self.file,
+            listeners,
+            advertise,
+            t1_ms,
+            realm: raw.sip.realm.unwrap_or_else(|| "switchboard".into()),
+            rtp_bind,
+            rtp_ports,
+            data_dir,
+            ring_timeout_secs: raw.calls.ring_timeout_secs.unwrap_or(30),
+            drain_timeout_secs: raw.calls.drain_timeout_secs.unwrap_or(60),
+            trunks,
+            users,
+            dids,
+        })
+    }
+}
+
+/// The candidate nearest to `word` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+sip:
+  listen: ["udp:127.0.0.1:5060", "tcp:[::1]:5060"]
+rtp:
+  ports: "20000-20099"
+trunks:
+  - name: carrier
+    peers: ["203.0.113.0/24", "127.0.0.1"]
+users:
+  - { extension: "2001", password: secret2001 }
+  - { extension: "3001", password: secret3001, role: supervisor }
+dids:
+  - { number: "100", extension: "2001" }
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = parse(Path::new("c.yaml"), GOOD).unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].transport, Transport::Tcp);
+        assert_eq!(c.advertise, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.rtp_ports, (20000, 20099));
+        assert_eq!(c.user("3001").unwrap().role, Role::Supervisor);
+        assert_eq!(c.trunk_for("203.0.113.9".parse().unwrap()).unwrap().name, "carrier");
+        assert!(c.trunk_for("198.51.100.1".parse().unwrap()).is_none());
+        // An IPv4-mapped IPv6 source matches an IPv4 peer list.
+        assert!(c.trunk_for("::ffff:127.0.0.1".parse().unwrap()).is_some());
+        assert_eq!(c.did("100").unwrap().extension, "2001");
+    }
+
+    #[test]
+    fn every_error_has_its_position() {
+        let bad = "sip:\n  listen: [\"sctp:1.2.3.4:5060\"]\nrtp:\n  ports: \"30000\"\nusers:\n  - { extension: \"2001\", password: pw }\ndids:\n  - { number: \"100\", extension: \"2011\" }\n";
+        let errs = parse(Path::new("bad.yaml"), bad).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 4, "{shown:#?}");
+        assert!(shown[0].starts_with("bad.yaml:2:12: transport \"sctp\""), "{}", shown[0]);
+        assert!(shown[1].starts_with("bad.yaml:4:10: \"30000\" is not a port range"), "{}", shown[1]);
+        assert!(shown[2].starts_with("bad.yaml:6:36: the password of extension 2001"), "{}", shown[2]);
+        assert!(
+            shown[3].starts_with("bad.yaml:8:33: DID 100 goes to extension \"2011\"")
+                && shown[3].ends_with("(did you mean \"2001\"?)"),
+            "{}",
+            shown[3]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_are_positioned() {
+        let errs = parse(Path::new("x.yaml"), "sip:\n  listen: []\n  lisen: 1\nrtp: {ports: \"1-3\"}\n")
+            .unwrap_err()
+            .0;
+        // The YAML library attributes unknown keys to the mapping entry it last read.
+        assert!(errs[0].line >= 2, "{}", errs[0]);
+        assert_eq!(
+            errs[0].reason,
+            "unknown field `lisen`, expected one of listen, advertise, t1_ms, realm"
+        );
+        let errs = parse(Path::new("x.yaml"), "sip:\n  listen: [\n").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].line >= 2, "{}", errs[0]);
+    }
+
+    #[test]
+    fn overrides_replace_listeners_and_ports() {
+        let mut c = parse(Path::new("c.yaml"), GOOD).unwrap();
+        c.apply(&Overrides {
+            sip_listen: Some("127.0.0.5:5070".parse().unwrap()),
+            rtp_ports: Some((31000, 31099)),
+            data_dir: Some("/tmp/x".into()),
+        });
+        assert_eq!(c.listeners.len(), 2);
+        assert!(c.listeners.iter().all(|l| l.addr.port() == 5070));
+        assert_eq!(c.advertise, "127.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(c.rtp_ports, (31000, 31099));
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert!(parse_port_range("20000-20999").is_ok());
+        assert!(parse_port_range("20001-20002").is_err());
+        assert!(parse_port_range("20001-20003").is_ok());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Switchboard: a contact-center telephony server.
+pub mod config;
+pub mod sip;

@@ -1,0 +1,574 @@
+//! Wire bytes ⇄ SIP messages, and the header accessors the rest of the stack relies on.
+//!
+//! `rsip` does the tokenising, but it trusts its input too much: it does not expand compact
+//! header names (`v:`, `i:` …), does not split comma-joined Via/Contact/Route values, and
+//! takes whatever follows the blank line as the body. [`parse`] therefore normalises the head
+//! first and enforces Content-Length, so no layer above ever sees a header rsip misread.
+
+use std::net::{IpAddr, SocketAddr};
+
+use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::prelude::HeadersExt;
+use rsip::{Header, Method, Request, Response, SipMessage};
+
+/// Why a datagram or stream chunk is not a SIP message we can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no blank line ends the header section")]
+    NoHeaderEnd,
+    #[error("the message is not valid UTF-8 in its headers")]
+    NotText,
+    #[error("Content-Length says {declared} bytes but {actual} arrived")]
+    Truncated { declared: usize, actual: usize },
+    #[error("Content-Length \"{0}\" is not a number")]
+    BadContentLength(String),
+    #[error("malformed header line: {0:?}")]
+    BadHeaderLine(String),
+    #[error("{0}")]
+    Syntax(String),
+    #[error("missing mandatory header {0}")]
+    Missing(&'static str),
+}
+
+/// RFC 3261 §7.3.3 compact forms.
+fn expand_compact(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "v" => "Via",
+        "i" => "Call-ID",
+        "m" => "Contact",
+        "f" => "From",
+        "t" => "To",
+        "l" => "Content-Length",
+        "c" => "Content-Type",
+        "e" => "Content-Encoding",
+        "s" => "Subject",
+        "k" => "Supported",
+        "o" => "Event",
+        "r" => "Refer-To",
+        "b" => "Referred-By",
+        "u" => "Allow-Events",
+        "x" => "Session-Expires",
+        "a" => "Accept-Contact",
+        "j" => "Reject-Contact",
+        "d" => "Request-Disposition",
+        "y" => "Identity",
+        _ => return None,
+    })
+}
+
+/// Headers whose comma-joined values are separate entries that rsip would treat as one.
+fn is_list_header(name: &str) -> bool {
+    ["via", "contact", "route", "record-route"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Headers whose parameters rsip reads only when written without optional whitespace.
+fn is_param_header(name: &str) -> bool {
+    ["via", "contact", "route", "record-route", "from", "to"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Removes the optional whitespace RFC 3261 allows around `;`, `=` (and `/` in Via's
+/// sent-protocol) outside quoted strings, e.g. `SIP / 2.0 / UDP host ; branch = x`.
+fn tighten(value: &str, is_via: bool) -> String {
+    let tight = |c: char| c == ';' || c == '=' || (is_via && c == '/');
+    let mut out = String::with_capacity(value.len());
+    let (mut quoted, mut escaped, mut pending_space) = (false, false, false);
+    for ch in value.chars() {
+        if quoted {
+            out.push(ch);
+            if escaped {
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == '"' {
+                quoted = false;
+            }
+            continue;
+        }
+        if ch.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && !tight(ch) && !out.is_empty() && !out.ends_with(tight) {
+            out.push(' ');
+        }
+        pending_space = false;
+        if ch == '"' {
+            quoted = true;
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Splits a header value at top-level commas (not inside quotes or `<...>`).
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut escaped, mut start) = (0i32, false, false, 0usize);
+    for (i, ch) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match ch {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// Finds the end of the header section: the index after the blank line, and the head length.
+pub fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
+    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some((i, i + 4));
+    }
+    // Bare-LF messages are tolerated (RFC 4475 is lenient about this for receivers).
+    buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
+}
+
+/// Normalises a complete message (one datagram, or one frame cut from a stream) and parses it.
+pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
+    let (head_len, body_start) = header_end(raw).ok_or(ParseError::NoHeaderEnd)?;
+    let head = std::str::from_utf8(&raw[..head_len]).map_err(|_| ParseError::NotText)?;
+    let mut body = &raw[body_start..];
+
+    // Unfold continuation lines, then rewrite each header in canonical form.
+    let mut lines: Vec<String> = Vec::new();
+    for line in head.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with([' ', '\t']) && !lines.is_empty() {
+            let last = lines.last_mut().expect("checked non-empty");
+            last.push(' ');
+            last.push_str(line.trim());
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    let mut lines = lines.into_iter();
+    let start_line = lines.next().unwrap_or_default();
+    if start_line.trim().is_empty() {
+        return Err(ParseError::Syntax("empty start line".into()));
+    }
+    let mut out = String::with_capacity(raw.len() + 64);
+    out.push_str(start_line.trim_end());
+    out.push_str("\r\n");
+    let mut content_length = None;
+    for line in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| ParseError::BadHeaderLine(line.clone()))?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(ParseError::BadHeaderLine(line.clone()));
+        }
+        let name = expand_compact(name).unwrap_or(name);
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("Content-Length") {
+            let n: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| ParseError::BadContentLength(value.to_string()))?;
+            content_length = Some(n);
+            continue; // re-emitted below from the body we actually keep
+        }
+        let tightened;
+        let value = if is_param_header(name) {
+            tightened = tighten(value, name.eq_ignore_ascii_case("via"));
+            tightened.as_str()
+        } else {
+            value
+        };
+        if is_list_header(name) {
+            for part in split_list(value) {
+                out.push_str(name);
+                out.push_str(": ");
+                out.push_str(part);
+                out.push_str("\r\n");
+            }
+        } else {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+    }
+    if let Some(n) = content_length {
+        if n > body.len() {
+            return Err(ParseError::Truncated {
+                declared: n,
+                actual: body.len(),
+            });
+        }
+        // Over UDP, bytes past Content-Length are discarded (RFC 3261 §18.3).
+        body = &body[..n];
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    let msg = SipMessage::try_from(bytes).map_err(|e| ParseError::Syntax(first_line(&e.to_string())))?;
+    check_mandatory(&msg)?;
+    Ok(msg)
+}
+
+fn first_line(s: &str) -> String {
+    let s = s.lines().next().unwrap_or(s);
+    s.chars().take(160).collect()
+}
+
+/// A request or response without these cannot be matched to a transaction or dialog.
+fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
+    if msg.via_header().is_err() {
+        return Err(ParseError::Missing("Via"));
+    }
+    if msg.from_header().is_err() {
+        return Err(ParseError::Missing("From"));
+    }
+    if msg.to_header().is_err() {
+        return Err(ParseError::Missing("To"));
+    }
+    if msg.call_id_header().is_err() {
+        return Err(ParseError::Missing("Call-ID"));
+    }
+    let cseq = msg
+        .cseq_header()
+        .map_err(|_| ParseError::Missing("CSeq"))?
+        .typed()
+        .map_err(|_| ParseError::Syntax("CSeq is not \"number METHOD\"".into()))?;
+    if let SipMessage::Request(r) = msg {
+        if cseq.method != r.method {
+            return Err(ParseError::Syntax(format!(
+                "CSeq method {} does not match the request method {}",
+                cseq.method, r.method
+            )));
+        }
+    }
+    msg.via_header()
+        .and_then(|v| v.typed())
+        .map_err(|_| ParseError::Syntax("the top Via cannot be parsed".into()))?;
+    Ok(())
+}
+
+/// Best effort: the top Via of bytes that failed to parse, so a 400 can still be sent back.
+/// Only used when the start line is a request line.
+pub fn is_request_line(raw: &[u8]) -> bool {
+    let first = raw.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    let mut parts = first.split_whitespace();
+    matches!((parts.next(), parts.next(), parts.next()), (Some(m), Some(_), Some(v))
+        if v.starts_with("SIP/2.0") && m.chars().all(|c| c.is_ascii_uppercase()))
+        && !first.starts_with("ACK ")
+}
+
+/// Serialises a message for the wire, with a correct Content-Length.
+pub fn to_bytes(msg: &SipMessage) -> Vec<u8> {
+    msg.to_string().into_bytes()
+}
+
+// ---- Accessors ----
+
+pub fn call_id(msg: &SipMessage) -> String {
+    msg.call_id_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default()
+}
+
+pub fn cseq(msg: &SipMessage) -> (u32, Method) {
+    msg.cseq_header()
+        .ok()
+        .and_then(|h| h.typed().ok())
+        .map(|c| (c.seq, c.method))
+        .unwrap_or((0, Method::Options))
+}
+
+pub fn top_via(msg: &SipMessage) -> Option<rsip::typed::Via> {
+    msg.via_header().ok()?.typed().ok()
+}
+
+pub fn branch(msg: &SipMessage) -> String {
+    top_via(msg)
+        .and_then(|v| v.branch().map(|b| b.to_string()))
+        .unwrap_or_default()
+}
+
+pub fn from_tag(msg: &SipMessage) -> Option<String> {
+    msg.from_header()
+        .ok()?
+        .typed()
+        .ok()?
+        .tag()
+        .map(|t| t.to_string())
+}
+
+pub fn to_tag(msg: &SipMessage) -> Option<String> {
+    msg.to_header()
+        .ok()?
+        .typed()
+        .ok()?
+        .tag()
+        .map(|t| t.to_string())
+}
+
+pub fn from_uri(msg: &SipMessage) -> Option<rsip::Uri> {
+    Some(msg.from_header().ok()?.typed().ok()?.uri)
+}
+
+pub fn to_uri(msg: &SipMessage) -> Option<rsip::Uri> {
+    Some(msg.to_header().ok()?.typed().ok()?.uri)
+}
+
+/// The first value of a header rsip does not know (kept as `Header::Other`).
+pub fn other_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
+    headers.iter().find_map(|h| match h {
+        Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+pub fn content_type(msg: &SipMessage) -> Option<String> {
+    let headers = match msg {
+        SipMessage::Request(r) => &r.headers,
+        SipMessage::Response(r) => &r.headers,
+    };
+    headers.iter().find_map(|h| match h {
+        Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
+        _ => None,
+    })
+}
+
+/// Where a response to this request must go: the top Via's `received`/`rport`
+/// (RFC 3581) as filled in on arrival, else its sent-by.
+pub fn response_target(req: &Request, source: SocketAddr) -> SocketAddr {
+    let Some(via) = req.via_header().ok().and_then(|v| v.typed().ok()) else {
+        return source;
+    };
+    let mut ip = source.ip();
+    let mut port = None;
+    for p in &via.params {
+        match p {
+            rsip::Param::Received(r) => {
+                if let Ok(r) = r.value().parse::<IpAddr>() {
+                    ip = r;
+                }
+            }
+            rsip::Param::Other(k, Some(v)) if k.value().eq_ignore_ascii_case("rport") => {
+                port = v.value().parse().ok();
+            }
+            _ => {}
+        }
+    }
+    let port = port
+        .or_else(|| via.uri.host_with_port.port.map(|p| *p.value()))
+        .unwrap_or(5060);
+    SocketAddr::new(ip, port)
+}
+
+/// On arrival: stamp the top Via with `received` and a filled `rport` (RFC 3261 §18.2.1,
+/// RFC 3581 §4) so responses find their way back through NAT.
+pub fn stamp_received(req: &mut Request, source: SocketAddr) {
+    let Some(pos) = req.headers.iter().position(|h| matches!(h, Header::Via(_))) else {
+        return;
+    };
+    let Header::Via(via) = &req.headers.iter().nth(pos).cloned().expect("position found") else {
+        return;
+    };
+    let Ok(mut typed) = via.typed() else { return };
+    typed.params.retain(|p| {
+        !matches!(p, rsip::Param::Received(_))
+            && !matches!(p, rsip::Param::Other(k, _) if k.value().eq_ignore_ascii_case("rport"))
+    });
+    typed
+        .params
+        .push(rsip::Param::Received(rsip::param::Received::new(source.ip().to_string())));
+    typed.params.push(rsip::Param::Other(
+        rsip::param::OtherParam::new("rport"),
+        Some(rsip::param::OtherParamValue::new(source.port().to_string())),
+    ));
+    if let Some(h) = req.headers.iter_mut().nth(pos) {
+        *h = Header::Via(typed.into());
+    }
+}
+
+/// A response to `req` carrying its Via, From, To (with `to_tag` if given), Call-ID and CSeq.
+pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
+    let mut headers = rsip::Headers::default();
+    for h in req.headers.iter() {
+        match h {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(h.clone())
+            }
+            Header::RecordRoute(_) if (101..300).contains(&code) => headers.push(h.clone()),
+            Header::To(to) => {
+                let mut to = to.clone();
+                if let Some(tag) = to_tag {
+                    if !to.value().to_ascii_lowercase().contains(";tag=") {
+                        to = rsip::headers::To::new(format!("{};tag={tag}", to.value()));
+                    }
+                }
+                headers.push(Header::To(to));
+            }
+            _ => {}
+        }
+    }
+    headers.push(Header::Server(rsip::headers::Server::new("Switchboard")));
+    Response {
+        status_code: rsip::StatusCode::from(code),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// Sets the body and its Content-Type; Content-Length is added on serialisation by `finish`.
+pub fn set_body(headers: &mut rsip::Headers, body: &mut Vec<u8>, content_type: &str, new: Vec<u8>) {
+    headers.retain(|h| !matches!(h, Header::ContentType(_) | Header::ContentLength(_)));
+    if !new.is_empty() {
+        headers.push(Header::ContentType(rsip::headers::ContentType::new(content_type)));
+    }
+    *body = new;
+}
+
+/// Adds the Content-Length matching the body (replacing any other) before sending.
+pub fn finish(msg: &mut SipMessage) {
+    let (headers, len) = match msg {
+        SipMessage::Request(r) => (&mut r.headers, r.body.len()),
+        SipMessage::Response(r) => (&mut r.headers, r.body.len()),
+    };
+    headers.retain(|h| !matches!(h, Header::ContentLength(_)));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(len.to_string())));
+}
+
+/// A fresh RFC 3261 branch (magic cookie prefix) or tag.
+pub fn new_branch() -> String {
+    format!("z9hG4bK{}", random_token(16))
+}
+
+pub fn new_tag() -> String {
+    random_token(10)
+}
+
+pub fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// `host` for a URI or Via: IPv6 in brackets.
+pub fn host_str(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 4475 §3.1.1.2 style: compact forms, folded lines, comma-joined Via.
+    const WSINV: &str = "INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0\r\n\
+TO :\r\n sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n\r\n\
+from   : \"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8\r\n\
+MaX-fOrWaRdS: 0068\r\n\
+Call-ID: wsinv.ndaksdj@192.0.2.1\r\n\
+Content-Length   : 150\r\n\
+cseq: 0009\r\n  INVITE\r\n\
+Via  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw\r\n\
+s :\r\n\
+NewFangledHeader:   newfangled value\r\n continued newfangled value\r\n\
+UnknownHeaderWithUnusualValue: ;;,,;;,;\r\n\
+Content-Type: application/sdp\r\n\
+Route:\r\n <sip:services.example.com;lr;unknownwith=value;unknown-no-value>\r\n\
+v:  SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239\r\n\
+m:\"Quoted string \\\"\\\"\" <sip:jdrosen@example.com> ; newparam =\r\n      newvalue ;\r\n  secondparam ; q = 0.33\r\n\r\n\
+v=0\r\no=mhandley 29739 7272939 IN IP4 192.0.2.3\r\ns=-\r\nc=IN IP4 192.0.2.4\r\nt=0 0\r\nm=audio 49217 RTP/AVP 0 12\r\nm=video 3227 RTP/AVP 31\r\na=rtpmap:31 LPC\r\n";
+
+    const COMPACT: &[u8] = b"INVITE sip:2001@127.0.0.1 SIP/2.0\r\n\
+v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1,SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa0\r\n\
+f: <sip:caller@127.0.0.1>;tag=abc\r\n\
+t: <sip:2001@127.0.0.1>\r\n\
+i: compact-1@127.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+m: <sip:caller@127.0.0.1:5070>, <sip:caller@127.0.0.1:5072>\r\n\
+l: 4\r\n\r\nabcdEXTRA";
+
+    #[test]
+    fn compact_forms_and_lists_are_expanded() {
+        let SipMessage::Request(r) = parse(COMPACT).unwrap() else { panic!() };
+        let msg = SipMessage::Request(r.clone());
+        assert_eq!(call_id(&msg), "compact-1@127.0.0.1");
+        assert_eq!(branch(&msg), "z9hG4bKa1");
+        assert_eq!(from_tag(&msg).as_deref(), Some("abc"));
+        let vias = r.headers.iter().filter(|h| matches!(h, Header::Via(_))).count();
+        assert_eq!(vias, 2);
+        assert_eq!(r.contact_headers().len(), 2);
+        // Bytes past Content-Length are discarded.
+        assert_eq!(r.body, b"abcd");
+    }
+
+    #[test]
+    fn rfc4475_wide_range_of_valid_elements() {
+        // RFC 4475 §3.1.1.1 says Content-Length 150 for this body; count ours exactly.
+        let body_len = WSINV.split("\r\n\r\n").nth(1).unwrap().len();
+        let raw = WSINV.replace("Content-Length   : 150", &format!("Content-Length   : {body_len}"));
+        let msg = parse(raw.as_bytes()).unwrap();
+        assert_eq!(call_id(&msg), "wsinv.ndaksdj@192.0.2.1");
+        assert_eq!(cseq(&msg), (9, Method::Invite));
+        let SipMessage::Request(r) = msg else { panic!() };
+        let vias: Vec<_> = r.headers.iter().filter(|h| matches!(h, Header::Via(_))).collect();
+        assert_eq!(vias.len(), 3, "{vias:?}");
+    }
+
+    #[test]
+    fn truncated_and_broken_messages_are_refused() {
+        let short = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nContent-Length: 50\r\n\r\nhi";
+        assert!(matches!(parse(short), Err(ParseError::Truncated { declared: 50, actual: 2 })));
+        assert_eq!(parse(b"garbage"), Err(ParseError::NoHeaderEnd));
+        let no_colon = b"OPTIONS sip:a@b SIP/2.0\r\nVia SIP/2.0/UDP 1.2.3.4\r\n\r\n";
+        assert!(matches!(parse(no_colon), Err(ParseError::BadHeaderLine(_))));
+        let no_callid = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(parse(no_callid), Err(ParseError::Missing("Call-ID")));
+        let random: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        assert!(parse(&random).is_err());
+    }
+
+    #[test]
+    fn received_and_rport_route_the_response() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5062;rport;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let SipMessage::Request(mut r) = parse(raw).unwrap() else { panic!() };
+        let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        stamp_received(&mut r, src);
+        assert_eq!(response_target(&r, src), src);
+        let resp = response_to(&r, 200, Some("t1"));
+        let text = resp.to_string();
+        assert!(text.contains("received=127.0.0.1"), "{text}");
+        assert!(text.contains("rport=40000"), "{text}");
+        assert!(text.contains("tag=t1"), "{text}");
+    }
+
+    #[test]
+    fn list_splitting_respects_quotes_and_brackets() {
+        assert_eq!(
+            split_list("\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>"),
+            vec!["\"a, b\" <sip:x@y;p=1,2>", "<sip:z@w>"]
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The SIP stack: wire format, transport edges, transactions, dialogs, registrar and auth.
+//!
+//! Everything below `transport` is sans-IO: it takes messages and a clock and returns what to
+//! send, so it is tested with simulated time. Only `transport` touches sockets.
+
+pub mod message;
