@@ -4,3 +4,4 @@
 //! send, so it is tested with simulated time. Only `transport` touches sockets.
 
 pub mod message;
+pub mod transaction;
