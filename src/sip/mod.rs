@@ -5,3 +5,5 @@
 
 pub mod message;
 pub mod transaction;
+pub mod auth;
+pub mod registrar;

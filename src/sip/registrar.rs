@@ -1,0 +1,233 @@
+//! The location service: which contacts each user has registered, until when.
+//!
+//! Sans-IO: it is handed the already-authenticated user, the REGISTER's contacts and the
+//! time, and answers with the bindings to put in the 200 OK. Each binding remembers the
+//! transport address the REGISTER came from, and calls are sent there (not to the Contact's
+//! host), which is what lets phones behind NAT and on TCP connections be reached.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::transaction::Peer;
+
+pub const DEFAULT_EXPIRES: u32 = 3600;
+pub const MIN_EXPIRES: u32 = 60;
+pub const MAX_EXPIRES: u32 = 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI as the phone wrote it (becomes the Request-URI of calls to it).
+    pub contact: String,
+    /// Where the REGISTER came from; calls are sent here.
+    pub source: Peer,
+    pub expires_at: Instant,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+/// One Contact of a REGISTER.
+#[derive(Debug, Clone)]
+pub struct ContactRequest {
+    pub uri: String,
+    /// Contact's `expires` parameter, else the Expires header, else the default.
+    pub expires: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterError {
+    /// 423 Interval Too Brief, with the Min-Expires to advertise.
+    TooBrief(u32),
+    /// 400: `*` mixed with other contacts or with a non-zero Expires.
+    BadWildcard,
+    /// 500 with Retry-After: an older CSeq for the same Call-ID arrived out of order.
+    OutOfOrder,
+}
+
+#[derive(Default)]
+pub struct Registrar {
+    bindings: HashMap<String, Vec<Binding>>,
+}
+
+impl Registrar {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one REGISTER (RFC 3261 §10.3 steps 6–8) and returns the user's bindings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn register(
+        &mut self,
+        user: &str,
+        contacts: &[ContactRequest],
+        header_expires: Option<u32>,
+        call_id: &str,
+        cseq: u32,
+        source: Peer,
+        now: Instant,
+    ) -> Result<Vec<(Binding, u32)>, RegisterError> {
+        self.purge(now);
+        if contacts.iter().any(|c| c.uri == "*") {
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return Err(RegisterError::BadWildcard);
+            }
+            self.bindings.remove(user);
+            return Ok(Vec::new());
+        }
+        for c in contacts {
+            let e = c.expires.or(header_expires).unwrap_or(DEFAULT_EXPIRES);
+            if e != 0 && e < MIN_EXPIRES {
+                return Err(RegisterError::TooBrief(MIN_EXPIRES));
+            }
+        }
+        let list = self.bindings.entry(user.to_string()).or_default();
+        for c in contacts {
+            let expires = c
+                .expires
+                .or(header_expires)
+                .unwrap_or(DEFAULT_EXPIRES)
+                .min(MAX_EXPIRES);
+            let existing = list.iter().position(|b| same_contact(&b.contact, &c.uri));
+            if let Some(i) = existing {
+                let b = &list[i];
+                if b.call_id == call_id && cseq <= b.cseq {
+                    return Err(RegisterError::OutOfOrder);
+                }
+                if expires == 0 {
+                    list.remove(i);
+                    continue;
+                }
+            } else if expires == 0 {
+                continue;
+            }
+            let binding = Binding {
+                contact: c.uri.clone(),
+                source,
+                expires_at: now + Duration::from_secs(expires.into()),
+                call_id: call_id.to_string(),
+                cseq,
+            };
+            match existing {
+                Some(i) => list[i] = binding,
+                None => list.push(binding),
+            }
+        }
+        let result = self.lookup(user, now);
+        if result.is_empty() {
+            self.bindings.remove(user);
+        }
+        Ok(result
+            .into_iter()
+            .map(|b| {
+                let left = b.expires_at.saturating_duration_since(now).as_secs() as u32;
+                (b, left)
+            })
+            .collect())
+    }
+
+    /// The live bindings of a user, newest first.
+    pub fn lookup(&self, user: &str, now: Instant) -> Vec<Binding> {
+        let mut v: Vec<Binding> = self
+            .bindings
+            .get(user)
+            .map(|l| l.iter().filter(|b| b.expires_at > now).cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.expires_at.cmp(&a.expires_at));
+        v
+    }
+
+    /// Drops expired bindings.
+    pub fn purge(&mut self, now: Instant) {
+        self.bindings.retain(|_, l| {
+            l.retain(|b| b.expires_at > now);
+            !l.is_empty()
+        });
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.bindings.len()
+    }
+}
+
+/// Contacts are the same binding when their URIs match ignoring parameter order and case of
+/// the scheme and host (a simplification of RFC 3261 §19.1.4 that phones satisfy in practice).
+fn same_contact(a: &str, b: &str) -> bool {
+    fn base(s: &str) -> String {
+        s.trim_matches(['<', '>'])
+            .split(';')
+            .next()
+            .unwrap_or(s)
+            .to_ascii_lowercase()
+    }
+    base(a) == base(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Transport;
+
+    fn peer() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        }
+    }
+
+    fn c(uri: &str, expires: Option<u32>) -> ContactRequest {
+        ContactRequest {
+            uri: uri.into(),
+            expires,
+        }
+    }
+
+    #[test]
+    fn several_contacts_expiry_refresh_and_removal() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        let got = r
+            .register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(120), "a", 1, peer(), t0)
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, 120);
+        // A second phone of the same user.
+        r.register("2001", &[c("sip:2001@127.0.0.1:5072", Some(300))], None, "b", 1, peer(), t0)
+            .unwrap();
+        assert_eq!(r.lookup("2001", t0).len(), 2);
+        // The first expires after 120 s unless refreshed.
+        assert_eq!(r.lookup("2001", t0 + Duration::from_secs(121)).len(), 1);
+        r.register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(120), "a", 2, peer(), t0 + Duration::from_secs(100))
+            .unwrap();
+        assert_eq!(r.lookup("2001", t0 + Duration::from_secs(121)).len(), 2);
+        // Expires: 0 removes one binding; an out-of-order CSeq is refused.
+        assert_eq!(
+            r.register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(0), "a", 2, peer(), t0),
+            Err(RegisterError::OutOfOrder)
+        );
+        r.register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(0), "a", 3, peer(), t0)
+            .unwrap();
+        let left = r.lookup("2001", t0);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].contact, "sip:2001@127.0.0.1:5072");
+        // `*` with Expires: 0 removes everything.
+        r.register("2001", &[c("*", None)], Some(0), "b", 2, peer(), t0).unwrap();
+        assert!(r.lookup("2001", t0).is_empty());
+        assert_eq!(r.user_count(), 0);
+    }
+
+    #[test]
+    fn too_brief_and_bad_wildcard() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        assert_eq!(
+            r.register("2001", &[c("sip:x@y", Some(10))], None, "a", 1, peer(), t0),
+            Err(RegisterError::TooBrief(MIN_EXPIRES))
+        );
+        assert_eq!(
+            r.register("2001", &[c("*", None)], Some(60), "a", 1, peer(), t0),
+            Err(RegisterError::BadWildcard)
+        );
+        // Long requests are capped at the maximum.
+        let got = r.register("2001", &[c("sip:x@y", Some(86_400))], None, "a", 1, peer(), t0).unwrap();
+        assert_eq!(got[0].1, MAX_EXPIRES);
+    }
+}
