@@ -8,3 +8,4 @@ pub mod transaction;
 pub mod auth;
 pub mod registrar;
 pub mod dialog;
+pub mod transport;

@@ -1,0 +1,327 @@
+//! The transport edge: UDP sockets and TCP connections, IPv4 and IPv6.
+//!
+//! This is the only part of the SIP stack that does IO. Receivers hand whole messages (one
+//! datagram, or one Content-Length-framed chunk of a stream) to the switch over a channel;
+//! the switch sends through a [`Transports`] value that it alone owns, so the TCP connection
+//! table has exactly one owner and needs no lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use super::message::header_end;
+use super::transaction::Peer;
+use crate::config::{Listener, Transport};
+
+/// Largest header section accepted on a stream before the connection is judged broken.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest body accepted on a stream.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// What the receivers tell the switch.
+#[derive(Debug)]
+pub enum Inbound {
+    Message { peer: Peer, bytes: Vec<u8> },
+    Connected { peer: Peer, writer: mpsc::Sender<Vec<u8>> },
+    Closed { peer: Peer },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FramingError {
+    #[error("header section larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("Content-Length missing or invalid on a stream")]
+    BadLength,
+    #[error("body larger than {MAX_BODY} bytes")]
+    BodyTooLarge,
+}
+
+/// Cuts the next complete message off a stream buffer (RFC 3261 §18.3: Content-Length
+/// frames messages on streams). Leading CRLFs (keep-alives, RFC 5626) are skipped.
+pub fn next_frame(buf: &mut BytesMut) -> Result<Option<Vec<u8>>, FramingError> {
+    while buf.first().is_some_and(|b| *b == b'\r' || *b == b'\n') {
+        buf.advance(1);
+    }
+    let Some((head_len, body_start)) = header_end(buf) else {
+        if buf.len() > MAX_HEAD {
+            return Err(FramingError::HeadTooLarge);
+        }
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]);
+    let mut length = None;
+    for line in head.lines().skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+                length = Some(value.trim().parse::<usize>().map_err(|_| FramingError::BadLength)?);
+            }
+        }
+    }
+    let length = length.ok_or(FramingError::BadLength)?;
+    if length > MAX_BODY {
+        return Err(FramingError::BodyTooLarge);
+    }
+    if buf.len() < body_start + length {
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(body_start + length).to_vec()))
+}
+
+/// The sending side, owned by the switch.
+pub struct Transports {
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+/// What the listeners bound, for Via and Contact.
+pub struct Bound {
+    pub transports: Transports,
+    pub local: Vec<(Transport, SocketAddr)>,
+}
+
+/// Binds every listener and spawns its receive loop.
+pub async fn bind(listeners: &[Listener], inbound: mpsc::Sender<Inbound>) -> std::io::Result<Bound> {
+    let mut udp = Vec::new();
+    let mut local = Vec::new();
+    for l in listeners {
+        match l.transport {
+            Transport::Udp => {
+                let sock = Arc::new(UdpSocket::bind(l.addr).await?);
+                let addr = sock.local_addr()?;
+                local.push((Transport::Udp, addr));
+                udp.push((addr, sock.clone()));
+                tokio::spawn(udp_loop(sock, inbound.clone()));
+            }
+            Transport::Tcp => {
+                let listener = TcpListener::bind(l.addr).await?;
+                local.push((Transport::Tcp, listener.local_addr()?));
+                tokio::spawn(tcp_accept_loop(listener, inbound.clone()));
+            }
+        }
+    }
+    Ok(Bound {
+        transports: Transports {
+            udp,
+            tcp: HashMap::new(),
+            inbound,
+        },
+        local,
+    })
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                // Keep-alives (CRLF pings) carry no message.
+                if buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
+                    continue;
+                }
+                let peer = Peer {
+                    transport: Transport::Udp,
+                    addr: from,
+                };
+                if inbound
+                    .send(Inbound::Message {
+                        peer,
+                        bytes: buf[..n].to_vec(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP port unreachable surfaces here on some systems; it is not fatal.
+            Err(e) => tracing::debug!(error = %e, "udp receive error"),
+        }
+    }
+}
+
+async fn tcp_accept_loop(listener: TcpListener, inbound: mpsc::Sender<Inbound>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                spawn_connection(stream, from, inbound.clone());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Runs one TCP connection: a reader that frames messages and a writer fed by a channel.
+fn spawn_connection(stream: TcpStream, from: SocketAddr, inbound: mpsc::Sender<Inbound>) -> mpsc::Sender<Vec<u8>> {
+    let peer = Peer {
+        transport: Transport::Tcp,
+        addr: from,
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tx.clone();
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        if inbound
+            .send(Inbound::Connected { peer, writer })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut buf = BytesMut::with_capacity(8192);
+        'conn: loop {
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => loop {
+                    match next_frame(&mut buf) {
+                        Ok(Some(bytes)) => {
+                            if inbound.send(Inbound::Message { peer, bytes }).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            // A stream that lost its framing cannot be resynchronised.
+                            tracing::warn!(%from, error = %e, "closing TCP connection");
+                            break 'conn;
+                        }
+                    }
+                },
+            }
+        }
+        let _ = inbound.send(Inbound::Closed { peer }).await;
+    });
+    tx
+}
+
+impl Transports {
+    /// Sends bytes to a peer: UDP from the socket of the same address family; TCP on the
+    /// existing connection to that address, or a new one.
+    pub fn send(&mut self, to: Peer, bytes: Vec<u8>) {
+        match to.transport {
+            Transport::Udp => {
+                let sock = self
+                    .udp
+                    .iter()
+                    .find(|(a, _)| a.is_ipv4() == to.addr.is_ipv4())
+                    .or(self.udp.first());
+                match sock {
+                    Some((_, s)) => {
+                        if let Err(e) = s.try_send_to(&bytes, to.addr) {
+                            tracing::debug!(to = %to.addr, error = %e, "udp send failed");
+                        }
+                    }
+                    None => tracing::warn!(to = %to.addr, "no UDP listener to send from"),
+                }
+            }
+            Transport::Tcp => {
+                if let Some(w) = self.tcp.get(&to.addr) {
+                    if w.try_send(bytes.clone()).is_ok() {
+                        return;
+                    }
+                    self.tcp.remove(&to.addr);
+                }
+                // No connection (or it died): open one, and let it announce itself.
+                let inbound = self.inbound.clone();
+                tokio::spawn(async move {
+                    match TcpStream::connect(to.addr).await {
+                        Ok(stream) => {
+                            let w = spawn_connection(stream, to.addr, inbound);
+                            let _ = w.send(bytes).await;
+                        }
+                        Err(e) => tracing::warn!(to = %to.addr, error = %e, "tcp connect failed"),
+                    }
+                });
+            }
+        }
+    }
+
+    pub fn connected(&mut self, peer: Peer, writer: mpsc::Sender<Vec<u8>>) {
+        self.tcp.insert(peer.addr, writer);
+    }
+
+    pub fn closed(&mut self, peer: Peer) {
+        self.tcp.remove(&peer.addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_on_content_length_and_skip_keepalives() {
+        let mut buf = BytesMut::from(
+            &b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\nabcBYE sip:b SIP/2.0\r\nl: 0\r\n\r\nINV"[..],
+        );
+        let first = next_frame(&mut buf).unwrap().unwrap();
+        assert!(first.starts_with(b"OPTIONS") && first.ends_with(b"\r\n\r\nabc"));
+        let second = next_frame(&mut buf).unwrap().unwrap();
+        assert!(second.starts_with(b"BYE"));
+        assert_eq!(next_frame(&mut buf).unwrap(), None);
+        assert_eq!(&buf[..], b"INV");
+    }
+
+    #[test]
+    fn partial_body_waits_and_bad_length_fails() {
+        let mut buf = BytesMut::from(&b"MESSAGE sip:a SIP/2.0\r\nContent-Length: 10\r\n\r\nabc"[..]);
+        assert_eq!(next_frame(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"defghij");
+        assert!(next_frame(&mut buf).unwrap().is_some());
+        let mut bad = BytesMut::from(&b"MESSAGE sip:a SIP/2.0\r\nContent-Length: ten\r\n\r\n"[..]);
+        assert_eq!(next_frame(&mut bad), Err(FramingError::BadLength));
+        let mut none = BytesMut::from(&b"MESSAGE sip:a SIP/2.0\r\nTo: x\r\n\r\n"[..]);
+        assert_eq!(next_frame(&mut none), Err(FramingError::BadLength));
+        let mut huge = BytesMut::from(&vec![b'a'; MAX_HEAD + 1][..]);
+        assert_eq!(next_frame(&mut huge), Err(FramingError::HeadTooLarge));
+    }
+
+    #[tokio::test]
+    async fn udp_and_tcp_deliver_messages() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let listeners = [
+            Listener { transport: Transport::Udp, addr: "127.0.0.1:0".parse().unwrap() },
+            Listener { transport: Transport::Tcp, addr: "127.0.0.1:0".parse().unwrap() },
+        ];
+        let bound = bind(&listeners, tx).await.unwrap();
+        let udp_addr = bound.local[0].1;
+        let tcp_addr = bound.local[1].1;
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"OPTIONS sip:a SIP/2.0\r\n\r\n", udp_addr).await.unwrap();
+        match rx.recv().await.unwrap() {
+            Inbound::Message { peer, bytes } => {
+                assert_eq!(peer.transport, Transport::Udp);
+                assert!(bytes.starts_with(b"OPTIONS"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut s = TcpStream::connect(tcp_addr).await.unwrap();
+        s.write_all(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\nOPTIONS sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), Inbound::Connected { .. }));
+        for want in [&b"OPTIONS sip:a"[..], &b"OPTIONS sip:b"[..]] {
+            match rx.recv().await.unwrap() {
+                Inbound::Message { peer, bytes } => {
+                    assert_eq!(peer.transport, Transport::Tcp);
+                    assert!(bytes.starts_with(want));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
