@@ -1,3 +1,5 @@
 //! Switchboard: a contact-center telephony server.
 pub mod config;
 pub mod sip;
+pub mod store;
+pub mod media;

@@ -1,0 +1,241 @@
+//! Call records in SQLite (the same schema runs on PostgreSQL for scale).
+//!
+//! The database lives in the data directory as `switchboard.db`, in WAL mode with
+//! `synchronous=FULL`: a record is durable when [`Store::write_call`] returns, and the call
+//! task awaits it before it considers the call ended, so a crash after a call ends never
+//! loses its record. Records are written once, complete; nothing here is updated in place.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Answered,
+    /// The caller hung up (or cancelled) before anyone answered.
+    Abandoned,
+    Busy,
+    Declined,
+    NoAnswer,
+    /// The destination has no registered phone.
+    Unavailable,
+    /// Admission refused the call (403, unknown number).
+    Refused,
+    Failed,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::Abandoned => "abandoned",
+            Disposition::Busy => "busy",
+            Disposition::Declined => "declined",
+            Disposition::NoAnswer => "no_answer",
+            Disposition::Unavailable => "unavailable",
+            Disposition::Refused => "refused",
+            Disposition::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupBy {
+    Caller,
+    Callee,
+    Switchboard,
+}
+
+impl HangupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupBy::Caller => "caller",
+            HangupBy::Callee => "callee",
+            HangupBy::Switchboard => "switchboard",
+        }
+    }
+}
+
+/// Everything a finished call leaves behind. Times are Unix epoch milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct CallRecord {
+    pub call_uuid: String,
+    pub a_call_id: String,
+    pub b_call_id: Option<String>,
+    pub from_uri: String,
+    pub from_user: String,
+    pub to_uri: String,
+    pub dialed: String,
+    /// "trunk", "user" or "unknown".
+    pub source_kind: &'static str,
+    pub trunk: Option<String>,
+    pub did: Option<String>,
+    pub caller_user: Option<String>,
+    pub target: Option<String>,
+    pub arrived_ms: i64,
+    pub ringing_ms: Option<i64>,
+    pub answered_ms: Option<i64>,
+    pub ended_ms: i64,
+    pub hangup_by: Option<HangupBy>,
+    pub disposition: Option<Disposition>,
+    pub final_code: u16,
+    pub reason: Option<String>,
+    pub a_rtp_in: u64,
+    pub a_rtp_out: u64,
+    pub b_rtp_in: u64,
+    pub b_rtp_out: u64,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_uuid TEXT NOT NULL UNIQUE,
+    a_call_id TEXT NOT NULL,
+    b_call_id TEXT,
+    from_uri TEXT NOT NULL,
+    from_user TEXT NOT NULL,
+    to_uri TEXT NOT NULL,
+    dialed TEXT NOT NULL,
+    source_kind TEXT NOT NULL,
+    trunk TEXT,
+    did TEXT,
+    caller_user TEXT,
+    target TEXT,
+    arrived_ms INTEGER NOT NULL,
+    ringing_ms INTEGER,
+    answered_ms INTEGER,
+    ended_ms INTEGER NOT NULL,
+    hangup_by TEXT,
+    disposition TEXT NOT NULL,
+    final_code INTEGER NOT NULL,
+    reason TEXT,
+    a_rtp_in INTEGER NOT NULL DEFAULT 0,
+    a_rtp_out INTEGER NOT NULL DEFAULT 0,
+    b_rtp_in INTEGER NOT NULL DEFAULT 0,
+    b_rtp_out INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
+";
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/switchboard.db`.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("switchboard.db");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Writes one finished call; durable when this returns.
+    pub async fn write_call(&self, r: &CallRecord) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
+               source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
+               ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.call_uuid)
+        .bind(&r.a_call_id)
+        .bind(&r.b_call_id)
+        .bind(&r.from_uri)
+        .bind(&r.from_user)
+        .bind(&r.to_uri)
+        .bind(&r.dialed)
+        .bind(r.source_kind)
+        .bind(&r.trunk)
+        .bind(&r.did)
+        .bind(&r.caller_user)
+        .bind(&r.target)
+        .bind(r.arrived_ms)
+        .bind(r.ringing_ms)
+        .bind(r.answered_ms)
+        .bind(r.ended_ms)
+        .bind(r.hangup_by.map(HangupBy::as_str))
+        .bind(r.disposition.unwrap_or(Disposition::Failed).as_str())
+        .bind(i64::from(r.final_code))
+        .bind(&r.reason)
+        .bind(r.a_rtp_in as i64)
+        .bind(r.a_rtp_out as i64)
+        .bind(r.b_rtp_in as i64)
+        .bind(r.b_rtp_out as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn count_calls(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM calls")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn record_round_trip_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let rec = CallRecord {
+            call_uuid: "u1".into(),
+            a_call_id: "a@x".into(),
+            from_uri: "sip:555@carrier".into(),
+            from_user: "555".into(),
+            to_uri: "sip:100@sb".into(),
+            dialed: "100".into(),
+            source_kind: "trunk",
+            trunk: Some("carrier".into()),
+            did: Some("100".into()),
+            target: Some("2001".into()),
+            arrived_ms: 1,
+            answered_ms: Some(2),
+            ended_ms: 3,
+            hangup_by: Some(HangupBy::Caller),
+            disposition: Some(Disposition::Answered),
+            final_code: 200,
+            a_rtp_in: 100,
+            ..Default::default()
+        };
+        store.write_call(&rec).await.unwrap();
+        // The same call cannot be written twice.
+        assert!(store.write_call(&rec).await.is_err());
+        store.close().await;
+        let again = Store::open(dir.path()).await.unwrap();
+        assert_eq!(again.count_calls().await.unwrap(), 1);
+        let (disp, by, code): (String, String, i64) =
+            sqlx::query_as("SELECT disposition, hangup_by, final_code FROM calls WHERE call_uuid='u1'")
+                .fetch_one(&again.pool)
+                .await
+                .unwrap();
+        assert_eq!((disp.as_str(), by.as_str(), code), ("answered", "caller", 200));
+    }
+}
