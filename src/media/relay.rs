@@ -1,0 +1,702 @@
+//! The per-call RTP/RTCP relay.
+//!
+//! [`spawn_relay`] bridges the two legs of a call, A and B, each with its own
+//! leased [`MediaPorts`]. RTP received on A's RTP socket is sent from B's RTP
+//! socket to B's remote address and vice versa; RTCP likewise between the two
+//! RTCP sockets, unmodified.
+//!
+//! * **Symmetric RTP / latching** (for phones behind NAT): the first valid
+//!   packet received on a leg's socket fixes that leg's remote address to the
+//!   packet's source, overriding the address from its SDP. Packets from any
+//!   other source are then dropped, as Asterisk's `strictrtp` does. A new SDP
+//!   address for the leg (via [`RelayHandle::set_remote`]) releases the latch.
+//! * **One stream per receiver**: each direction is re-stamped by a
+//!   [`StreamRewriter`] with our own SSRC, sequence numbers and timestamps, so
+//!   a phone keeps seeing one continuous stream when the other leg changes
+//!   (re-INVITE, transfer, music on hold).
+//!
+//! One task per call owns all four sockets and all relay state, so there is
+//! no locking on the packet path; at ~50 packets/s per direction a single task
+//! is far from busy. Per packet nothing is allocated: each socket has one
+//! receive buffer inside the task, the RTP header is rewritten in place and
+//! the packet is sent with a non-blocking `try_send_to` (a full socket buffer
+//! drops the packet, which is the right thing for real-time media).
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::ports::MediaPorts;
+
+/// One leg of a bridged call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The first leg (by convention the caller).
+    A,
+    /// The second leg (by convention the callee).
+    B,
+}
+
+impl Side {
+    fn idx(self) -> usize {
+        self as usize
+    }
+
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// RTP packet counters of one relay (RTCP is relayed but not counted, except
+/// in `dropped`, so that "no RTP from a leg" reads plainly as one-way audio).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// RTP packets accepted from leg A.
+    pub a_in: u64,
+    /// RTP packets sent to leg A.
+    pub a_out: u64,
+    /// RTP packets accepted from leg B.
+    pub b_in: u64,
+    /// RTP packets sent to leg B.
+    pub b_out: u64,
+    /// RTP and RTCP packets dropped: malformed, from a foreign source after
+    /// latching, with no known destination yet, or refused by the socket.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    input: [AtomicU64; 2],
+    output: [AtomicU64; 2],
+    dropped: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> RelayStats {
+        RelayStats {
+            a_in: self.input[0].load(Relaxed),
+            a_out: self.output[0].load(Relaxed),
+            b_in: self.input[1].load(Relaxed),
+            b_out: self.output[1].load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+        }
+    }
+
+    fn drop_one(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+}
+
+enum Control {
+    SetRemote {
+        side: Side,
+        rtp: SocketAddr,
+        rtcp: SocketAddr,
+    },
+    Stop(oneshot::Sender<()>),
+}
+
+/// Controls a running relay. Clones control the same relay; the relay ends
+/// when [`stop`](Self::stop) is called or the last clone is dropped, and its
+/// ports then go back to their pools.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    ctl: mpsc::UnboundedSender<Control>,
+    counters: Arc<Counters>,
+}
+
+impl RelayHandle {
+    /// Sets where a leg's media goes, as learned from that leg's SDP. `rtcp`
+    /// defaults to the RTP port + 1. A changed address releases the leg's
+    /// latch, so a re-INVITE that moves the phone's media takes effect; an
+    /// unchanged one (a re-INVITE for hold, say) keeps it.
+    pub fn set_remote(&self, side: Side, rtp: SocketAddr, rtcp: Option<SocketAddr>) {
+        let rtcp = rtcp.unwrap_or_else(|| SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)));
+        // A send error means the relay has already stopped: nothing to update.
+        let _ = self.ctl.send(Control::SetRemote { side, rtp, rtcp });
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RelayStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the relay and returns the final counters. When this returns the
+    /// sockets are closed and the ports are back in their pools.
+    pub async fn stop(self) -> RelayStats {
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(Control::Stop(tx)).is_ok() {
+            // Err only if the task went away meanwhile, which is just as good.
+            let _ = rx.await;
+        }
+        self.stats()
+    }
+}
+
+/// Starts relaying between legs A and B on a new tokio task (so this must be
+/// called within a runtime). Until a leg's remote address is known, from its
+/// SDP or by latching, packets towards it are dropped.
+pub fn spawn_relay(a: MediaPorts, b: MediaPorts) -> RelayHandle {
+    let (ctl, rx) = mpsc::unbounded_channel();
+    let counters = Arc::new(Counters::default());
+    let relay = Relay {
+        legs: [Leg::new(a), Leg::new(b)],
+        rewriters: [StreamRewriter::random(), StreamRewriter::random()],
+        counters: Arc::clone(&counters),
+    };
+    tokio::spawn(relay.run(rx));
+    RelayHandle { ctl, counters }
+}
+
+/// Large enough for any RTP packet on an Ethernet path; anything that fills
+/// the buffer entirely may have been truncated and is dropped.
+const BUF_LEN: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rtp = 0,
+    Rtcp = 1,
+}
+
+/// Where one leg's media comes from and goes to.
+struct Leg {
+    ports: MediaPorts,
+    sdp_rtp: Option<SocketAddr>,
+    sdp_rtcp: Option<SocketAddr>,
+    latched_rtp: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+}
+
+impl Leg {
+    fn new(ports: MediaPorts) -> Leg {
+        Leg {
+            ports,
+            sdp_rtp: None,
+            sdp_rtcp: None,
+            latched_rtp: None,
+            latched_rtcp: None,
+        }
+    }
+
+    fn destination(&self, kind: Kind) -> Option<SocketAddr> {
+        match kind {
+            Kind::Rtp => self.latched_rtp.or(self.sdp_rtp),
+            Kind::Rtcp => self.latched_rtcp.or(self.sdp_rtcp),
+        }
+    }
+
+    /// Admits a packet from `src`, latching onto it if nothing is latched yet.
+    fn admit(&mut self, kind: Kind, src: SocketAddr) -> bool {
+        let latch = match kind {
+            Kind::Rtp => &mut self.latched_rtp,
+            Kind::Rtcp => &mut self.latched_rtcp,
+        };
+        match *latch {
+            Some(addr) => addr == src,
+            None => {
+                tracing::debug!(port = self.ports.port(), ?kind, %src, "latched media source");
+                *latch = Some(src);
+                true
+            }
+        }
+    }
+}
+
+struct Relay {
+    legs: [Leg; 2],
+    /// Indexed by the *receiving* side: `rewriters[B]` stamps the stream B hears.
+    rewriters: [StreamRewriter; 2],
+    counters: Arc<Counters>,
+}
+
+impl Relay {
+    async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Control>) {
+        let mut bufs = [[0u8; BUF_LEN]; 4];
+        let stopped_by = 'relay: loop {
+            // Pending control first, so an address change sent before a packet
+            // arrived applies to that packet. The select below is then left
+            // unbiased, so a flood on one socket cannot starve the others.
+            while let Ok(msg) = ctl.try_recv() {
+                if let ControlFlow::Break(done) = self.control(Some(msg)) {
+                    break 'relay done;
+                }
+            }
+            // Buffer index = side * 2 + kind, see `bufs[...]` below.
+            let [a_rtp, a_rtcp, b_rtp, b_rtcp] = &mut bufs;
+            let [a, b] = &self.legs;
+            let (side, kind, res) = tokio::select! {
+                msg = ctl.recv() => match self.control(msg) {
+                    ControlFlow::Break(done) => break done,
+                    ControlFlow::Continue(()) => continue,
+                },
+                r = a.ports.rtp.recv_from(a_rtp) => (Side::A, Kind::Rtp, r),
+                r = a.ports.rtcp.recv_from(a_rtcp) => (Side::A, Kind::Rtcp, r),
+                r = b.ports.rtp.recv_from(b_rtp) => (Side::B, Kind::Rtp, r),
+                r = b.ports.rtcp.recv_from(b_rtcp) => (Side::B, Kind::Rtcp, r),
+            };
+            match res {
+                Ok((len, src)) if len < BUF_LEN => {
+                    let buf = &mut bufs[side.idx() * 2 + kind as usize][..len];
+                    self.forward(side, kind, buf, src);
+                }
+                Ok(_) => self.counters.drop_one(),
+                // Transient (e.g. an ICMP error surfacing); keep relaying.
+                Err(e) => tracing::trace!(error = %e, "RTP receive error"),
+            }
+        };
+        // Close the sockets (returning the ports) before confirming the stop.
+        drop(self);
+        if let Some(done) = stopped_by {
+            let _ = done.send(());
+        }
+    }
+
+    /// Applies a control message; `Break` ends the relay, carrying the stop
+    /// acknowledgement if there is one (`None` msg: every handle dropped).
+    fn control(&mut self, msg: Option<Control>) -> ControlFlow<Option<oneshot::Sender<()>>> {
+        match msg {
+            Some(Control::SetRemote { side, rtp, rtcp }) => {
+                let leg = &mut self.legs[side.idx()];
+                if leg.sdp_rtp != Some(rtp) || leg.sdp_rtcp != Some(rtcp) {
+                    leg.sdp_rtp = Some(rtp);
+                    leg.sdp_rtcp = Some(rtcp);
+                    leg.latched_rtp = None;
+                    leg.latched_rtcp = None;
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Control::Stop(done)) => ControlFlow::Break(Some(done)),
+            None => ControlFlow::Break(None),
+        }
+    }
+
+    fn forward(&mut self, from: Side, kind: Kind, pkt: &mut [u8], src: SocketAddr) {
+        let valid = match kind {
+            Kind::Rtp => is_rtp(pkt),
+            Kind::Rtcp => is_rtcp(pkt),
+        };
+        if !valid || !self.legs[from.idx()].admit(kind, src) {
+            return self.counters.drop_one();
+        }
+        if kind == Kind::Rtp {
+            self.counters.input[from.idx()].fetch_add(1, Relaxed);
+        }
+
+        let to = from.other();
+        let leg = &self.legs[to.idx()];
+        let Some(dest) = leg.destination(kind) else {
+            return self.counters.drop_one();
+        };
+        let socket = match kind {
+            Kind::Rtp => {
+                self.rewriters[to.idx()].rewrite(pkt, Instant::now());
+                &leg.ports.rtp
+            }
+            Kind::Rtcp => &leg.ports.rtcp,
+        };
+        match socket.try_send_to(pkt, dest) {
+            Ok(_) if kind == Kind::Rtp => {
+                self.counters.output[to.idx()].fetch_add(1, Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::trace!(error = %e, %dest, "RTP send error");
+                }
+                self.counters.drop_one();
+            }
+        }
+    }
+}
+
+const RTP_HEADER_LEN: usize = 12;
+
+/// Whether `pkt` looks like an RTP packet: version 2 and a complete fixed
+/// header plus CSRC list. Payload types 64..=95 are refused: they collide with
+/// RTCP packet types (RFC 5761 §4), i.e. this is RTCP sent to the RTP port.
+pub fn is_rtp(pkt: &[u8]) -> bool {
+    if pkt.len() < RTP_HEADER_LEN || pkt[0] >> 6 != 2 {
+        return false;
+    }
+    let csrc_count = usize::from(pkt[0] & 0x0f);
+    let payload_type = pkt[1] & 0x7f;
+    pkt.len() >= RTP_HEADER_LEN + 4 * csrc_count && !(64..=95).contains(&payload_type)
+}
+
+/// RTCP is relayed untouched; this only keeps junk from latching a leg.
+fn is_rtcp(pkt: &[u8]) -> bool {
+    pkt.len() >= 8 && pkt[0] >> 6 == 2
+}
+
+/// Samples per 20 ms at 8 kHz: the timestamp step used when splicing streams.
+const SPLICE_MIN_STEP: u32 = 160;
+/// Splice gaps are capped so the jump stays well inside the "newer" half of
+/// the 32-bit timestamp space.
+const SPLICE_MAX_STEP: u32 = 1 << 30;
+
+/// Re-stamps one direction of RTP so its receiver sees a single continuous
+/// stream under our own SSRC, whatever sources feed it.
+///
+/// Within one input SSRC, `out = in + offset` (wrapping) for both sequence
+/// number and timestamp, which preserves the sender's gaps, reordering and
+/// RFC 4733 event timestamps. When a new input SSRC appears, the offsets are
+/// recomputed so the stream continues at `last seq + 1` and `last timestamp +
+/// elapsed wall-clock time` (at least one 20 ms frame) in 8 kHz samples, the
+/// clock rate of every codec we negotiate; and the marker bit is set to tell
+/// the receiver's jitter buffer to resynchronise.
+#[derive(Debug, Clone)]
+pub struct StreamRewriter {
+    out_ssrc: u32,
+    in_ssrc: Option<u32>,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// Highest sequence number and timestamp sent, in serial-number order.
+    last_seq: u16,
+    last_ts: u32,
+    last_sent: Option<Instant>,
+}
+
+impl StreamRewriter {
+    /// A rewriter whose first packet goes out with `ssrc`, sequence number
+    /// `first_seq` and timestamp `first_ts`.
+    pub fn new(ssrc: u32, first_seq: u16, first_ts: u32) -> Self {
+        StreamRewriter {
+            out_ssrc: ssrc,
+            in_ssrc: None,
+            seq_offset: 0,
+            ts_offset: 0,
+            last_seq: first_seq.wrapping_sub(1),
+            last_ts: first_ts.wrapping_sub(SPLICE_MIN_STEP),
+            last_sent: None,
+        }
+    }
+
+    /// A rewriter with random SSRC and initial sequence number and timestamp,
+    /// as RFC 3550 §5.1 asks.
+    pub fn random() -> Self {
+        Self::new(rand::random(), rand::random(), rand::random())
+    }
+
+    /// The SSRC the receiver sees.
+    pub fn ssrc(&self) -> u32 {
+        self.out_ssrc
+    }
+
+    /// Rewrites the RTP header of `pkt` in place; `now` is the packet's
+    /// arrival time. Returns false, leaving `pkt` untouched, if it is not RTP.
+    pub fn rewrite(&mut self, pkt: &mut [u8], now: Instant) -> bool {
+        if !is_rtp(pkt) {
+            return false;
+        }
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+
+        if self.in_ssrc != Some(ssrc) {
+            let elapsed = self
+                .last_sent
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let samples = (elapsed.as_micros() * 8 / 1000).min(u128::from(SPLICE_MAX_STEP)) as u32;
+            self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(seq);
+            self.ts_offset = self
+                .last_ts
+                .wrapping_add(samples.max(SPLICE_MIN_STEP))
+                .wrapping_sub(ts);
+            self.in_ssrc = Some(ssrc);
+            pkt[1] |= 0x80; // marker
+        }
+
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        pkt[2..4].copy_from_slice(&out_seq.to_be_bytes());
+        pkt[4..8].copy_from_slice(&out_ts.to_be_bytes());
+        pkt[8..12].copy_from_slice(&self.out_ssrc.to_be_bytes());
+
+        // Track the newest values only, so a late (reordered) packet cannot
+        // make a later splice reuse sequence numbers already sent.
+        if out_seq.wrapping_sub(self.last_seq) as i16 > 0 {
+            self.last_seq = out_seq;
+        }
+        if out_ts.wrapping_sub(self.last_ts) as i32 > 0 {
+            self.last_ts = out_ts;
+        }
+        self.last_sent = Some(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ports::{tests::free_range, PortPool};
+    use std::net::{IpAddr, Ipv4Addr};
+    use tokio::net::UdpSocket;
+    use tokio::time::timeout;
+
+    fn rtp(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 0]; // V=2, PT 0 (PCMU)
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// (marker, seq, ts, ssrc)
+    fn header(p: &[u8]) -> (bool, u16, u32, u32) {
+        (
+            p[1] & 0x80 != 0,
+            u16::from_be_bytes([p[2], p[3]]),
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        )
+    }
+
+    fn stamp(
+        rw: &mut StreamRewriter,
+        seq: u16,
+        ts: u32,
+        ssrc: u32,
+        now: Instant,
+    ) -> (bool, u16, u32, u32) {
+        let mut p = rtp(seq, ts, ssrc, b"voice");
+        assert!(rw.rewrite(&mut p, now));
+        assert_eq!(&p[12..], b"voice");
+        header(&p)
+    }
+
+    #[test]
+    fn continuous_across_ssrc_change() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::new(0xCAFE, 1000, 50_000);
+        assert_eq!(
+            stamp(&mut rw, 7, 700, 0x1111, t0),
+            (true, 1000, 50_000, 0xCAFE)
+        );
+        assert_eq!(
+            stamp(&mut rw, 8, 860, 0x1111, t0),
+            (false, 1001, 50_160, 0xCAFE)
+        );
+        // Gaps and reordering within one source are preserved.
+        assert_eq!(
+            stamp(&mut rw, 10, 1180, 0x1111, t0),
+            (false, 1003, 50_480, 0xCAFE)
+        );
+        assert_eq!(
+            stamp(&mut rw, 9, 1020, 0x1111, t0),
+            (false, 1002, 50_320, 0xCAFE)
+        );
+
+        // The other leg is replaced: a new SSRC continues right after 1003,
+        // one frame on when (almost) no time has passed...
+        assert_eq!(
+            stamp(&mut rw, 40_000, 9, 0x2222, t0),
+            (true, 1004, 50_640, 0xCAFE)
+        );
+        assert_eq!(
+            stamp(&mut rw, 40_001, 169, 0x2222, t0),
+            (false, 1005, 50_800, 0xCAFE)
+        );
+        // ...and by the wall-clock gap (2 s = 16000 samples) after a pause.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(
+            stamp(&mut rw, 5, 5, 0x3333, later),
+            (true, 1006, 66_800, 0xCAFE)
+        );
+    }
+
+    #[test]
+    fn wraps_sequence_and_timestamp() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::new(1, u16::MAX, u32::MAX - 79);
+        assert_eq!(
+            stamp(&mut rw, 0, 0, 9, t0),
+            (true, u16::MAX, u32::MAX - 79, 1)
+        );
+        assert_eq!(stamp(&mut rw, 1, 160, 9, t0), (false, 0, 80, 1));
+        // A splice right after the wrap still continues forward.
+        assert_eq!(stamp(&mut rw, 500, 1, 10, t0), (true, 1, 240, 1));
+        // Input wrapping on its own is carried through too.
+        let mut rw = StreamRewriter::new(1, 100, 1000);
+        stamp(&mut rw, u16::MAX, u32::MAX, 9, t0);
+        assert_eq!(stamp(&mut rw, 0, 159, 9, t0), (false, 101, 1160, 1));
+    }
+
+    #[test]
+    fn rejects_what_is_not_rtp() {
+        let mut rw = StreamRewriter::random();
+        let now = Instant::now();
+        let mut short = rtp(1, 1, 1, b"")[..11].to_vec();
+        assert!(!rw.rewrite(&mut short, now));
+        let mut v1 = rtp(1, 1, 1, b"x");
+        v1[0] = 0x40;
+        assert!(!rw.rewrite(&mut v1, now));
+        // Claims 2 CSRCs but carries only one.
+        let mut csrc = rtp(1, 1, 1, &[0; 4]);
+        csrc[0] |= 2;
+        assert!(!rw.rewrite(&mut csrc, now));
+        csrc.extend_from_slice(&[0; 4]);
+        assert!(rw.rewrite(&mut csrc, now));
+        // An RTCP sender report arriving on the RTP port.
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.resize(28, 0);
+        let before = sr.clone();
+        assert!(!rw.rewrite(&mut sr, now));
+        assert_eq!(sr, before);
+    }
+
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    async fn recv(sock: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let (n, _) = timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .expect("packet not relayed")
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    async fn phone() -> UdpSocket {
+        UdpSocket::bind((LOCALHOST, 0)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn relays_between_two_phones() {
+        let low = free_range(2);
+        let pool = PortPool::new(LOCALHOST, low, low + 3);
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let to_a = SocketAddr::new(LOCALHOST, a.port());
+        let to_b = SocketAddr::new(LOCALHOST, b.port());
+        let relay = spawn_relay(a, b);
+
+        let (phone_a, phone_b, phone_b_rtcp) = (phone().await, phone().await, phone().await);
+        // A's SDP address is wrong (as behind NAT): an unused port.
+        let nowhere = phone().await.local_addr().unwrap();
+        relay.set_remote(Side::A, nowhere, None);
+        relay.set_remote(
+            Side::B,
+            phone_b.local_addr().unwrap(),
+            Some(phone_b_rtcp.local_addr().unwrap()),
+        );
+
+        // A speaks first; B hears it under our SSRC.
+        phone_a
+            .send_to(&rtp(10, 1000, 0xAAAA, b"hello"), to_a)
+            .await
+            .unwrap();
+        let got = recv(&phone_b).await;
+        let (marker, _, _, ssrc_b) = header(&got);
+        assert!(marker);
+        assert_ne!(ssrc_b, 0xAAAA);
+        assert_eq!(&got[12..], b"hello");
+
+        // B answers; it reaches A at the latched source, not the SDP address.
+        phone_b
+            .send_to(&rtp(500, 9000, 0xBBBB, b"hi"), to_b)
+            .await
+            .unwrap();
+        let got = recv(&phone_a).await;
+        let ssrc_a = header(&got).3;
+        assert!(ssrc_a != 0xBBBB && ssrc_a != ssrc_b);
+        assert_eq!(&got[12..], b"hi");
+
+        // Consecutive packets keep the numbering consecutive.
+        phone_a
+            .send_to(&rtp(11, 1160, 0xAAAA, b"again"), to_a)
+            .await
+            .unwrap();
+        let first = header(&recv(&phone_b).await);
+        phone_a
+            .send_to(&rtp(12, 1320, 0xAAAA, b"more"), to_a)
+            .await
+            .unwrap();
+        let next = header(&recv(&phone_b).await);
+        assert!(!next.0);
+        assert_eq!(
+            (next.1, next.2),
+            (first.1.wrapping_add(1), first.2.wrapping_add(160))
+        );
+
+        // RTCP from A passes through to B's RTCP address byte for byte.
+        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0xAA, 0xAA];
+        sr.resize(28, 7);
+        phone_a
+            .send_to(&sr, SocketAddr::new(LOCALHOST, to_a.port() + 1))
+            .await
+            .unwrap();
+        assert_eq!(recv(&phone_b_rtcp).await, sr);
+
+        // A stranger on A's port is ignored once A has latched.
+        let stranger = phone().await;
+        stranger
+            .send_to(&rtp(1, 1, 0xEEEE, b"spoof"), to_a)
+            .await
+            .unwrap();
+        // Garbage is dropped too.
+        phone_a.send_to(b"not rtp", to_a).await.unwrap();
+        // Flush: the next genuine packet proves the two above were processed.
+        phone_a
+            .send_to(&rtp(13, 1480, 0xAAAA, b"last"), to_a)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&phone_b).await[12..], b"last");
+
+        let stats = relay.stop().await;
+        assert_eq!(
+            stats,
+            RelayStats {
+                a_in: 4,
+                a_out: 1,
+                b_in: 1,
+                b_out: 4,
+                dropped: 2
+            }
+        );
+        assert_eq!(pool.available(), 2, "stop() returns the ports");
+    }
+
+    #[tokio::test]
+    async fn drops_until_a_destination_is_known_and_ends_on_handle_drop() {
+        let low = free_range(2);
+        let pool = PortPool::new(LOCALHOST, low, low + 3);
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let to_a = SocketAddr::new(LOCALHOST, a.port());
+        let relay = spawn_relay(a, b);
+        let phone_a = phone().await;
+
+        // Nothing is known about B yet: A's packet is counted in and dropped.
+        phone_a.send_to(&rtp(1, 1, 1, b"x"), to_a).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while relay.stats().dropped == 0 {
+            assert!(Instant::now() < deadline, "packet never seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            relay.stats(),
+            RelayStats {
+                a_in: 1,
+                dropped: 1,
+                ..Default::default()
+            }
+        );
+
+        // A clone keeps it alive; dropping the last handle ends the task.
+        let clone = relay.clone();
+        drop(relay);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pool.available(), 0);
+        drop(clone);
+        while pool.available() != 2 {
+            assert!(Instant::now() < deadline, "ports not returned");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
