@@ -1,0 +1,671 @@
+//! One call, owned by one task: the caller's dialog (leg A), the callee forks and then
+//! the callee's dialog (leg B), the RTP relay between them, and the call record.
+//!
+//! Every contact of the target user is rung (each fork is a call of its own, with its own
+//! Call-ID); the first 2xx wins and the others are cancelled. Once answered, in-dialog
+//! requests from one leg are re-originated on the other (re-INVITE/UPDATE for hold and
+//! resume, INFO), with SDP rewritten so media keeps flowing through our ports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, Response, SipMessage};
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::switch::Shared;
+use super::{as_msg, CallEvent, CallKey, SwitchHandle};
+use crate::media::relay::{spawn_relay, RelayHandle, Side};
+use crate::media::sdp::{self, LegSdp, SdpInfo};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{self, host_str};
+use crate::sip::registrar::Binding;
+use crate::sip::transaction::{Peer, TxId};
+use crate::store::{now_ms, CallRecord, Disposition, HangupBy};
+
+pub struct CallSetup {
+    pub key: CallKey,
+    pub shared: Arc<Shared>,
+    pub switch: SwitchHandle,
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+    pub invite_tx: TxId,
+    pub invite: Request,
+    pub from: Peer,
+    pub targets: Vec<Binding>,
+    pub record: CallRecord,
+}
+
+pub fn spawn(setup: CallSetup) {
+    let span = info_span!("call", id = %setup.record.call_uuid, sip_call_id = %setup.record.a_call_id);
+    tokio::spawn(run(setup).instrument(span));
+}
+
+struct Fork {
+    tx: TxId,
+    invite: Request,
+    peer: Peer,
+    final_code: Option<u16>,
+}
+
+/// A request from one leg waiting for the other leg's answer.
+struct Relayed {
+    from: Side,
+    server_tx: TxId,
+    method: Method,
+    req: Request,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ringing,
+    Answered,
+}
+
+struct Call {
+    key: CallKey,
+    shared: Arc<Shared>,
+    sw: SwitchHandle,
+    rec: CallRecord,
+    a_tx: TxId,
+    a_invite: Request,
+    a_peer: Peer,
+    a_tag: String,
+    a_contact: String,
+    a_offer: SdpInfo,
+    a_offer_sd: rtc_sdp::SessionDescription,
+    a_dialog: Option<Dialog>,
+    a_sdp: LegSdp,
+    b_sdp: LegSdp,
+    a_port: u16,
+    b_port: u16,
+    relay: RelayHandle,
+    forks: Vec<Fork>,
+    b_dialog: Option<Dialog>,
+    b_ack: Option<(Request, Peer)>,
+    b_offer_info: Option<SdpInfo>,
+    phase: Phase,
+    relayed: HashMap<TxId, Relayed>,
+}
+
+/// How a call ends, for its record.
+struct End {
+    by: HangupBy,
+    disposition: Disposition,
+    code: u16,
+    reason: Option<String>,
+}
+
+async fn run(mut s: CallSetup) {
+    let cfg = &s.shared.config;
+    let respond_early = |code: u16, why: &str, s: &mut CallSetup, d: Disposition| {
+        let tag = message::new_tag();
+        let resp = message::response_to(&s.invite, code, Some(&tag));
+        s.switch.respond(s.invite_tx, resp);
+        s.record.final_code = code;
+        s.record.disposition = Some(d);
+        s.record.hangup_by = Some(HangupBy::Switchboard);
+        s.record.reason = Some(why.to_string());
+    };
+    // The caller's offer decides what we offer the callee.
+    let offer = if s.invite.body.is_empty() {
+        Err("the INVITE has no SDP offer (late offer is not supported)".to_string())
+    } else {
+        sdp::parse(&s.invite.body).map_err(|e| e.to_string())
+    };
+    let (a_offer_sd, a_offer) = match offer {
+        Ok(o) => o,
+        Err(why) => {
+            warn!(%why, "refusing the call with 488");
+            respond_early(488, &why, &mut s, Disposition::Failed);
+            return finish_early(s).await;
+        }
+    };
+    let ports = (s.shared.ports.allocate(), s.shared.ports.allocate());
+    let (a_ports, b_ports) = match ports {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            warn!("RTP port range exhausted");
+            respond_early(503, "no RTP ports left", &mut s, Disposition::Failed);
+            return finish_early(s).await;
+        }
+    };
+    let (a_port, b_port) = (a_ports.port(), b_ports.port());
+    let relay = spawn_relay(a_ports, b_ports);
+    if let Some(rtp) = a_offer.rtp {
+        relay.set_remote(Side::A, rtp, None);
+    }
+    let a_contact = s.shared.contact(s.from.transport);
+    let mut call = Call {
+        key: s.key,
+        shared: s.shared.clone(),
+        sw: s.switch.clone(),
+        rec: s.record.clone(),
+        a_tx: s.invite_tx,
+        a_invite: s.invite.clone(),
+        a_peer: s.from,
+        a_tag: message::new_tag(),
+        a_contact,
+        a_offer,
+        a_offer_sd,
+        a_dialog: None,
+        a_sdp: LegSdp::new(),
+        b_sdp: LegSdp::new(),
+        a_port,
+        b_port,
+        relay,
+        forks: Vec::new(),
+        b_dialog: None,
+        b_ack: None,
+        b_offer_info: None,
+        phase: Phase::Ringing,
+        relayed: HashMap::new(),
+    };
+    info!(target_ext = call.rec.target.as_deref().unwrap_or(""), contacts = s.targets.len(), "ringing");
+    for b in &s.targets {
+        call.start_fork(b).await;
+    }
+    let ring_deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.ring_timeout_secs);
+    let end = loop {
+        let ringing = call.phase == Phase::Ringing;
+        let ev = tokio::select! {
+            ev = s.events.recv() => ev,
+            _ = tokio::time::sleep_until(ring_deadline), if ringing => {
+                break call.give_up(480, Disposition::NoAnswer, "no answer").await;
+            }
+        };
+        let Some(ev) = ev else {
+            break End {
+                by: HangupBy::Switchboard,
+                disposition: Disposition::Failed,
+                code: 500,
+                reason: Some("switch stopped".into()),
+            };
+        };
+        if let Some(end) = call.on_event(ev).await {
+            break end;
+        }
+    };
+    call.finish(end).await;
+}
+
+/// Record for a call that ended before it had media.
+async fn finish_early(mut s: CallSetup) {
+    s.record.ended_ms = now_ms();
+    if let Err(e) = s.shared.store.write_call(&s.record).await {
+        warn!(error = %e, "could not write the call record");
+    }
+    s.switch.ended(s.key);
+}
+
+impl Call {
+    fn advertise(&self) -> std::net::IpAddr {
+        self.shared.config.advertise
+    }
+
+    async fn start_fork(&mut self, b: &Binding) {
+        let adv = host_str(self.advertise());
+        let call_id = format!("{}@switchboard", message::random_token(20));
+        let caller = if self.rec.from_user.is_empty() { "anonymous" } else { &self.rec.from_user };
+        let display = self
+            .a_invite
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::From(f) => f.value().split('<').next().map(|d| d.trim().to_string()),
+                _ => None,
+            })
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d} "))
+            .unwrap_or_default();
+        let target = self.rec.target.clone().unwrap_or_default();
+        let uri = rsip::Uri::try_from(b.contact.as_str()).unwrap_or_else(|_| {
+            rsip::Uri::try_from(format!("sip:{target}@{}", b.source.addr).as_str()).unwrap_or_default()
+        });
+        let mut headers = rsip::Headers::default();
+        headers.push(Header::From(rsip::headers::From::new(format!(
+            "{display}<sip:{caller}@{adv}>;tag={}",
+            message::new_tag()
+        ))));
+        headers.push(Header::To(rsip::headers::To::new(format!("<sip:{target}@{adv}>"))));
+        headers.push(Header::CallId(rsip::headers::CallId::new(call_id.clone())));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new("1 INVITE")));
+        headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
+        headers.push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<{}>",
+            self.shared.contact(b.source.transport)
+        ))));
+        headers.push(Header::Allow(rsip::headers::Allow::new(
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+        )));
+        headers.push(Header::Other("X-Switchboard-Call".into(), self.rec.call_uuid.clone()));
+        let mut req = Request {
+            method: Method::Invite,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        let body = self.b_sdp.render(&self.a_offer_sd, self.advertise(), self.b_port);
+        message::set_body(&mut req.headers, &mut req.body, "application/sdp", body.into_bytes());
+        self.sw.bind_call_id(self.key, call_id.clone());
+        if self.rec.b_call_id.is_none() {
+            self.rec.b_call_id = Some(call_id);
+        }
+        if let Some(tx) = self.sw.send(self.key, req.clone(), b.source).await {
+            self.forks.push(Fork {
+                tx,
+                invite: req,
+                peer: b.source,
+                final_code: None,
+            });
+        }
+    }
+
+    fn respond_a(&self, code: u16, body: Option<String>) {
+        let mut resp = message::response_to(&self.a_invite, code, Some(&self.a_tag));
+        if code < 300 {
+            resp.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{}>", self.a_contact))));
+        }
+        if let Some(b) = body {
+            message::set_body(&mut resp.headers, &mut resp.body, "application/sdp", b.into_bytes());
+        }
+        self.sw.respond(self.a_tx, resp);
+    }
+
+    fn cancel_forks(&mut self, except: Option<TxId>) {
+        for f in &self.forks {
+            if f.final_code.is_none() && Some(f.tx) != except {
+                self.sw.cancel(f.tx);
+            }
+        }
+    }
+
+    async fn give_up(&mut self, code: u16, d: Disposition, why: &str) -> End {
+        self.cancel_forks(None);
+        self.respond_a(code, None);
+        End {
+            by: HangupBy::Switchboard,
+            disposition: d,
+            code,
+            reason: Some(why.into()),
+        }
+    }
+
+    async fn on_event(&mut self, ev: CallEvent) -> Option<End> {
+        match ev {
+            CallEvent::Response { tx, resp } => self.on_response(tx, resp).await,
+            CallEvent::Timeout { tx } => self.on_fork_final(tx, 408).await,
+            CallEvent::Cancelled { tx } if tx == self.a_tx => {
+                self.cancel_forks(None);
+                Some(End {
+                    by: HangupBy::Caller,
+                    disposition: Disposition::Abandoned,
+                    code: 487,
+                    reason: Some("caller cancelled".into()),
+                })
+            }
+            CallEvent::Cancelled { .. } => None,
+            CallEvent::AckTimeout { tx } if tx == self.a_tx => {
+                self.hangup_both(None).await;
+                Some(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Failed,
+                    code: 200,
+                    reason: Some("the caller never acknowledged the answer".into()),
+                })
+            }
+            CallEvent::AckTimeout { .. } | CallEvent::Ack { .. } => None,
+            CallEvent::Request { tx, req, .. } => self.on_request(tx, req).await,
+            CallEvent::Shutdown => {
+                if self.phase == Phase::Ringing {
+                    return Some(self.give_up(503, Disposition::Failed, "server shutting down").await);
+                }
+                self.hangup_both(None).await;
+                Some(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Answered,
+                    code: 200,
+                    reason: Some("server shutting down".into()),
+                })
+            }
+        }
+    }
+
+    async fn on_response(&mut self, tx: TxId, resp: Response) -> Option<End> {
+        if let Some(r) = self.relayed.remove(&tx) {
+            return self.on_relayed_response(tx, r, resp).await;
+        }
+        let code = resp.status_code.code();
+        let fork_idx = self.forks.iter().position(|f| f.tx == tx)?;
+        match code {
+            100 => None,
+            101..=199 => {
+                if self.phase != Phase::Ringing {
+                    return None;
+                }
+                if self.rec.ringing_ms.is_none() {
+                    self.rec.ringing_ms = Some(now_ms());
+                }
+                // Early media (183 with SDP) is relayed; plain ringing becomes 180.
+                let early = (!resp.body.is_empty())
+                    .then(|| self.answer_sdp_for_a(&resp.body).ok())
+                    .flatten();
+                match early {
+                    Some(body) => self.respond_a(183, Some(body)),
+                    None => self.respond_a(180, None),
+                }
+                None
+            }
+            200..=299 => self.on_fork_answered(fork_idx, resp).await,
+            _ => self.on_fork_final(tx, code).await,
+        }
+    }
+
+    /// The callee's SDP answer, narrowed to the caller's offer and rendered for leg A.
+    fn answer_sdp_for_a(&mut self, body: &[u8]) -> Result<String, sdp::SdpError> {
+        let (sd, info) = sdp::parse(body)?;
+        let (narrowed, _) = sdp::restrict_answer(&sd, &self.a_offer)?;
+        if let Some(rtp) = info.rtp {
+            self.relay.set_remote(Side::B, rtp, None);
+        }
+        Ok(self.a_sdp.render(&narrowed, self.advertise(), self.a_port))
+    }
+
+    async fn on_fork_answered(&mut self, idx: usize, resp: Response) -> Option<End> {
+        let fork_tx = self.forks[idx].tx;
+        let peer = self.forks[idx].peer;
+        let contact = self.shared.contact(peer.transport);
+        let dialog = Dialog::from_response(&self.forks[idx].invite, &resp, peer, contact);
+        let ack = dialog.ack(1);
+        self.sw.send_ack(ack.clone(), peer);
+        if self.phase == Phase::Answered {
+            let mine = self.b_dialog.as_ref().map(|d| d.id.call_id.clone());
+            if mine.as_deref() != Some(dialog.id.call_id.as_str()) {
+                // A second fork answered too late: acknowledge it and hang it up.
+                let mut late = dialog;
+                let bye = late.request(Method::Bye);
+                let _ = self.sw.send(self.key, bye, peer).await;
+            }
+            return None;
+        }
+        self.forks[idx].final_code = Some(resp.status_code.code());
+        let body = match self.answer_sdp_for_a(&resp.body) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "the callee's answer cannot be used");
+                let mut d = dialog;
+                let bye = d.request(Method::Bye);
+                let _ = self.sw.send(self.key, bye, peer).await;
+                self.cancel_forks(None);
+                self.respond_a(488, None);
+                return Some(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Failed,
+                    code: 488,
+                    reason: Some(e.to_string()),
+                });
+            }
+        };
+        self.cancel_forks(Some(fork_tx));
+        self.rec.b_call_id = Some(dialog.id.call_id.clone());
+        self.b_dialog = Some(dialog);
+        self.b_ack = Some((ack, peer));
+        self.respond_a(200, Some(body));
+        self.a_dialog = Some(Dialog::from_request(
+            &self.a_invite,
+            &self.a_tag,
+            self.a_peer,
+            self.a_contact.clone(),
+        ));
+        self.phase = Phase::Answered;
+        self.rec.answered_ms = Some(now_ms());
+        info!("answered");
+        None
+    }
+
+    async fn on_fork_final(&mut self, tx: TxId, code: u16) -> Option<End> {
+        let fork = self.forks.iter_mut().find(|f| f.tx == tx)?;
+        fork.final_code = Some(code);
+        if self.phase != Phase::Ringing || self.forks.iter().any(|f| f.final_code.is_none()) {
+            return None;
+        }
+        // Every fork failed: tell the caller the most telling answer (RFC 3261 §16.7:
+        // 6xx first, then busy, then the lowest class).
+        let codes: Vec<u16> = self.forks.iter().filter_map(|f| f.final_code).collect();
+        let best = codes
+            .iter()
+            .copied()
+            .find(|c| *c >= 600)
+            .or_else(|| codes.iter().copied().find(|c| *c == 486))
+            .or_else(|| codes.iter().copied().min())
+            .unwrap_or(480);
+        let (code, d) = match best {
+            486 | 600 => (486, Disposition::Busy),
+            603 | 403 => (603, Disposition::Declined),
+            408 | 480 | 404 => (480, Disposition::Unavailable),
+            401 | 407 => (403, Disposition::Failed),
+            c => (c, Disposition::Failed),
+        };
+        self.respond_a(code, None);
+        Some(End {
+            by: HangupBy::Callee,
+            disposition: d,
+            code,
+            reason: Some(format!("callee answered {best}")),
+        })
+    }
+
+    fn side_of(&self, req: &Request) -> Option<Side> {
+        let id = message::call_id(&as_msg(req));
+        if self.a_dialog.as_ref().is_some_and(|d| d.id.call_id == id) || id == self.rec.a_call_id {
+            Some(Side::A)
+        } else if self.b_dialog.as_ref().is_some_and(|d| d.id.call_id == id) {
+            Some(Side::B)
+        } else {
+            None
+        }
+    }
+
+    fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
+        match side {
+            Side::A => self.a_dialog.as_mut(),
+            Side::B => self.b_dialog.as_mut(),
+        }
+    }
+
+    async fn on_request(&mut self, tx: TxId, req: Request) -> Option<End> {
+        let reply = |sw: &SwitchHandle, code: u16| sw.respond(tx, message::response_to(&req, code, None));
+        let Some(side) = self.side_of(&req) else {
+            reply(&self.sw, 481);
+            return None;
+        };
+        let Some(dialog) = self.dialog_mut(side) else {
+            // Not answered yet: only the caller's early dialog exists.
+            reply(&self.sw, if req.method == Method::Bye { 481 } else { 491 });
+            return None;
+        };
+        if !dialog.accept_remote_cseq(&req) {
+            reply(&self.sw, 500);
+            return None;
+        }
+        match req.method {
+            Method::Bye => {
+                reply(&self.sw, 200);
+                let other = other(side);
+                self.hangup_both(Some(other)).await;
+                Some(End {
+                    by: if side == Side::A { HangupBy::Caller } else { HangupBy::Callee },
+                    disposition: Disposition::Answered,
+                    code: 200,
+                    reason: None,
+                })
+            }
+            Method::Options => {
+                reply(&self.sw, 200);
+                None
+            }
+            Method::Invite | Method::Update | Method::Info => {
+                if req.method != Method::Info {
+                    dialog.refresh_target(&req.headers);
+                }
+                self.relay_request(side, tx, req).await;
+                None
+            }
+            _ => {
+                reply(&self.sw, 405);
+                None
+            }
+        }
+    }
+
+    /// Re-originates an in-dialog request on the other leg, SDP rewritten for it.
+    async fn relay_request(&mut self, from: Side, server_tx: TxId, req: Request) {
+        let to = other(from);
+        let mut body = None;
+        if !req.body.is_empty() {
+            let is_sdp = message::content_type(&as_msg(&req)).is_some_and(|c| c.contains("sdp"));
+            if is_sdp {
+                match sdp::parse(&req.body) {
+                    Ok((sd, info)) => {
+                        if let Some(rtp) = info.rtp {
+                            self.relay.set_remote(from, rtp, None);
+                        }
+                        let (leg, port) = match to {
+                            Side::A => (&mut self.a_sdp, self.a_port),
+                            Side::B => (&mut self.b_sdp, self.b_port),
+                        };
+                        body = Some(("application/sdp".to_string(), leg.render(&sd, self.shared.config.advertise, port).into_bytes()));
+                        if from == Side::A {
+                            self.a_offer = info;
+                        } else {
+                            self.b_offer_info = Some(info);
+                        }
+                    }
+                    Err(e) => {
+                        self.sw.respond(server_tx, message::response_to(&req, 488, None));
+                        warn!(error = %e, "unusable SDP in an in-dialog request");
+                        return;
+                    }
+                }
+            } else {
+                let ct = message::content_type(&as_msg(&req)).unwrap_or_else(|| "application/octet-stream".into());
+                body = Some((ct, req.body.clone()));
+            }
+        }
+        let Some(dialog) = self.dialog_mut(to) else { return };
+        let mut out = dialog.request(req.method.clone());
+        if let Some((ct, b)) = body {
+            message::set_body(&mut out.headers, &mut out.body, &ct, b);
+        }
+        let peer = dialog.destination();
+        if let Some(tx) = self.sw.send(self.key, out, peer).await {
+            self.relayed.insert(
+                tx,
+                Relayed {
+                    from,
+                    server_tx,
+                    method: req.method.clone(),
+                    req,
+                },
+            );
+        }
+    }
+
+    async fn on_relayed_response(&mut self, tx: TxId, r: Relayed, resp: Response) -> Option<End> {
+        let code = resp.status_code.code();
+        if code < 200 {
+            self.relayed.insert(tx, r); // wait for the final answer
+            return None;
+        }
+        let answered_leg = other(r.from);
+        let mut out = message::response_to(&r.req, code, None);
+        if r.method == Method::Invite && (200..300).contains(&code) {
+            if let Some(d) = self.dialog_mut(answered_leg) {
+                let cseq = d.local_cseq;
+                let ack = d.ack(cseq);
+                let peer = d.destination();
+                self.sw.send_ack(ack, peer);
+            }
+        }
+        if (200..300).contains(&code) && !resp.body.is_empty() {
+            if let Ok((sd, info)) = sdp::parse(&resp.body) {
+                if let Some(rtp) = info.rtp {
+                    self.relay.set_remote(answered_leg, rtp, None);
+                }
+                let (leg, port) = match r.from {
+                    Side::A => (&mut self.a_sdp, self.a_port),
+                    Side::B => (&mut self.b_sdp, self.b_port),
+                };
+                let body = leg.render(&sd, self.shared.config.advertise, port);
+                message::set_body(&mut out.headers, &mut out.body, "application/sdp", body.into_bytes());
+            } else {
+                let ct = message::content_type(&SipMessage::Response(resp.clone())).unwrap_or_default();
+                message::set_body(&mut out.headers, &mut out.body, &ct, resp.body.clone());
+            }
+        }
+        if (200..300).contains(&code) {
+            let contact = match r.from {
+                Side::A => self.a_contact.clone(),
+                Side::B => self.b_dialog.as_ref().map(|d| d.local_contact.clone()).unwrap_or_default(),
+            };
+            out.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{contact}>"))));
+        }
+        self.sw.respond(r.server_tx, out);
+        None
+    }
+
+    /// Sends BYE on the given leg, or on both.
+    async fn hangup_both(&mut self, only: Option<Side>) {
+        for side in [Side::A, Side::B] {
+            if only.is_some_and(|o| o != side) {
+                continue;
+            }
+            if let Some(d) = self.dialog_mut(side) {
+                let bye = d.request(Method::Bye);
+                let peer = d.destination();
+                let _ = self.sw.send(self.key, bye, peer).await;
+            }
+        }
+    }
+
+    async fn finish(self, end: End) {
+        let stats = self.relay.stop().await;
+        let mut rec = self.rec;
+        rec.ended_ms = now_ms();
+        rec.hangup_by = Some(end.by);
+        rec.disposition = Some(end.disposition);
+        rec.final_code = end.code;
+        rec.reason = end.reason;
+        rec.a_rtp_in = stats.a_in;
+        rec.a_rtp_out = stats.a_out;
+        rec.b_rtp_in = stats.b_in;
+        rec.b_rtp_out = stats.b_out;
+        info!(
+            disposition = end.disposition.as_str(),
+            code = end.code,
+            by = end.by.as_str(),
+            a_in = stats.a_in,
+            b_in = stats.b_in,
+            "call ended"
+        );
+        if let Err(e) = self.shared.store.write_call(&rec).await {
+            warn!(error = %e, "could not write the call record");
+        }
+        // Linger briefly so the BYE's response and late retransmissions still find us.
+        let sw = self.sw.clone();
+        let key = self.key;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sw.ended(key);
+        });
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}

@@ -1,0 +1,102 @@
+//! Calls: the switch that owns the SIP transaction layer and dispatches to calls, and the
+//! per-call B2BUA task that owns one call from arrival to its record.
+//!
+//! Follow one call: `sip::transport` → [`switch`] (admission, registrar, dispatch by
+//! transaction and Call-ID) → [`b2bua`] (two dialogs, the RTP relay, the record) → `store`.
+
+pub mod b2bua;
+pub mod switch;
+
+use rsip::{Request, Response, SipMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sip::transaction::{Peer, TxId};
+
+/// Identifies a call inside this process.
+pub type CallKey = u64;
+
+/// What the switch tells a call.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// A request inside one of the call's dialogs (BYE, re-INVITE, INFO…).
+    Request { tx: TxId, req: Request, from: Peer },
+    /// The ACK to a 2xx the call sent.
+    Ack { req: Request },
+    Response { tx: TxId, resp: Response },
+    Timeout { tx: TxId },
+    /// The caller cancelled; 487 already went out.
+    Cancelled { tx: TxId },
+    AckTimeout { tx: TxId },
+    /// The server is shutting down and the drain time is over: hang up now.
+    Shutdown,
+}
+
+/// What a call asks of the switch.
+#[derive(Debug)]
+pub enum SwitchCmd {
+    Send {
+        call: CallKey,
+        req: Request,
+        to: Peer,
+        reply: oneshot::Sender<TxId>,
+    },
+    Respond {
+        tx: TxId,
+        resp: Response,
+    },
+    /// A request outside any transaction (the ACK to a 2xx): gets a Via and is sent.
+    SendAck {
+        req: Request,
+        to: Peer,
+    },
+    Cancel {
+        tx: TxId,
+    },
+    BindCallId {
+        call: CallKey,
+        call_id: String,
+    },
+    Ended {
+        call: CallKey,
+    },
+}
+
+/// A call's way to talk to the switch.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    pub(crate) tx: mpsc::UnboundedSender<SwitchCmd>,
+}
+
+impl SwitchHandle {
+    /// Starts a client transaction; None if the switch is gone.
+    pub async fn send(&self, call: CallKey, req: Request, to: Peer) -> Option<TxId> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(SwitchCmd::Send { call, req, to, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    pub fn respond(&self, tx: TxId, resp: Response) {
+        let _ = self.tx.send(SwitchCmd::Respond { tx, resp });
+    }
+
+    pub fn send_ack(&self, req: Request, to: Peer) {
+        let _ = self.tx.send(SwitchCmd::SendAck { req, to });
+    }
+
+    pub fn cancel(&self, tx: TxId) {
+        let _ = self.tx.send(SwitchCmd::Cancel { tx });
+    }
+
+    pub fn bind_call_id(&self, call: CallKey, call_id: String) {
+        let _ = self.tx.send(SwitchCmd::BindCallId { call, call_id });
+    }
+
+    pub fn ended(&self, call: CallKey) {
+        let _ = self.tx.send(SwitchCmd::Ended { call });
+    }
+}
+
+/// Plain helper shared by the switch and calls: the request as a message, for accessors.
+pub(crate) fn as_msg(req: &Request) -> SipMessage {
+    SipMessage::Request(req.clone())
+}

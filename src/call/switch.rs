@@ -1,0 +1,651 @@
+//! The switch: the one task that owns the transaction layer, the registrar, the TCP
+//! connection table and the table of live calls.
+//!
+//! It answers what needs no call (REGISTER, OPTIONS, 400s, 403s, 404s), decides admission
+//! for new INVITEs (a configured user must authenticate; otherwise the source must be a
+//! trunk peer), and hands everything else to the call task that owns the dialog. It never
+//! waits on a call: calls talk to it through an unbounded command channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rsip::headers::UntypedHeader;
+use rsip::prelude::HeadersExt;
+use rsip::{Header, Method, Request, SipMessage};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::b2bua::{self, CallSetup};
+use super::{as_msg, CallEvent, CallKey, SwitchCmd, SwitchHandle};
+use crate::config::{Config, Transport};
+use crate::media::ports::PortPool;
+use crate::sip::auth::{AuthResult, Authenticator};
+use crate::sip::message::{self, host_str};
+use crate::sip::registrar::{ContactRequest, RegisterError, Registrar};
+use crate::sip::transaction::{LocalAddr, Output, Peer, Timers, TransactionLayer, TxEvent, TxId};
+use crate::sip::transport::{self, Inbound, Transports};
+use crate::store::{now_ms, CallRecord, Disposition, Store};
+
+/// What every call needs from the server, shared read-only.
+pub struct Shared {
+    pub config: Config,
+    pub ports: Arc<PortPool>,
+    pub store: Store,
+    /// Our address per transport, for Contact headers.
+    pub local: Vec<(Transport, SocketAddr)>,
+}
+
+impl Shared {
+    pub fn contact(&self, transport: Transport) -> String {
+        let addr = self
+            .local
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .or(self.local.first())
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("literal"));
+        let tp = if transport == Transport::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        format!(
+            "sip:switchboard@{}:{}{tp}",
+            host_str(self.config.advertise),
+            addr.port()
+        )
+    }
+}
+
+struct LiveCall {
+    events: mpsc::UnboundedSender<CallEvent>,
+    call_ids: Vec<String>,
+    txs: Vec<TxId>,
+}
+
+pub struct Switch {
+    shared: Arc<Shared>,
+    layer: TransactionLayer,
+    transports: Transports,
+    registrar: Registrar,
+    auth: Authenticator,
+    calls: HashMap<CallKey, LiveCall>,
+    by_call_id: HashMap<String, CallKey>,
+    tx_owner: HashMap<TxId, CallKey>,
+    next_call: CallKey,
+    cmd_tx: mpsc::UnboundedSender<SwitchCmd>,
+    draining: bool,
+}
+
+fn unix_secs() -> u64 {
+    (now_ms() / 1000) as u64
+}
+
+/// Binds the listeners; returns the switch ready to run, and the inbound receiver.
+pub async fn start(
+    config: Config,
+    store: Store,
+) -> anyhow::Result<(Switch, mpsc::Receiver<Inbound>, mpsc::UnboundedReceiver<SwitchCmd>)> {
+    let (in_tx, in_rx) = mpsc::channel(4096);
+    let bound = transport::bind(&config.listeners, in_tx).await?;
+    let advertise = config.advertise;
+    let locals: Vec<LocalAddr> = bound
+        .local
+        .iter()
+        .map(|(t, a)| LocalAddr {
+            transport: *t,
+            advertise: SocketAddr::new(advertise, a.port()),
+        })
+        .collect();
+    let ports = PortPool::new(config.rtp_bind, config.rtp_ports.0, config.rtp_ports.1);
+    let layer = TransactionLayer::new(Timers::with_t1(config.t1_ms), locals);
+    let auth = Authenticator::new(config.realm.clone());
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        config,
+        ports,
+        store,
+        local: bound.local.clone(),
+    });
+    Ok((
+        Switch {
+            shared,
+            layer,
+            transports: bound.transports,
+            registrar: Registrar::new(),
+            auth,
+            calls: HashMap::new(),
+            by_call_id: HashMap::new(),
+            tx_owner: HashMap::new(),
+            next_call: 1,
+            cmd_tx,
+            draining: false,
+        },
+        in_rx,
+        cmd_rx,
+    ))
+}
+
+impl Switch {
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.shared.local.clone()
+    }
+
+    /// Runs until `stop` turns true and every call has ended (or the drain limit passed).
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::UnboundedReceiver<SwitchCmd>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut shutdown_sent = false;
+        loop {
+            self.flush();
+            if self.draining && self.calls.is_empty() {
+                info!("drained: no calls left");
+                break;
+            }
+            let wake = self.layer.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                Some(msg) = inbound.recv() => self.on_inbound(msg),
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                _ = sleep_until_opt(wake) => self.layer.handle_timeout(Instant::now()),
+                changed = stop.changed(), if !self.draining => {
+                    if changed.is_err() || *stop.borrow() {
+                        let limit = Duration::from_secs(self.shared.config.drain_timeout_secs);
+                        info!(calls = self.calls.len(), ?limit, "draining: refusing new calls");
+                        self.draining = true;
+                        drain_deadline = Some(tokio::time::Instant::now() + limit);
+                    }
+                }
+                _ = sleep_until_opt(drain_deadline), if !shutdown_sent => {
+                    warn!(calls = self.calls.len(), "drain time is over: hanging up the remaining calls");
+                    for c in self.calls.values() {
+                        let _ = c.events.send(CallEvent::Shutdown);
+                    }
+                    shutdown_sent = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+                _ = sleep_until_opt(drain_deadline), if shutdown_sent => {
+                    warn!(calls = self.calls.len(), "calls did not end in time; exiting");
+                    break;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn handle(&self) -> SwitchHandle {
+        SwitchHandle {
+            tx: self.cmd_tx.clone(),
+        }
+    }
+
+    /// Sends what the transaction layer produced and routes its events.
+    fn flush(&mut self) {
+        while let Some(out) = self.layer.poll() {
+            match out {
+                Output::Transmit(t) => self.transports.send(t.to, t.bytes),
+                Output::Event(e) => self.on_tx_event(e),
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Connected { peer, writer } => self.transports.connected(peer, writer),
+            Inbound::Closed { peer } => self.transports.closed(peer),
+            Inbound::Message { peer, bytes } => match message::parse(&bytes) {
+                Ok(msg) => self.layer.handle_message(msg, peer, Instant::now()),
+                Err(e) => self.reject_malformed(peer, &bytes, e),
+            },
+        }
+    }
+
+    /// A 400 where a response is possible (a request line and a usable Via), else a log line.
+    fn reject_malformed(&mut self, peer: Peer, bytes: &[u8], e: message::ParseError) {
+        warn!(from = %peer.addr, error = %e, "malformed SIP message");
+        if !message::is_request_line(bytes) {
+            return;
+        }
+        // Salvage the headers a response needs, ignoring everything else.
+        let text = String::from_utf8_lossy(bytes);
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        let mut keep = String::new();
+        let mut lines = head.lines();
+        let first = lines.next().unwrap_or("").trim().to_string();
+        for line in lines {
+            let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+            if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
+                keep.push_str(line.trim());
+                keep.push_str("\r\n");
+            }
+        }
+        let salvage = format!("{first}\r\n{keep}Content-Length: 0\r\n\r\n");
+        let Ok(SipMessage::Request(req)) = SipMessage::try_from(salvage.as_str()) else {
+            return;
+        };
+        if req.via_header().is_err() {
+            return;
+        }
+        let mut resp = message::response_to(&req, 400, None);
+        let reason: String = e.to_string().chars().filter(|c| !c.is_control()).take(120).collect();
+        resp.headers.push(Header::Warning(rsip::headers::Warning::new(format!(
+            "399 switchboard \"{}\"",
+            reason.replace('"', "'")
+        ))));
+        let to = message::response_target(&req, peer.addr);
+        self.layer.send_stateless(
+            SipMessage::Response(resp),
+            Peer {
+                transport: peer.transport,
+                addr: if peer.transport == Transport::Tcp { peer.addr } else { to },
+            },
+        );
+    }
+
+    fn on_command(&mut self, cmd: SwitchCmd) {
+        let now = Instant::now();
+        match cmd {
+            SwitchCmd::Send { call, req, to, reply } => {
+                let tx = self.layer.send_request(req, to, now);
+                self.own_tx(call, tx);
+                let _ = reply.send(tx);
+            }
+            SwitchCmd::Respond { tx, resp } => self.layer.respond(tx, resp, now),
+            SwitchCmd::SendAck { mut req, to } => {
+                self.layer.add_via(&mut req, to.transport);
+                self.layer.send_stateless(SipMessage::Request(req), to);
+            }
+            SwitchCmd::Cancel { tx } => {
+                if let Some(c) = self.layer.cancel(tx, now) {
+                    if let Some(&call) = self.tx_owner.get(&tx) {
+                        self.own_tx(call, c);
+                    }
+                }
+            }
+            SwitchCmd::BindCallId { call, call_id } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.call_ids.push(call_id.clone());
+                    self.by_call_id.insert(call_id, call);
+                }
+            }
+            SwitchCmd::Ended { call } => {
+                if let Some(c) = self.calls.remove(&call) {
+                    for id in c.call_ids {
+                        self.by_call_id.remove(&id);
+                    }
+                    for tx in c.txs {
+                        self.tx_owner.remove(&tx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn own_tx(&mut self, call: CallKey, tx: TxId) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.txs.push(tx);
+            self.tx_owner.insert(tx, call);
+        }
+    }
+
+    fn to_call(&mut self, call: CallKey, ev: CallEvent) -> bool {
+        match self.calls.get(&call) {
+            Some(c) => c.events.send(ev).is_ok(),
+            None => false,
+        }
+    }
+
+    fn on_tx_event(&mut self, e: TxEvent) {
+        match e {
+            TxEvent::Request { tx, req, from } => self.on_request(tx, req, from),
+            TxEvent::Ack { req, .. } => {
+                let id = message::call_id(&as_msg(&req));
+                if let Some(&call) = self.by_call_id.get(&id) {
+                    self.to_call(call, CallEvent::Ack { req });
+                }
+            }
+            TxEvent::Response { tx, resp } => {
+                if let Some(&call) = self.tx_owner.get(&tx) {
+                    self.to_call(call, CallEvent::Response { tx, resp });
+                }
+            }
+            TxEvent::Timeout { tx } => {
+                if let Some(&call) = self.tx_owner.get(&tx) {
+                    self.to_call(call, CallEvent::Timeout { tx });
+                }
+            }
+            TxEvent::Cancelled { tx, .. } => {
+                if let Some(&call) = self.tx_owner.get(&tx) {
+                    self.to_call(call, CallEvent::Cancelled { tx });
+                }
+            }
+            TxEvent::AckTimeout { tx, .. } => {
+                if let Some(&call) = self.tx_owner.get(&tx) {
+                    self.to_call(call, CallEvent::AckTimeout { tx });
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, tx: TxId, req: &Request, code: u16) {
+        let tag = message::new_tag();
+        let resp = message::response_to(req, code, Some(&tag));
+        self.layer.respond(tx, resp, Instant::now());
+    }
+
+    fn on_request(&mut self, tx: TxId, req: Request, from: Peer) {
+        let msg = as_msg(&req);
+        let call_id = message::call_id(&msg);
+        if message::to_tag(&msg).is_some() {
+            // In-dialog: the call that owns this Call-ID handles it.
+            if let Some(&call) = self.by_call_id.get(&call_id) {
+                self.tx_owner.insert(tx, call);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.txs.push(tx);
+                }
+                if self.to_call(call, CallEvent::Request { tx, req: req.clone(), from }) {
+                    return;
+                }
+            }
+            if req.method == Method::Options {
+                self.respond_options(tx, &req);
+            } else {
+                self.respond(tx, &req, 481);
+            }
+            return;
+        }
+        match req.method {
+            Method::Invite => self.on_invite(tx, req, from),
+            Method::Register => self.on_register(tx, req, from),
+            Method::Options => self.respond_options(tx, &req),
+            Method::Bye => self.respond(tx, &req, 481),
+            _ => {
+                let mut resp = message::response_to(&req, 405, Some(&message::new_tag()));
+                resp.headers.push(allow());
+                self.layer.respond(tx, resp, Instant::now());
+            }
+        }
+    }
+
+    fn respond_options(&mut self, tx: TxId, req: &Request) {
+        let mut resp = message::response_to(req, 200, Some(&message::new_tag()));
+        resp.headers.push(allow());
+        resp.headers.push(Header::Accept(rsip::headers::Accept::new("application/sdp")));
+        self.layer.respond(tx, resp, Instant::now());
+    }
+
+    fn on_register(&mut self, tx: TxId, req: Request, from: Peer) {
+        let now = Instant::now();
+        let creds = req.headers.iter().find_map(|h| match h {
+            Header::Authorization(a) => Some(a.value().to_string()),
+            _ => None,
+        });
+        let cfg = &self.shared.config;
+        let result = self.auth.verify(
+            creds.as_deref(),
+            "REGISTER",
+            |u| cfg.user(u).map(|u| u.password.clone()),
+            unix_secs(),
+        );
+        let aor = message::to_uri(&as_msg(&req))
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_default();
+        let user = match result {
+            AuthResult::Ok(u) if u == aor => u,
+            AuthResult::Ok(u) => {
+                warn!(user = %u, %aor, "authenticated user tried to register another AOR");
+                return self.respond(tx, &req, 403);
+            }
+            AuthResult::Missing | AuthResult::Stale => {
+                let stale = result == AuthResult::Stale;
+                let mut resp = message::response_to(&req, 401, Some(&message::new_tag()));
+                for c in self.auth.challenges(unix_secs(), stale) {
+                    resp.headers.push(Header::WwwAuthenticate(rsip::headers::WwwAuthenticate::new(c)));
+                }
+                self.layer.respond(tx, resp, now);
+                return;
+            }
+            AuthResult::Rejected => {
+                info!(from = %from.addr, "REGISTER refused: wrong credentials");
+                return self.respond(tx, &req, 403);
+            }
+        };
+        let header_expires = req
+            .expires_header()
+            .and_then(|e| e.value().trim().parse::<u32>().ok());
+        let contacts: Vec<ContactRequest> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Contact(c) => Some(c.value().to_string()),
+                _ => None,
+            })
+            .map(|v| parse_contact(&v))
+            .collect();
+        let msg = as_msg(&req);
+        let result = self.registrar.register(
+            &user,
+            &contacts,
+            header_expires,
+            &message::call_id(&msg),
+            message::cseq(&msg).0,
+            from,
+            now,
+        );
+        match result {
+            Ok(bindings) => {
+                let mut resp = message::response_to(&req, 200, Some(&message::new_tag()));
+                for (b, left) in &bindings {
+                    resp.headers.push(Header::Contact(rsip::headers::Contact::new(format!(
+                        "<{}>;expires={left}",
+                        b.contact
+                    ))));
+                }
+                info!(%user, contacts = bindings.len(), from = %from.addr, "registered");
+                self.layer.respond(tx, resp, now);
+            }
+            Err(RegisterError::TooBrief(min)) => {
+                let mut resp = message::response_to(&req, 423, Some(&message::new_tag()));
+                resp.headers.push(Header::MinExpires(rsip::headers::MinExpires::new(min.to_string())));
+                self.layer.respond(tx, resp, now);
+            }
+            Err(RegisterError::BadWildcard) => self.respond(tx, &req, 400),
+            Err(RegisterError::OutOfOrder) => self.respond(tx, &req, 500),
+        }
+    }
+
+    /// Admission and routing of a new call (see product rules: users authenticate, trunks
+    /// are recognised by source address, everyone else is refused).
+    fn on_invite(&mut self, tx: TxId, req: Request, from: Peer) {
+        let msg = as_msg(&req);
+        let from_uri = message::from_uri(&msg);
+        let from_user = from_uri.as_ref().and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+        let dialed = req.uri.user().unwrap_or_default().to_string();
+        let mut record = CallRecord {
+            call_uuid: uuid_like(),
+            a_call_id: message::call_id(&msg),
+            from_uri: from_uri.map(|u| u.to_string()).unwrap_or_default(),
+            from_user: from_user.clone(),
+            to_uri: message::to_uri(&msg).map(|u| u.to_string()).unwrap_or_default(),
+            dialed: dialed.clone(),
+            source_kind: "unknown",
+            arrived_ms: now_ms(),
+            ..Default::default()
+        };
+        if self.draining {
+            record.reason = Some("server is shutting down".into());
+            return self.refuse(tx, &req, 503, Disposition::Refused, record);
+        }
+        let cfg = &self.shared.config;
+        let target = if cfg.user(&from_user).is_some() {
+            record.source_kind = "user";
+            let creds = req.headers.iter().find_map(|h| match h {
+                Header::ProxyAuthorization(a) => Some(a.value().to_string()),
+                Header::Authorization(a) => Some(a.value().to_string()),
+                _ => None,
+            });
+            let result = self.auth.verify(
+                creds.as_deref(),
+                "INVITE",
+                |u| cfg.user(u).map(|u| u.password.clone()),
+                unix_secs(),
+            );
+            match result {
+                AuthResult::Ok(u) if u == from_user => {
+                    record.caller_user = Some(u);
+                    // A user dials extensions directly, or any DID.
+                    if cfg.user(&dialed).is_some() {
+                        Some(dialed.clone())
+                    } else {
+                        cfg.did(&dialed).map(|d| d.extension.clone())
+                    }
+                }
+                AuthResult::Missing | AuthResult::Stale => {
+                    // A challenge is not a call yet: no record.
+                    let mut resp = message::response_to(&req, 407, Some(&message::new_tag()));
+                    for c in self.auth.challenges(unix_secs(), result == AuthResult::Stale) {
+                        resp.headers.push(Header::ProxyAuthenticate(rsip::headers::ProxyAuthenticate::new(c)));
+                    }
+                    self.layer.respond(tx, resp, Instant::now());
+                    return;
+                }
+                _ => {
+                    record.reason = Some("wrong credentials".into());
+                    return self.refuse(tx, &req, 403, Disposition::Refused, record);
+                }
+            }
+        } else if let Some(trunk) = cfg.trunk_for(from.addr.ip()) {
+            record.source_kind = "trunk";
+            record.trunk = Some(trunk.name.clone());
+            record.did = Some(dialed.clone());
+            cfg.did(&dialed).map(|d| d.extension.clone())
+        } else {
+            info!(from = %from.addr, %from_user, "INVITE refused: not a user and not a trunk peer");
+            record.reason = Some("not a configured user or trunk".into());
+            return self.refuse(tx, &req, 403, Disposition::Refused, record);
+        };
+        let Some(target) = target else {
+            record.reason = Some(format!("no route for {dialed}"));
+            return self.refuse(tx, &req, 404, Disposition::Refused, record);
+        };
+        record.target = Some(target.clone());
+        let bindings = self.registrar.lookup(&target, Instant::now());
+        if bindings.is_empty() {
+            record.reason = Some(format!("extension {target} has no registered phone"));
+            return self.refuse(tx, &req, 480, Disposition::Unavailable, record);
+        }
+
+        let key = self.next_call;
+        self.next_call += 1;
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        self.calls.insert(
+            key,
+            LiveCall {
+                events: ev_tx,
+                call_ids: vec![record.a_call_id.clone()],
+                txs: vec![tx],
+            },
+        );
+        self.by_call_id.insert(record.a_call_id.clone(), key);
+        self.tx_owner.insert(tx, key);
+        debug!(call = key, %target, contacts = bindings.len(), "call admitted");
+        b2bua::spawn(CallSetup {
+            key,
+            shared: self.shared.clone(),
+            switch: self.handle(),
+            events: ev_rx,
+            invite_tx: tx,
+            invite: req,
+            from,
+            targets: bindings,
+            record,
+        });
+    }
+
+    /// Refuses a call that never reaches a call task, and still leaves its record.
+    fn refuse(&mut self, tx: TxId, req: &Request, code: u16, d: Disposition, mut record: CallRecord) {
+        self.respond(tx, req, code);
+        record.ended_ms = now_ms();
+        record.final_code = code;
+        record.disposition = Some(d);
+        record.hangup_by = Some(crate::store::HangupBy::Switchboard);
+        info!(call_id = %record.a_call_id, code, reason = record.reason.as_deref().unwrap_or(""), "call refused");
+        let store = self.shared.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.write_call(&record).await {
+                warn!(error = %e, "could not write the call record");
+            }
+        });
+    }
+}
+
+fn allow() -> Header {
+    Header::Allow(rsip::headers::Allow::new(
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER",
+    ))
+}
+
+/// `<sip:...>;expires=N` → the URI and its expires parameter.
+fn parse_contact(v: &str) -> ContactRequest {
+    let v = v.trim();
+    if v == "*" {
+        return ContactRequest { uri: "*".into(), expires: None };
+    }
+    let (uri, params) = match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => (v[a + 1..b].to_string(), &v[b + 1..]),
+        _ => {
+            let mut parts = v.splitn(2, ';');
+            (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or(""))
+        }
+    };
+    let expires = params.split(';').find_map(|p| {
+        let (k, val) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("expires").then(|| val.trim().parse().ok())?
+    });
+    ContactRequest { uri, expires }
+}
+
+/// A random id for a call (UUID v4 layout, without pulling in a crate for it).
+pub fn uuid_like() -> String {
+    let mut b = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contacts_with_expires() {
+        let c = parse_contact("\"Phone\" <sip:2001@127.0.0.1:5070;transport=udp>;expires=120;+sip.instance=\"x\"");
+        assert_eq!(c.uri, "sip:2001@127.0.0.1:5070;transport=udp");
+        assert_eq!(c.expires, Some(120));
+        let c = parse_contact("sip:2001@127.0.0.1:5070");
+        assert_eq!((c.uri.as_str(), c.expires), ("sip:2001@127.0.0.1:5070", None));
+        assert_eq!(parse_contact("*").uri, "*");
+    }
+
+    #[test]
+    fn call_ids_are_uuid_shaped_and_unique() {
+        let a = uuid_like();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert_ne!(a, uuid_like());
+    }
+}
