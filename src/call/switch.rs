@@ -101,7 +101,7 @@ pub async fn start(
         .collect();
     let ports = PortPool::new(config.rtp_bind, config.rtp_ports.0, config.rtp_ports.1);
     let layer = TransactionLayer::new(Timers::with_t1(config.t1_ms), locals);
-    let auth = Authenticator::new(config.realm.clone());
+    let auth = Authenticator::new(config.realm.clone()).with_algorithms(config.auth_algorithms.clone());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         config,

@@ -82,6 +82,9 @@ struct RawSip {
     t1_ms: Option<Spanned<u64>>,
     #[serde(default)]
     realm: Option<String>,
+    /// Digest algorithms offered, most preferred first: MD5, SHA-256.
+    #[serde(default)]
+    auth_algorithms: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +187,7 @@ pub struct Config {
     pub advertise: IpAddr,
     pub t1_ms: u64,
     pub realm: String,
+    pub auth_algorithms: Vec<crate::sip::auth::Algorithm>,
     pub rtp_bind: IpAddr,
     pub rtp_ports: (u16, u16),
     pub data_dir: PathBuf,
@@ -412,6 +416,17 @@ impl Validator {
             None => 500,
         };
 
+        let mut auth_algorithms = Vec::new();
+        for a in raw.sip.auth_algorithms.iter().flatten() {
+            match crate::sip::auth::Algorithm::parse(&a.value) {
+                Some(alg) => auth_algorithms.push(alg),
+                None => self.error(a, format!("digest algorithm \"{}\" is unknown; use MD5 or SHA-256", a.value)),
+            }
+        }
+        if auth_algorithms.is_empty() {
+            auth_algorithms = vec![crate::sip::auth::Algorithm::Md5, crate::sip::auth::Algorithm::Sha256];
+        }
+
         let rtp_ports = match parse_port_range(&raw.rtp.ports.value) {
             Ok(r) => r,
             Err(e) => {
@@ -546,6 +561,7 @@ impl Validator {
             advertise,
             t1_ms,
             realm: raw.sip.realm.unwrap_or_else(|| "switchboard".into()),
+            auth_algorithms,
             rtp_bind,
             rtp_ports,
             data_dir,
@@ -641,7 +657,7 @@ dids:
         assert!(errs[0].line >= 2, "{}", errs[0]);
         assert_eq!(
             errs[0].reason,
-            "unknown field `lisen`, expected one of listen, advertise, t1_ms, realm"
+            "unknown field `lisen`, expected one of listen, advertise, t1_ms, realm, auth_algorithms"
         );
         let errs = parse(Path::new("x.yaml"), "sip:\n  listen: [\n").unwrap_err().0;
         assert_eq!(errs.len(), 1);

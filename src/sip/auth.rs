@@ -18,6 +18,14 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s.to_ascii_uppercase().as_str() {
+            "MD5" => Some(Algorithm::Md5),
+            "SHA-256" => Some(Algorithm::Sha256),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
@@ -47,6 +55,8 @@ pub enum AuthResult {
 
 pub struct Authenticator {
     realm: String,
+    /// Offered in this order; a phone that reads only the first challenge uses it.
+    algorithms: Vec<Algorithm>,
     secret: [u8; 32],
     nonce_lifetime_secs: u64,
 }
@@ -97,6 +107,7 @@ impl Authenticator {
         rand::Rng::fill(&mut rand::thread_rng(), &mut secret);
         Authenticator {
             realm: realm.into(),
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             secret,
             nonce_lifetime_secs: 300,
         }
@@ -104,6 +115,14 @@ impl Authenticator {
 
     pub fn with_nonce_lifetime(mut self, secs: u64) -> Self {
         self.nonce_lifetime_secs = secs;
+        self
+    }
+
+    /// Sets which algorithms are offered, most preferred first.
+    pub fn with_algorithms(mut self, algorithms: Vec<Algorithm>) -> Self {
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms;
+        }
         self
     }
 
@@ -121,11 +140,12 @@ impl Authenticator {
         format!("{now_secs:x}.{}", self.mac(now_secs))
     }
 
-    /// Challenge header values (for WWW-Authenticate or Proxy-Authenticate), strongest first
-    /// as RFC 8760 §2.4 asks, so phones that know SHA-256 use it.
+    /// Challenge header values (for WWW-Authenticate or Proxy-Authenticate), one per
+    /// configured algorithm. RFC 8760 lets a phone pick any; many phones (and SIPp) answer
+    /// only the first, so the default order puts MD5 first, like Asterisk's default.
     pub fn challenges(&self, now_secs: u64, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now_secs);
-        [Algorithm::Sha256, Algorithm::Md5]
+        self.algorithms
             .iter()
             .map(|a| {
                 format!(
@@ -157,6 +177,9 @@ impl Authenticator {
             Some("SHA-256") => Algorithm::Sha256,
             _ => return AuthResult::Rejected,
         };
+        if !self.algorithms.contains(&algorithm) {
+            return AuthResult::Rejected;
+        }
         let Some((issued, mac)) = c
             .nonce
             .split_once('.')
@@ -232,7 +255,11 @@ mod tests {
     fn md5_and_sha256_with_and_without_qop() {
         let a = Authenticator::new("switchboard");
         let ch = a.challenges(1000, false);
-        assert!(ch[0].contains("algorithm=SHA-256") && ch[1].contains("algorithm=MD5"));
+        assert!(ch[0].contains("algorithm=MD5") && ch[1].contains("algorithm=SHA-256"));
+        let sha_only = Authenticator::new("switchboard").with_algorithms(vec![Algorithm::Sha256]);
+        let n = nonce_of(&sha_only.challenges(1000, false)[0]);
+        let md5 = answer(Algorithm::Md5, "2001", "secret2001", &n, true);
+        assert_eq!(sha_only.verify(Some(&md5), "REGISTER", pw, 1001), AuthResult::Rejected);
         let nonce = nonce_of(&ch[0]);
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             for qop in [true, false] {
