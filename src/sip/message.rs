@@ -378,27 +378,31 @@ pub fn response_target(req: &Request, source: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// On arrival: stamp the top Via with `received` and a filled `rport` (RFC 3261 §18.2.1,
-/// RFC 3581 §4) so responses find their way back through NAT.
+/// On arrival: stamp the top Via with `received` (RFC 3261 §18.2.1) and, when the client
+/// asked for it with an empty `rport`, the source port (RFC 3581 §4), so responses find
+/// their way back through NAT.
 pub fn stamp_received(req: &mut Request, source: SocketAddr) {
     let Some(pos) = req.headers.iter().position(|h| matches!(h, Header::Via(_))) else {
         return;
     };
-    let Header::Via(via) = &req.headers.iter().nth(pos).cloned().expect("position found") else {
+    let Some(Header::Via(via)) = req.headers.iter().nth(pos).cloned() else {
         return;
     };
     let Ok(mut typed) = via.typed() else { return };
-    typed.params.retain(|p| {
-        !matches!(p, rsip::Param::Received(_))
-            && !matches!(p, rsip::Param::Other(k, _) if k.value().eq_ignore_ascii_case("rport"))
-    });
+    let is_rport = |p: &rsip::Param| matches!(p, rsip::Param::Other(k, _) if k.value().eq_ignore_ascii_case("rport"));
+    let wants_rport = typed.params.iter().any(is_rport);
+    typed
+        .params
+        .retain(|p| !matches!(p, rsip::Param::Received(_)) && !is_rport(p));
     typed
         .params
         .push(rsip::Param::Received(rsip::param::Received::new(source.ip().to_string())));
-    typed.params.push(rsip::Param::Other(
-        rsip::param::OtherParam::new("rport"),
-        Some(rsip::param::OtherParamValue::new(source.port().to_string())),
-    ));
+    if wants_rport {
+        typed.params.push(rsip::Param::Other(
+            rsip::param::OtherParam::new("rport"),
+            Some(rsip::param::OtherParamValue::new(source.port().to_string())),
+        ));
+    }
     if let Some(h) = req.headers.iter_mut().nth(pos) {
         *h = Header::Via(typed.into());
     }
@@ -562,6 +566,12 @@ l: 4\r\n\r\nabcdEXTRA";
         assert!(text.contains("received=127.0.0.1"), "{text}");
         assert!(text.contains("rport=40000"), "{text}");
         assert!(text.contains("tag=t1"), "{text}");
+        // Without rport, the response goes to the sent-by port at the received address.
+        let raw = String::from_utf8(raw.to_vec()).unwrap().replace(";rport", "");
+        let SipMessage::Request(mut r) = parse(raw.as_bytes()).unwrap() else { panic!() };
+        stamp_received(&mut r, src);
+        assert_eq!(response_target(&r, src), "127.0.0.1:5062".parse().unwrap());
+        assert!(!r.to_string().contains("rport"));
     }
 
     #[test]

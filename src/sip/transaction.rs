@@ -691,7 +691,16 @@ impl TransactionLayer {
         match msg {
             SipMessage::Request(mut req) => {
                 message::stamp_received(&mut req, from.addr);
-                self.on_request(req, from, now)
+                // Over UDP, responses follow the Via (received/rport); over TCP they go back
+                // on the connection the request came in on.
+                let reply_to = match from.transport {
+                    Transport::Udp => Peer {
+                        transport: Transport::Udp,
+                        addr: message::response_target(&req, from.addr),
+                    },
+                    _ => from,
+                };
+                self.on_request(req, reply_to, now)
             }
             SipMessage::Response(resp) => self.on_response(resp, now),
         }
