@@ -1,7 +1,7 @@
 //! Switchboard: a contact-center telephony server.
 pub mod call;
 pub mod config;
-pub mod sip;
-pub mod store;
 pub mod media;
 pub mod server;
+pub mod sip;
+pub mod store;

@@ -8,7 +8,11 @@ use switchboard::config::{self, Overrides};
 use switchboard::server;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Contact-center telephony server")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Contact-center telephony server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

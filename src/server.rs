@@ -19,7 +19,10 @@ pub fn init_tracing() {
 
 /// Runs until SIGTERM or Ctrl-C, then drains calls and exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    if config.listeners.iter().any(|l| l.addr.ip().is_unspecified())
+    if config
+        .listeners
+        .iter()
+        .any(|l| l.addr.ip().is_unspecified())
         && config.advertise.is_loopback()
     {
         warn!(

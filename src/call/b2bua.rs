@@ -38,7 +38,8 @@ pub struct CallSetup {
 }
 
 pub fn spawn(setup: CallSetup) {
-    let span = info_span!("call", id = %setup.record.call_uuid, sip_call_id = %setup.record.a_call_id);
+    let span =
+        info_span!("call", id = %setup.record.call_uuid, sip_call_id = %setup.record.a_call_id);
     tokio::spawn(run(setup).instrument(span));
 }
 
@@ -162,7 +163,11 @@ async fn run(mut s: CallSetup) {
         phase: Phase::Ringing,
         relayed: HashMap::new(),
     };
-    info!(target_ext = call.rec.target.as_deref().unwrap_or(""), contacts = s.targets.len(), "ringing");
+    info!(
+        target_ext = call.rec.target.as_deref().unwrap_or(""),
+        contacts = s.targets.len(),
+        "ringing"
+    );
     for b in &s.targets {
         call.start_fork(b).await;
     }
@@ -207,7 +212,11 @@ impl Call {
     async fn start_fork(&mut self, b: &Binding) {
         let adv = host_str(self.advertise());
         let call_id = format!("{}@switchboard", message::random_token(20));
-        let caller = if self.rec.from_user.is_empty() { "anonymous" } else { &self.rec.from_user };
+        let caller = if self.rec.from_user.is_empty() {
+            "anonymous"
+        } else {
+            &self.rec.from_user
+        };
         let display = self
             .a_invite
             .headers
@@ -221,14 +230,17 @@ impl Call {
             .unwrap_or_default();
         let target = self.rec.target.clone().unwrap_or_default();
         let uri = rsip::Uri::try_from(b.contact.as_str()).unwrap_or_else(|_| {
-            rsip::Uri::try_from(format!("sip:{target}@{}", b.source.addr).as_str()).unwrap_or_default()
+            rsip::Uri::try_from(format!("sip:{target}@{}", b.source.addr).as_str())
+                .unwrap_or_default()
         });
         let mut headers = rsip::Headers::default();
         headers.push(Header::From(rsip::headers::From::new(format!(
             "{display}<sip:{caller}@{adv}>;tag={}",
             message::new_tag()
         ))));
-        headers.push(Header::To(rsip::headers::To::new(format!("<sip:{target}@{adv}>"))));
+        headers.push(Header::To(rsip::headers::To::new(format!(
+            "<sip:{target}@{adv}>"
+        ))));
         headers.push(Header::CallId(rsip::headers::CallId::new(call_id.clone())));
         headers.push(Header::CSeq(rsip::headers::CSeq::new("1 INVITE")));
         headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
@@ -239,7 +251,10 @@ impl Call {
         headers.push(Header::Allow(rsip::headers::Allow::new(
             "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
         )));
-        headers.push(Header::Other("X-Switchboard-Call".into(), self.rec.call_uuid.clone()));
+        headers.push(Header::Other(
+            "X-Switchboard-Call".into(),
+            self.rec.call_uuid.clone(),
+        ));
         let mut req = Request {
             method: Method::Invite,
             uri,
@@ -247,8 +262,15 @@ impl Call {
             headers,
             body: Vec::new(),
         };
-        let body = self.b_sdp.render(&self.a_offer_sd, self.advertise(), self.b_port);
-        message::set_body(&mut req.headers, &mut req.body, "application/sdp", body.into_bytes());
+        let body = self
+            .b_sdp
+            .render(&self.a_offer_sd, self.advertise(), self.b_port);
+        message::set_body(
+            &mut req.headers,
+            &mut req.body,
+            "application/sdp",
+            body.into_bytes(),
+        );
         self.sw.bind_call_id(self.key, call_id.clone());
         if self.rec.b_call_id.is_none() {
             self.rec.b_call_id = Some(call_id);
@@ -266,10 +288,19 @@ impl Call {
     fn respond_a(&self, code: u16, body: Option<String>) {
         let mut resp = message::response_to(&self.a_invite, code, Some(&self.a_tag));
         if code < 300 {
-            resp.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{}>", self.a_contact))));
+            resp.headers
+                .push(Header::Contact(rsip::headers::Contact::new(format!(
+                    "<{}>",
+                    self.a_contact
+                ))));
         }
         if let Some(b) = body {
-            message::set_body(&mut resp.headers, &mut resp.body, "application/sdp", b.into_bytes());
+            message::set_body(
+                &mut resp.headers,
+                &mut resp.body,
+                "application/sdp",
+                b.into_bytes(),
+            );
         }
         self.sw.respond(self.a_tx, resp);
     }
@@ -320,7 +351,10 @@ impl Call {
             CallEvent::Request { tx, req, .. } => self.on_request(tx, req).await,
             CallEvent::Shutdown => {
                 if self.phase == Phase::Ringing {
-                    return Some(self.give_up(503, Disposition::Failed, "server shutting down").await);
+                    return Some(
+                        self.give_up(503, Disposition::Failed, "server shutting down")
+                            .await,
+                    );
                 }
                 self.hangup_both(None).await;
                 Some(End {
@@ -476,7 +510,8 @@ impl Call {
     }
 
     async fn on_request(&mut self, tx: TxId, req: Request) -> Option<End> {
-        let reply = |sw: &SwitchHandle, code: u16| sw.respond(tx, message::response_to(&req, code, None));
+        let reply =
+            |sw: &SwitchHandle, code: u16| sw.respond(tx, message::response_to(&req, code, None));
         let Some(side) = self.side_of(&req) else {
             reply(&self.sw, 481);
             return None;
@@ -496,7 +531,11 @@ impl Call {
                 let other = other(side);
                 self.hangup_both(Some(other)).await;
                 Some(End {
-                    by: if side == Side::A { HangupBy::Caller } else { HangupBy::Callee },
+                    by: if side == Side::A {
+                        HangupBy::Caller
+                    } else {
+                        HangupBy::Callee
+                    },
                     disposition: Disposition::Answered,
                     code: 200,
                     reason: None,
@@ -536,7 +575,11 @@ impl Call {
                             Side::A => (&mut self.a_sdp, self.a_port),
                             Side::B => (&mut self.b_sdp, self.b_port),
                         };
-                        body = Some(("application/sdp".to_string(), leg.render(&sd, self.shared.config.advertise, port).into_bytes()));
+                        body = Some((
+                            "application/sdp".to_string(),
+                            leg.render(&sd, self.shared.config.advertise, port)
+                                .into_bytes(),
+                        ));
                         if from == Side::A {
                             self.a_offer = info;
                         } else {
@@ -544,18 +587,22 @@ impl Call {
                         }
                     }
                     Err(e) => {
-                        self.sw.respond(server_tx, message::response_to(&req, 488, None));
+                        self.sw
+                            .respond(server_tx, message::response_to(&req, 488, None));
                         warn!(error = %e, "unusable SDP in an in-dialog request");
                         return;
                     }
                 }
             } else {
-                let ct = message::content_type(&as_msg(&req)).unwrap_or_else(|| "application/octet-stream".into());
+                let ct = message::content_type(&as_msg(&req))
+                    .unwrap_or_else(|| "application/octet-stream".into());
                 body = Some((ct, req.body.clone()));
             }
         }
-        let Some(dialog) = self.dialog_mut(to) else { return };
-        let mut out = dialog.request(req.method.clone());
+        let Some(dialog) = self.dialog_mut(to) else {
+            return;
+        };
+        let mut out = dialog.request(req.method);
         if let Some((ct, b)) = body {
             message::set_body(&mut out.headers, &mut out.body, &ct, b);
         }
@@ -566,7 +613,7 @@ impl Call {
                 Relayed {
                     from,
                     server_tx,
-                    method: req.method.clone(),
+                    method: req.method,
                     req,
                 },
             );
@@ -599,18 +646,31 @@ impl Call {
                     Side::B => (&mut self.b_sdp, self.b_port),
                 };
                 let body = leg.render(&sd, self.shared.config.advertise, port);
-                message::set_body(&mut out.headers, &mut out.body, "application/sdp", body.into_bytes());
+                message::set_body(
+                    &mut out.headers,
+                    &mut out.body,
+                    "application/sdp",
+                    body.into_bytes(),
+                );
             } else {
-                let ct = message::content_type(&SipMessage::Response(resp.clone())).unwrap_or_default();
+                let ct =
+                    message::content_type(&SipMessage::Response(resp.clone())).unwrap_or_default();
                 message::set_body(&mut out.headers, &mut out.body, &ct, resp.body.clone());
             }
         }
         if (200..300).contains(&code) {
             let contact = match r.from {
                 Side::A => self.a_contact.clone(),
-                Side::B => self.b_dialog.as_ref().map(|d| d.local_contact.clone()).unwrap_or_default(),
+                Side::B => self
+                    .b_dialog
+                    .as_ref()
+                    .map(|d| d.local_contact.clone())
+                    .unwrap_or_default(),
             };
-            out.headers.push(Header::Contact(rsip::headers::Contact::new(format!("<{contact}>"))));
+            out.headers
+                .push(Header::Contact(rsip::headers::Contact::new(format!(
+                    "<{contact}>"
+                ))));
         }
         self.sw.respond(r.server_tx, out);
         None

@@ -19,14 +19,29 @@ pub type CallKey = u64;
 #[derive(Debug)]
 pub enum CallEvent {
     /// A request inside one of the call's dialogs (BYE, re-INVITE, INFO…).
-    Request { tx: TxId, req: Request, from: Peer },
+    Request {
+        tx: TxId,
+        req: Request,
+        from: Peer,
+    },
     /// The ACK to a 2xx the call sent.
-    Ack { req: Request },
-    Response { tx: TxId, resp: Response },
-    Timeout { tx: TxId },
+    Ack {
+        req: Request,
+    },
+    Response {
+        tx: TxId,
+        resp: Response,
+    },
+    Timeout {
+        tx: TxId,
+    },
     /// The caller cancelled; 487 already went out.
-    Cancelled { tx: TxId },
-    AckTimeout { tx: TxId },
+    Cancelled {
+        tx: TxId,
+    },
+    AckTimeout {
+        tx: TxId,
+    },
     /// The server is shutting down and the drain time is over: hang up now.
     Shutdown,
 }
@@ -71,7 +86,14 @@ impl SwitchHandle {
     /// Starts a client transaction; None if the switch is gone.
     pub async fn send(&self, call: CallKey, req: Request, to: Peer) -> Option<TxId> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(SwitchCmd::Send { call, req, to, reply }).ok()?;
+        self.tx
+            .send(SwitchCmd::Send {
+                call,
+                req,
+                to,
+                reply,
+            })
+            .ok()?;
         rx.await.ok()
     }
 

@@ -87,7 +87,11 @@ fn unix_secs() -> u64 {
 pub async fn start(
     config: Config,
     store: Store,
-) -> anyhow::Result<(Switch, mpsc::Receiver<Inbound>, mpsc::UnboundedReceiver<SwitchCmd>)> {
+) -> anyhow::Result<(
+    Switch,
+    mpsc::Receiver<Inbound>,
+    mpsc::UnboundedReceiver<SwitchCmd>,
+)> {
     let (in_tx, in_rx) = mpsc::channel(4096);
     let bound = transport::bind(&config.listeners, in_tx).await?;
     let advertise = config.advertise;
@@ -101,7 +105,8 @@ pub async fn start(
         .collect();
     let ports = PortPool::new(config.rtp_bind, config.rtp_ports.0, config.rtp_ports.1);
     let layer = TransactionLayer::new(Timers::with_t1(config.t1_ms), locals);
-    let auth = Authenticator::new(config.realm.clone()).with_algorithms(config.auth_algorithms.clone());
+    let auth =
+        Authenticator::new(config.realm.clone()).with_algorithms(config.auth_algorithms.clone());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         config,
@@ -148,7 +153,10 @@ impl Switch {
                 info!("drained: no calls left");
                 break;
             }
-            let wake = self.layer.poll_timeout().map(tokio::time::Instant::from_std);
+            let wake = self
+                .layer
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(msg) = inbound.recv() => self.on_inbound(msg),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
@@ -218,8 +226,14 @@ impl Switch {
         let mut lines = head.lines();
         let first = lines.next().unwrap_or("").trim().to_string();
         for line in lines {
-            let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
-            if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str())
+            {
                 keep.push_str(line.trim());
                 keep.push_str("\r\n");
             }
@@ -232,17 +246,27 @@ impl Switch {
             return;
         }
         let mut resp = message::response_to(&req, 400, None);
-        let reason: String = e.to_string().chars().filter(|c| !c.is_control()).take(120).collect();
-        resp.headers.push(Header::Warning(rsip::headers::Warning::new(format!(
-            "399 switchboard \"{}\"",
-            reason.replace('"', "'")
-        ))));
+        let reason: String = e
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(120)
+            .collect();
+        resp.headers
+            .push(Header::Warning(rsip::headers::Warning::new(format!(
+                "399 switchboard \"{}\"",
+                reason.replace('"', "'")
+            ))));
         let to = message::response_target(&req, peer.addr);
         self.layer.send_stateless(
             SipMessage::Response(resp),
             Peer {
                 transport: peer.transport,
-                addr: if peer.transport == Transport::Tcp { peer.addr } else { to },
+                addr: if peer.transport == Transport::Tcp {
+                    peer.addr
+                } else {
+                    to
+                },
             },
         );
     }
@@ -250,7 +274,12 @@ impl Switch {
     fn on_command(&mut self, cmd: SwitchCmd) {
         let now = Instant::now();
         match cmd {
-            SwitchCmd::Send { call, req, to, reply } => {
+            SwitchCmd::Send {
+                call,
+                req,
+                to,
+                reply,
+            } => {
                 let tx = self.layer.send_request(req, to, now);
                 self.own_tx(call, tx);
                 let _ = reply.send(tx);
@@ -293,7 +322,7 @@ impl Switch {
         }
     }
 
-    fn to_call(&mut self, call: CallKey, ev: CallEvent) -> bool {
+    fn send_to_call(&mut self, call: CallKey, ev: CallEvent) -> bool {
         match self.calls.get(&call) {
             Some(c) => c.events.send(ev).is_ok(),
             None => false,
@@ -306,27 +335,27 @@ impl Switch {
             TxEvent::Ack { req, .. } => {
                 let id = message::call_id(&as_msg(&req));
                 if let Some(&call) = self.by_call_id.get(&id) {
-                    self.to_call(call, CallEvent::Ack { req });
+                    self.send_to_call(call, CallEvent::Ack { req });
                 }
             }
             TxEvent::Response { tx, resp } => {
                 if let Some(&call) = self.tx_owner.get(&tx) {
-                    self.to_call(call, CallEvent::Response { tx, resp });
+                    self.send_to_call(call, CallEvent::Response { tx, resp });
                 }
             }
             TxEvent::Timeout { tx } => {
                 if let Some(&call) = self.tx_owner.get(&tx) {
-                    self.to_call(call, CallEvent::Timeout { tx });
+                    self.send_to_call(call, CallEvent::Timeout { tx });
                 }
             }
             TxEvent::Cancelled { tx, .. } => {
                 if let Some(&call) = self.tx_owner.get(&tx) {
-                    self.to_call(call, CallEvent::Cancelled { tx });
+                    self.send_to_call(call, CallEvent::Cancelled { tx });
                 }
             }
             TxEvent::AckTimeout { tx, .. } => {
                 if let Some(&call) = self.tx_owner.get(&tx) {
-                    self.to_call(call, CallEvent::AckTimeout { tx });
+                    self.send_to_call(call, CallEvent::AckTimeout { tx });
                 }
             }
         }
@@ -348,7 +377,14 @@ impl Switch {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.txs.push(tx);
                 }
-                if self.to_call(call, CallEvent::Request { tx, req: req.clone(), from }) {
+                if self.send_to_call(
+                    call,
+                    CallEvent::Request {
+                        tx,
+                        req: req.clone(),
+                        from,
+                    },
+                ) {
                     return;
                 }
             }
@@ -375,7 +411,9 @@ impl Switch {
     fn respond_options(&mut self, tx: TxId, req: &Request) {
         let mut resp = message::response_to(req, 200, Some(&message::new_tag()));
         resp.headers.push(allow());
-        resp.headers.push(Header::Accept(rsip::headers::Accept::new("application/sdp")));
+        resp.headers.push(Header::Accept(rsip::headers::Accept::new(
+            "application/sdp",
+        )));
         self.layer.respond(tx, resp, Instant::now());
     }
 
@@ -405,7 +443,9 @@ impl Switch {
                 let stale = result == AuthResult::Stale;
                 let mut resp = message::response_to(&req, 401, Some(&message::new_tag()));
                 for c in self.auth.challenges(unix_secs(), stale) {
-                    resp.headers.push(Header::WwwAuthenticate(rsip::headers::WwwAuthenticate::new(c)));
+                    resp.headers.push(Header::WwwAuthenticate(
+                        rsip::headers::WwwAuthenticate::new(c),
+                    ));
                 }
                 self.layer.respond(tx, resp, now);
                 return;
@@ -441,17 +481,21 @@ impl Switch {
             Ok(bindings) => {
                 let mut resp = message::response_to(&req, 200, Some(&message::new_tag()));
                 for (b, left) in &bindings {
-                    resp.headers.push(Header::Contact(rsip::headers::Contact::new(format!(
-                        "<{}>;expires={left}",
-                        b.contact
-                    ))));
+                    resp.headers
+                        .push(Header::Contact(rsip::headers::Contact::new(format!(
+                            "<{}>;expires={left}",
+                            b.contact
+                        ))));
                 }
                 info!(%user, contacts = bindings.len(), from = %from.addr, "registered");
                 self.layer.respond(tx, resp, now);
             }
             Err(RegisterError::TooBrief(min)) => {
                 let mut resp = message::response_to(&req, 423, Some(&message::new_tag()));
-                resp.headers.push(Header::MinExpires(rsip::headers::MinExpires::new(min.to_string())));
+                resp.headers
+                    .push(Header::MinExpires(rsip::headers::MinExpires::new(
+                        min.to_string(),
+                    )));
                 self.layer.respond(tx, resp, now);
             }
             Err(RegisterError::BadWildcard) => self.respond(tx, &req, 400),
@@ -464,14 +508,19 @@ impl Switch {
     fn on_invite(&mut self, tx: TxId, req: Request, from: Peer) {
         let msg = as_msg(&req);
         let from_uri = message::from_uri(&msg);
-        let from_user = from_uri.as_ref().and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+        let from_user = from_uri
+            .as_ref()
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_default();
         let dialed = req.uri.user().unwrap_or_default().to_string();
         let mut record = CallRecord {
             call_uuid: uuid_like(),
             a_call_id: message::call_id(&msg),
             from_uri: from_uri.map(|u| u.to_string()).unwrap_or_default(),
             from_user: from_user.clone(),
-            to_uri: message::to_uri(&msg).map(|u| u.to_string()).unwrap_or_default(),
+            to_uri: message::to_uri(&msg)
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
             dialed: dialed.clone(),
             source_kind: "unknown",
             arrived_ms: now_ms(),
@@ -508,8 +557,13 @@ impl Switch {
                 AuthResult::Missing | AuthResult::Stale => {
                     // A challenge is not a call yet: no record.
                     let mut resp = message::response_to(&req, 407, Some(&message::new_tag()));
-                    for c in self.auth.challenges(unix_secs(), result == AuthResult::Stale) {
-                        resp.headers.push(Header::ProxyAuthenticate(rsip::headers::ProxyAuthenticate::new(c)));
+                    for c in self
+                        .auth
+                        .challenges(unix_secs(), result == AuthResult::Stale)
+                    {
+                        resp.headers.push(Header::ProxyAuthenticate(
+                            rsip::headers::ProxyAuthenticate::new(c),
+                        ));
                     }
                     self.layer.respond(tx, resp, Instant::now());
                     return;
@@ -568,7 +622,14 @@ impl Switch {
     }
 
     /// Refuses a call that never reaches a call task, and still leaves its record.
-    fn refuse(&mut self, tx: TxId, req: &Request, code: u16, d: Disposition, mut record: CallRecord) {
+    fn refuse(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        code: u16,
+        d: Disposition,
+        mut record: CallRecord,
+    ) {
         self.respond(tx, req, code);
         record.ended_ms = now_ms();
         record.final_code = code;
@@ -594,18 +655,26 @@ fn allow() -> Header {
 fn parse_contact(v: &str) -> ContactRequest {
     let v = v.trim();
     if v == "*" {
-        return ContactRequest { uri: "*".into(), expires: None };
+        return ContactRequest {
+            uri: "*".into(),
+            expires: None,
+        };
     }
     let (uri, params) = match (v.find('<'), v.find('>')) {
         (Some(a), Some(b)) if a < b => (v[a + 1..b].to_string(), &v[b + 1..]),
         _ => {
             let mut parts = v.splitn(2, ';');
-            (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or(""))
+            (
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or(""),
+            )
         }
     };
     let expires = params.split(';').find_map(|p| {
         let (k, val) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("expires").then(|| val.trim().parse().ok())?
+        k.trim()
+            .eq_ignore_ascii_case("expires")
+            .then(|| val.trim().parse().ok())?
     });
     ContactRequest { uri, expires }
 }
@@ -617,7 +686,14 @@ pub fn uuid_like() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -633,11 +709,16 @@ mod tests {
 
     #[test]
     fn contacts_with_expires() {
-        let c = parse_contact("\"Phone\" <sip:2001@127.0.0.1:5070;transport=udp>;expires=120;+sip.instance=\"x\"");
+        let c = parse_contact(
+            "\"Phone\" <sip:2001@127.0.0.1:5070;transport=udp>;expires=120;+sip.instance=\"x\"",
+        );
         assert_eq!(c.uri, "sip:2001@127.0.0.1:5070;transport=udp");
         assert_eq!(c.expires, Some(120));
         let c = parse_contact("sip:2001@127.0.0.1:5070");
-        assert_eq!((c.uri.as_str(), c.expires), ("sip:2001@127.0.0.1:5070", None));
+        assert_eq!(
+            (c.uri.as_str(), c.expires),
+            ("sip:2001@127.0.0.1:5070", None)
+        );
         assert_eq!(parse_contact("*").uri, "*");
     }
 

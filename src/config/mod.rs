@@ -261,9 +261,9 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 
 /// Parses `LOW-HIGH` into an even-aligned range with room for at least one RTP/RTCP pair.
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or_else(|| format!("\"{s}\" is not a port range; write it as LOW-HIGH, e.g. 20000-20999"))?;
+    let (lo, hi) = s.split_once('-').ok_or_else(|| {
+        format!("\"{s}\" is not a port range; write it as LOW-HIGH, e.g. 20000-20999")
+    })?;
     let lo: u16 = lo
         .trim()
         .parse()
@@ -389,7 +389,10 @@ impl Validator {
         let advertise = match &raw.sip.advertise {
             Some(a) => match a.value.parse::<IpAddr>() {
                 Ok(ip) if ip.is_unspecified() => {
-                    self.error(a, "sip.advertise must be an address phones can reach, not 0.0.0.0 or ::");
+                    self.error(
+                        a,
+                        "sip.advertise must be an address phones can reach, not 0.0.0.0 or ::",
+                    );
                     IpAddr::V4(Ipv4Addr::LOCALHOST)
                 }
                 Ok(ip) => ip,
@@ -409,7 +412,10 @@ impl Validator {
 
         let t1_ms = match &raw.sip.t1_ms {
             Some(t) if t.value == 0 || t.value > 10_000 => {
-                self.error(t, "sip.t1_ms must be between 1 and 10000 (RFC 3261 recommends 500)");
+                self.error(
+                    t,
+                    "sip.t1_ms must be between 1 and 10000 (RFC 3261 recommends 500)",
+                );
                 500
             }
             Some(t) => t.value,
@@ -420,11 +426,20 @@ impl Validator {
         for a in raw.sip.auth_algorithms.iter().flatten() {
             match crate::sip::auth::Algorithm::parse(&a.value) {
                 Some(alg) => auth_algorithms.push(alg),
-                None => self.error(a, format!("digest algorithm \"{}\" is unknown; use MD5 or SHA-256", a.value)),
+                None => self.error(
+                    a,
+                    format!(
+                        "digest algorithm \"{}\" is unknown; use MD5 or SHA-256",
+                        a.value
+                    ),
+                ),
             }
         }
         if auth_algorithms.is_empty() {
-            auth_algorithms = vec![crate::sip::auth::Algorithm::Md5, crate::sip::auth::Algorithm::Sha256];
+            auth_algorithms = vec![
+                crate::sip::auth::Algorithm::Md5,
+                crate::sip::auth::Algorithm::Sha256,
+            ];
         }
 
         let rtp_ports = match parse_port_range(&raw.rtp.ports.value) {
@@ -449,7 +464,10 @@ impl Validator {
         let mut trunk_names = HashSet::new();
         for t in &raw.trunks {
             if !trunk_names.insert(t.name.value.clone()) {
-                self.error(&t.name, format!("trunk \"{}\" is defined twice", t.name.value));
+                self.error(
+                    &t.name,
+                    format!("trunk \"{}\" is defined twice", t.name.value),
+                );
             }
             let mut peers = Vec::new();
             for p in &t.peers {
@@ -624,7 +642,10 @@ dids:
         assert_eq!(c.advertise, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(c.rtp_ports, (20000, 20099));
         assert_eq!(c.user("3001").unwrap().role, Role::Supervisor);
-        assert_eq!(c.trunk_for("203.0.113.9".parse().unwrap()).unwrap().name, "carrier");
+        assert_eq!(
+            c.trunk_for("203.0.113.9".parse().unwrap()).unwrap().name,
+            "carrier"
+        );
         assert!(c.trunk_for("198.51.100.1".parse().unwrap()).is_none());
         // An IPv4-mapped IPv6 source matches an IPv4 peer list.
         assert!(c.trunk_for("::ffff:127.0.0.1".parse().unwrap()).is_some());
@@ -637,9 +658,21 @@ dids:
         let errs = parse(Path::new("bad.yaml"), bad).unwrap_err().0;
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(errs.len(), 4, "{shown:#?}");
-        assert!(shown[0].starts_with("bad.yaml:2:12: transport \"sctp\""), "{}", shown[0]);
-        assert!(shown[1].starts_with("bad.yaml:4:10: \"30000\" is not a port range"), "{}", shown[1]);
-        assert!(shown[2].starts_with("bad.yaml:6:36: the password of extension 2001"), "{}", shown[2]);
+        assert!(
+            shown[0].starts_with("bad.yaml:2:12: transport \"sctp\""),
+            "{}",
+            shown[0]
+        );
+        assert!(
+            shown[1].starts_with("bad.yaml:4:10: \"30000\" is not a port range"),
+            "{}",
+            shown[1]
+        );
+        assert!(
+            shown[2].starts_with("bad.yaml:6:36: the password of extension 2001"),
+            "{}",
+            shown[2]
+        );
         assert!(
             shown[3].starts_with("bad.yaml:8:33: DID 100 goes to extension \"2011\"")
                 && shown[3].ends_with("(did you mean \"2001\"?)"),
@@ -650,16 +683,21 @@ dids:
 
     #[test]
     fn syntax_errors_and_unknown_keys_are_positioned() {
-        let errs = parse(Path::new("x.yaml"), "sip:\n  listen: []\n  lisen: 1\nrtp: {ports: \"1-3\"}\n")
-            .unwrap_err()
-            .0;
+        let errs = parse(
+            Path::new("x.yaml"),
+            "sip:\n  listen: []\n  lisen: 1\nrtp: {ports: \"1-3\"}\n",
+        )
+        .unwrap_err()
+        .0;
         // The YAML library attributes unknown keys to the mapping entry it last read.
         assert!(errs[0].line >= 2, "{}", errs[0]);
         assert_eq!(
             errs[0].reason,
             "unknown field `lisen`, expected one of listen, advertise, t1_ms, realm, auth_algorithms"
         );
-        let errs = parse(Path::new("x.yaml"), "sip:\n  listen: [\n").unwrap_err().0;
+        let errs = parse(Path::new("x.yaml"), "sip:\n  listen: [\n")
+            .unwrap_err()
+            .0;
         assert_eq!(errs.len(), 1);
         assert!(errs[0].line >= 2, "{}", errs[0]);
     }

@@ -172,7 +172,12 @@ impl Authenticator {
         if c.realm != self.realm {
             return AuthResult::Missing;
         }
-        let algorithm = match c.algorithm.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        let algorithm = match c
+            .algorithm
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("MD5") => Algorithm::Md5,
             Some("SHA-256") => Algorithm::Sha256,
             _ => return AuthResult::Rejected,
@@ -244,7 +249,14 @@ mod tests {
     }
 
     fn nonce_of(challenge: &str) -> String {
-        challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+        challenge
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     fn pw(u: &str) -> Option<String> {
@@ -259,12 +271,18 @@ mod tests {
         let sha_only = Authenticator::new("switchboard").with_algorithms(vec![Algorithm::Sha256]);
         let n = nonce_of(&sha_only.challenges(1000, false)[0]);
         let md5 = answer(Algorithm::Md5, "2001", "secret2001", &n, true);
-        assert_eq!(sha_only.verify(Some(&md5), "REGISTER", pw, 1001), AuthResult::Rejected);
+        assert_eq!(
+            sha_only.verify(Some(&md5), "REGISTER", pw, 1001),
+            AuthResult::Rejected
+        );
         let nonce = nonce_of(&ch[0]);
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             for qop in [true, false] {
                 let h = answer(alg, "2001", "secret2001", &nonce, qop);
-                assert_eq!(a.verify(Some(&h), "REGISTER", pw, 1010), AuthResult::Ok("2001".into()));
+                assert_eq!(
+                    a.verify(Some(&h), "REGISTER", pw, 1010),
+                    AuthResult::Ok("2001".into())
+                );
             }
         }
     }
@@ -275,8 +293,14 @@ mod tests {
         let nonce = nonce_of(&a.challenges(1000, false)[0]);
         let bad_pass = answer(Algorithm::Md5, "2001", "nope", &nonce, true);
         let bad_user = answer(Algorithm::Md5, "9999", "secret2001", &nonce, true);
-        assert_eq!(a.verify(Some(&bad_pass), "REGISTER", pw, 1001), AuthResult::Rejected);
-        assert_eq!(a.verify(Some(&bad_user), "REGISTER", pw, 1001), AuthResult::Rejected);
+        assert_eq!(
+            a.verify(Some(&bad_pass), "REGISTER", pw, 1001),
+            AuthResult::Rejected
+        );
+        assert_eq!(
+            a.verify(Some(&bad_user), "REGISTER", pw, 1001),
+            AuthResult::Rejected
+        );
         assert_eq!(a.verify(None, "REGISTER", pw, 1001), AuthResult::Missing);
     }
 
@@ -284,14 +308,41 @@ mod tests {
     fn expired_nonce_is_stale_forged_nonce_is_rejected() {
         let a = Authenticator::new("switchboard").with_nonce_lifetime(300);
         let ch = a.challenges(1000, false);
-        let good = answer(Algorithm::Sha256, "2001", "secret2001", &nonce_of(&ch[0]), true);
-        assert_eq!(a.verify(Some(&good), "REGISTER", pw, 1400), AuthResult::Stale);
+        let good = answer(
+            Algorithm::Sha256,
+            "2001",
+            "secret2001",
+            &nonce_of(&ch[0]),
+            true,
+        );
+        assert_eq!(
+            a.verify(Some(&good), "REGISTER", pw, 1400),
+            AuthResult::Stale
+        );
         assert!(a.challenges(1400, true)[0].ends_with("stale=true"));
-        let forged = answer(Algorithm::Sha256, "2001", "secret2001", "3e8.000000000000000000000000", true);
-        assert_eq!(a.verify(Some(&forged), "REGISTER", pw, 1001), AuthResult::Rejected);
+        let forged = answer(
+            Algorithm::Sha256,
+            "2001",
+            "secret2001",
+            "3e8.000000000000000000000000",
+            true,
+        );
+        assert_eq!(
+            a.verify(Some(&forged), "REGISTER", pw, 1001),
+            AuthResult::Rejected
+        );
         // Another server's nonce (different secret) is forged too.
         let other = Authenticator::new("switchboard");
-        let theirs = answer(Algorithm::Md5, "2001", "secret2001", &nonce_of(&other.challenges(1000, false)[1]), true);
-        assert_eq!(a.verify(Some(&theirs), "REGISTER", pw, 1001), AuthResult::Rejected);
+        let theirs = answer(
+            Algorithm::Md5,
+            "2001",
+            "secret2001",
+            &nonce_of(&other.challenges(1000, false)[1]),
+            true,
+        );
+        assert_eq!(
+            a.verify(Some(&theirs), "REGISTER", pw, 1001),
+            AuthResult::Rejected
+        );
     }
 }

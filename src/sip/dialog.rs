@@ -80,8 +80,14 @@ impl Dialog {
                 local_tag: local_tag.to_string(),
                 remote_tag: message::from_tag(&msg).unwrap_or_default(),
             },
-            local_uri: req.to_header().map(|h| strip_tag(h.value())).unwrap_or_default(),
-            remote_uri: req.from_header().map(|h| strip_tag(h.value())).unwrap_or_default(),
+            local_uri: req
+                .to_header()
+                .map(|h| strip_tag(h.value()))
+                .unwrap_or_default(),
+            remote_uri: req
+                .from_header()
+                .map(|h| strip_tag(h.value()))
+                .unwrap_or_default(),
             local_cseq: 0,
             remote_cseq: Some(message::cseq(&msg).0),
             route_set: record_routes(&req.headers),
@@ -92,7 +98,12 @@ impl Dialog {
     }
 
     /// UAC side: the dialog a 2xx (or 1xx with a tag) to our INVITE creates.
-    pub fn from_response(invite: &Request, resp: &Response, peer: Peer, local_contact: String) -> Self {
+    pub fn from_response(
+        invite: &Request,
+        resp: &Response,
+        peer: Peer,
+        local_contact: String,
+    ) -> Self {
         let req = SipMessage::Request(invite.clone());
         let resp_msg = SipMessage::Response(resp.clone());
         let mut route_set = record_routes(&resp.headers);
@@ -103,8 +114,14 @@ impl Dialog {
                 local_tag: message::from_tag(&req).unwrap_or_default(),
                 remote_tag: message::to_tag(&resp_msg).unwrap_or_default(),
             },
-            local_uri: invite.from_header().map(|h| strip_tag(h.value())).unwrap_or_default(),
-            remote_uri: invite.to_header().map(|h| strip_tag(h.value())).unwrap_or_default(),
+            local_uri: invite
+                .from_header()
+                .map(|h| strip_tag(h.value()))
+                .unwrap_or_default(),
+            remote_uri: invite
+                .to_header()
+                .map(|h| strip_tag(h.value()))
+                .unwrap_or_default(),
             local_cseq: message::cseq(&req).0,
             remote_cseq: None,
             route_set,
@@ -157,8 +174,12 @@ impl Dialog {
             format!("{};tag={}", self.remote_uri, self.id.remote_tag)
         };
         headers.push(Header::To(rsip::headers::To::new(to)));
-        headers.push(Header::CallId(rsip::headers::CallId::new(self.id.call_id.clone())));
-        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!("{cseq} {method}"))));
+        headers.push(Header::CallId(rsip::headers::CallId::new(
+            self.id.call_id.clone(),
+        )));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+            "{cseq} {method}"
+        ))));
         headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
         headers.push(Header::Contact(rsip::headers::Contact::new(format!(
             "<{}>",
@@ -214,26 +235,54 @@ mod tests {
     #[test]
     fn uas_dialog_builds_requests_with_route_set_in_order() {
         let inv = req(INVITE);
-        let mut d = Dialog::from_request(&inv, "mytag", peer(), "sip:switchboard@127.0.0.1:5060".into());
+        let mut d = Dialog::from_request(
+            &inv,
+            "mytag",
+            peer(),
+            "sip:switchboard@127.0.0.1:5060".into(),
+        );
         assert_eq!(d.id.remote_tag, "ctag");
         assert_eq!(d.remote_target, "sip:555@127.0.0.1:5070;transport=udp");
         let bye = d.request(Method::Bye);
         let text = bye.to_string();
-        assert!(text.to_lowercase().starts_with("bye sip:555@127.0.0.1:5070;transport=udp sip/2.0"), "{text}");
+        assert!(
+            text.to_lowercase()
+                .starts_with("bye sip:555@127.0.0.1:5070;transport=udp sip/2.0"),
+            "{text}"
+        );
         let routes: Vec<&str> = text.lines().filter(|l| l.starts_with("Route:")).collect();
-        assert_eq!(routes, vec!["Route: <sip:p1.example.com;lr>", "Route: <sip:p2.example.com;lr>"]);
-        assert!(text.contains("From: <sip:100@10.0.0.1>;tag=mytag"), "{text}");
-        assert!(text.contains("To: \"Caller\" <sip:555@carrier>;tag=ctag"), "{text}");
+        assert_eq!(
+            routes,
+            vec![
+                "Route: <sip:p1.example.com;lr>",
+                "Route: <sip:p2.example.com;lr>"
+            ]
+        );
+        assert!(
+            text.contains("From: <sip:100@10.0.0.1>;tag=mytag"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: \"Caller\" <sip:555@carrier>;tag=ctag"),
+            "{text}"
+        );
         assert!(text.contains("CSeq: 1 BYE"));
-        assert_eq!(d.request(Method::Info).to_string().contains("CSeq: 2 INFO"), true);
+        assert!(d.request(Method::Info).to_string().contains("CSeq: 2 INFO"));
     }
 
     #[test]
     fn remote_cseq_must_grow() {
         let inv = req(INVITE);
         let mut d = Dialog::from_request(&inv, "t", peer(), "sip:s@127.0.0.1".into());
-        let bye = |n: u32| req(&INVITE.replace("INVITE sip", "BYE sip").replace("10 INVITE", &format!("{n} BYE")));
-        assert!(!d.accept_remote_cseq(&bye(10)), "same number as the INVITE is out of order");
+        let bye = |n: u32| {
+            req(&INVITE
+                .replace("INVITE sip", "BYE sip")
+                .replace("10 INVITE", &format!("{n} BYE")))
+        };
+        assert!(
+            !d.accept_remote_cseq(&bye(10)),
+            "same number as the INVITE is out of order"
+        );
         assert!(d.accept_remote_cseq(&bye(11)));
         assert!(!d.accept_remote_cseq(&bye(11)));
     }
@@ -245,7 +294,10 @@ mod tests {
         let mut d = Dialog::from_response(&ours, &ok, peer(), "sip:s@127.0.0.1".into());
         assert_eq!(d.route_set, vec!["<sip:b;lr>", "<sip:a;lr>"]);
         let ack = d.ack(1).to_string();
-        assert!(ack.contains("CSeq: 1 ACK") && ack.contains("tag=callee"), "{ack}");
+        assert!(
+            ack.contains("CSeq: 1 ACK") && ack.contains("tag=callee"),
+            "{ack}"
+        );
         assert!(d.request(Method::Bye).to_string().contains("CSeq: 2 BYE"));
     }
 }

@@ -136,7 +136,9 @@ pub fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
         return Some((i, i + 4));
     }
     // Bare-LF messages are tolerated (RFC 4475 is lenient about this for receivers).
-    buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
+    buf.windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2))
 }
 
 /// Normalises a complete message (one datagram, or one frame cut from a stream) and parses it.
@@ -221,7 +223,8 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
     out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
-    let msg = SipMessage::try_from(bytes).map_err(|e| ParseError::Syntax(first_line(&e.to_string())))?;
+    let msg =
+        SipMessage::try_from(bytes).map_err(|e| ParseError::Syntax(first_line(&e.to_string())))?;
     check_mandatory(&msg)?;
     Ok(msg)
 }
@@ -396,7 +399,9 @@ pub fn stamp_received(req: &mut Request, source: SocketAddr) {
         .retain(|p| !matches!(p, rsip::Param::Received(_)) && !is_rport(p));
     typed
         .params
-        .push(rsip::Param::Received(rsip::param::Received::new(source.ip().to_string())));
+        .push(rsip::Param::Received(rsip::param::Received::new(
+            source.ip().to_string(),
+        )));
     if wants_rport {
         typed.params.push(rsip::Param::Other(
             rsip::param::OtherParam::new("rport"),
@@ -442,7 +447,9 @@ pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
 pub fn set_body(headers: &mut rsip::Headers, body: &mut Vec<u8>, content_type: &str, new: Vec<u8>) {
     headers.retain(|h| !matches!(h, Header::ContentType(_) | Header::ContentLength(_)));
     if !new.is_empty() {
-        headers.push(Header::ContentType(rsip::headers::ContentType::new(content_type)));
+        headers.push(Header::ContentType(rsip::headers::ContentType::new(
+            content_type,
+        )));
     }
     *body = new;
 }
@@ -454,7 +461,9 @@ pub fn finish(msg: &mut SipMessage) {
         SipMessage::Response(r) => (&mut r.headers, r.body.len()),
     };
     headers.retain(|h| !matches!(h, Header::ContentLength(_)));
-    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(len.to_string())));
+    headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
+        len.to_string(),
+    )));
 }
 
 /// A fresh RFC 3261 branch (magic cookie prefix) or tag.
@@ -516,12 +525,18 @@ l: 4\r\n\r\nabcdEXTRA";
 
     #[test]
     fn compact_forms_and_lists_are_expanded() {
-        let SipMessage::Request(r) = parse(COMPACT).unwrap() else { panic!() };
+        let SipMessage::Request(r) = parse(COMPACT).unwrap() else {
+            panic!()
+        };
         let msg = SipMessage::Request(r.clone());
         assert_eq!(call_id(&msg), "compact-1@127.0.0.1");
         assert_eq!(branch(&msg), "z9hG4bKa1");
         assert_eq!(from_tag(&msg).as_deref(), Some("abc"));
-        let vias = r.headers.iter().filter(|h| matches!(h, Header::Via(_))).count();
+        let vias = r
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::Via(_)))
+            .count();
         assert_eq!(vias, 2);
         assert_eq!(r.contact_headers().len(), 2);
         // Bytes past Content-Length are discarded.
@@ -532,32 +547,51 @@ l: 4\r\n\r\nabcdEXTRA";
     fn rfc4475_wide_range_of_valid_elements() {
         // RFC 4475 §3.1.1.1 says Content-Length 150 for this body; count ours exactly.
         let body_len = WSINV.split("\r\n\r\n").nth(1).unwrap().len();
-        let raw = WSINV.replace("Content-Length   : 150", &format!("Content-Length   : {body_len}"));
+        let raw = WSINV.replace(
+            "Content-Length   : 150",
+            &format!("Content-Length   : {body_len}"),
+        );
         let msg = parse(raw.as_bytes()).unwrap();
         assert_eq!(call_id(&msg), "wsinv.ndaksdj@192.0.2.1");
         assert_eq!(cseq(&msg), (9, Method::Invite));
-        let SipMessage::Request(r) = msg else { panic!() };
-        let vias: Vec<_> = r.headers.iter().filter(|h| matches!(h, Header::Via(_))).collect();
+        let SipMessage::Request(r) = msg else {
+            panic!()
+        };
+        let vias: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::Via(_)))
+            .collect();
         assert_eq!(vias.len(), 3, "{vias:?}");
     }
 
     #[test]
     fn truncated_and_broken_messages_are_refused() {
         let short = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nContent-Length: 50\r\n\r\nhi";
-        assert!(matches!(parse(short), Err(ParseError::Truncated { declared: 50, actual: 2 })));
+        assert!(matches!(
+            parse(short),
+            Err(ParseError::Truncated {
+                declared: 50,
+                actual: 2
+            })
+        ));
         assert_eq!(parse(b"garbage"), Err(ParseError::NoHeaderEnd));
         let no_colon = b"OPTIONS sip:a@b SIP/2.0\r\nVia SIP/2.0/UDP 1.2.3.4\r\n\r\n";
         assert!(matches!(parse(no_colon), Err(ParseError::BadHeaderLine(_))));
         let no_callid = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 OPTIONS\r\n\r\n";
         assert_eq!(parse(no_callid), Err(ParseError::Missing("Call-ID")));
-        let random: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..2000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert!(parse(&random).is_err());
     }
 
     #[test]
     fn received_and_rport_route_the_response() {
         let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5062;rport;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
-        let SipMessage::Request(mut r) = parse(raw).unwrap() else { panic!() };
+        let SipMessage::Request(mut r) = parse(raw).unwrap() else {
+            panic!()
+        };
         let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         stamp_received(&mut r, src);
         assert_eq!(response_target(&r, src), src);
@@ -567,8 +601,12 @@ l: 4\r\n\r\nabcdEXTRA";
         assert!(text.contains("rport=40000"), "{text}");
         assert!(text.contains("tag=t1"), "{text}");
         // Without rport, the response goes to the sent-by port at the received address.
-        let raw = String::from_utf8(raw.to_vec()).unwrap().replace(";rport", "");
-        let SipMessage::Request(mut r) = parse(raw.as_bytes()).unwrap() else { panic!() };
+        let raw = String::from_utf8(raw.to_vec())
+            .unwrap()
+            .replace(";rport", "");
+        let SipMessage::Request(mut r) = parse(raw.as_bytes()).unwrap() else {
+            panic!()
+        };
         stamp_received(&mut r, src);
         assert_eq!(response_target(&r, src), "127.0.0.1:5062".parse().unwrap());
         assert!(!r.to_string().contains("rport"));

@@ -3,9 +3,9 @@
 //! Everything below `transport` is sans-IO: it takes messages and a clock and returns what to
 //! send, so it is tested with simulated time. Only `transport` touches sockets.
 
-pub mod message;
-pub mod transaction;
 pub mod auth;
-pub mod registrar;
 pub mod dialog;
+pub mod message;
+pub mod registrar;
+pub mod transaction;
 pub mod transport;

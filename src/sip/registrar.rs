@@ -131,7 +131,7 @@ impl Registrar {
             .get(user)
             .map(|l| l.iter().filter(|b| b.expires_at > now).cloned().collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.expires_at.cmp(&a.expires_at));
+        v.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
         v
     }
 
@@ -185,31 +185,72 @@ mod tests {
         let mut r = Registrar::new();
         let t0 = Instant::now();
         let got = r
-            .register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(120), "a", 1, peer(), t0)
+            .register(
+                "2001",
+                &[c("sip:2001@127.0.0.1:5070", None)],
+                Some(120),
+                "a",
+                1,
+                peer(),
+                t0,
+            )
             .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1, 120);
         // A second phone of the same user.
-        r.register("2001", &[c("sip:2001@127.0.0.1:5072", Some(300))], None, "b", 1, peer(), t0)
-            .unwrap();
+        r.register(
+            "2001",
+            &[c("sip:2001@127.0.0.1:5072", Some(300))],
+            None,
+            "b",
+            1,
+            peer(),
+            t0,
+        )
+        .unwrap();
         assert_eq!(r.lookup("2001", t0).len(), 2);
         // The first expires after 120 s unless refreshed.
         assert_eq!(r.lookup("2001", t0 + Duration::from_secs(121)).len(), 1);
-        r.register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(120), "a", 2, peer(), t0 + Duration::from_secs(100))
-            .unwrap();
+        r.register(
+            "2001",
+            &[c("sip:2001@127.0.0.1:5070", None)],
+            Some(120),
+            "a",
+            2,
+            peer(),
+            t0 + Duration::from_secs(100),
+        )
+        .unwrap();
         assert_eq!(r.lookup("2001", t0 + Duration::from_secs(121)).len(), 2);
         // Expires: 0 removes one binding; an out-of-order CSeq is refused.
         assert_eq!(
-            r.register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(0), "a", 2, peer(), t0),
+            r.register(
+                "2001",
+                &[c("sip:2001@127.0.0.1:5070", None)],
+                Some(0),
+                "a",
+                2,
+                peer(),
+                t0
+            ),
             Err(RegisterError::OutOfOrder)
         );
-        r.register("2001", &[c("sip:2001@127.0.0.1:5070", None)], Some(0), "a", 3, peer(), t0)
-            .unwrap();
+        r.register(
+            "2001",
+            &[c("sip:2001@127.0.0.1:5070", None)],
+            Some(0),
+            "a",
+            3,
+            peer(),
+            t0,
+        )
+        .unwrap();
         let left = r.lookup("2001", t0);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].contact, "sip:2001@127.0.0.1:5072");
         // `*` with Expires: 0 removes everything.
-        r.register("2001", &[c("*", None)], Some(0), "b", 2, peer(), t0).unwrap();
+        r.register("2001", &[c("*", None)], Some(0), "b", 2, peer(), t0)
+            .unwrap();
         assert!(r.lookup("2001", t0).is_empty());
         assert_eq!(r.user_count(), 0);
     }
@@ -227,7 +268,17 @@ mod tests {
             Err(RegisterError::BadWildcard)
         );
         // Long requests are capped at the maximum.
-        let got = r.register("2001", &[c("sip:x@y", Some(86_400))], None, "a", 1, peer(), t0).unwrap();
+        let got = r
+            .register(
+                "2001",
+                &[c("sip:x@y", Some(86_400))],
+                None,
+                "a",
+                1,
+                peer(),
+                t0,
+            )
+            .unwrap();
         assert_eq!(got[0].1, MAX_EXPIRES);
     }
 }

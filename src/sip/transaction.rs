@@ -193,7 +193,7 @@ fn client_key(branch: &str, method: &Method) -> String {
     let class = if *method == Method::Ack {
         Method::Invite
     } else {
-        method.clone()
+        *method
     };
     format!("{branch}|{class}")
 }
@@ -371,7 +371,9 @@ impl TransactionLayer {
                 }
                 Header::CSeq(cs) => {
                     let seq = cs.value().split_whitespace().next().unwrap_or("1");
-                    headers.push(Header::CSeq(rsip::headers::CSeq::new(format!("{seq} CANCEL"))));
+                    headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+                        "{seq} CANCEL"
+                    ))));
                 }
                 _ => {}
             }
@@ -449,7 +451,13 @@ impl TransactionLayer {
                     c.ack = Some(ack.clone());
                     c.state = ClientState::Completed;
                     c.retransmit = None;
-                    c.end = Some(now + if reliable { Duration::ZERO } else { Duration::from_secs(32) }); // Timer D
+                    c.end = Some(
+                        now + if reliable {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_secs(32)
+                        },
+                    ); // Timer D
                     let peer = c.peer;
                     self.transmit(peer, ack);
                 }
@@ -473,7 +481,8 @@ impl TransactionLayer {
                 (ClientState::Calling | ClientState::Proceeding, _) => {
                     c.state = ClientState::Completed;
                     c.retransmit = None;
-                    c.end = Some(now + if reliable { Duration::ZERO } else { t.t4 }); // Timer K
+                    c.end = Some(now + if reliable { Duration::ZERO } else { t.t4 });
+                    // Timer K
                 }
                 _ => deliver = false,
             }
@@ -519,7 +528,8 @@ impl TransactionLayer {
             }
             _ => {
                 s.state = ServerState::Completed;
-                s.end = Some(now + if reliable { Duration::ZERO } else { 64 * t.t1 }); // Timer J
+                s.end = Some(now + if reliable { Duration::ZERO } else { 64 * t.t1 });
+                // Timer J
             }
         }
         let peer = s.peer;
@@ -540,7 +550,7 @@ impl TransactionLayer {
     }
 
     fn on_request(&mut self, req: Request, from: Peer, now: Instant) {
-        let method = req.method.clone();
+        let method = req.method;
         let msg = SipMessage::Request(req);
         let key = server_key(&msg, &method);
         let SipMessage::Request(req) = msg else {
@@ -608,7 +618,13 @@ impl TransactionLayer {
                     s.acked = true;
                     s.retransmit = None;
                     let reliable = s.peer.reliable();
-                    s.end = Some(now + if reliable { Duration::ZERO } else { self.timers.t4 }); // Timer I
+                    s.end = Some(
+                        now + if reliable {
+                            Duration::ZERO
+                        } else {
+                            self.timers.t4
+                        },
+                    ); // Timer I
                     self.schedule(id);
                     return;
                 }
@@ -763,7 +779,11 @@ impl TransactionLayer {
             if let Some((at, interval)) = c.retransmit {
                 if at <= now {
                     // Timer A doubles without cap; Timer E caps at T2.
-                    let next = if c.invite { interval * 2 } else { (interval * 2).min(t2) };
+                    let next = if c.invite {
+                        interval * 2
+                    } else {
+                        (interval * 2).min(t2)
+                    };
                     c.retransmit = Some((now + next, next));
                     let (peer, bytes) = (c.peer, c.bytes.clone());
                     self.transmit(peer, bytes);
@@ -863,7 +883,11 @@ mod tests {
     }
 
     /// Runs the layer's timers on a simulated clock until `until`, collecting what it sends.
-    fn run_until(l: &mut TransactionLayer, now: &mut Instant, until: Instant) -> Vec<(Duration, Transmit)> {
+    fn run_until(
+        l: &mut TransactionLayer,
+        now: &mut Instant,
+        until: Instant,
+    ) -> Vec<(Duration, Transmit)> {
         let start = *now;
         let mut sent = vec![];
         while let Some(at) = l.poll_timeout() {
@@ -903,7 +927,9 @@ mod tests {
         let start = now;
         l.handle_message(invite("z9hG4bK2"), udp(5070), now);
         let (_, e) = drain(&mut l);
-        let TxEvent::Request { tx, req, .. } = &e[0] else { panic!() };
+        let TxEvent::Request { tx, req, .. } = &e[0] else {
+            panic!()
+        };
         l.respond(*tx, message::response_to(req, 200, Some("tt")), now);
         let (t, _) = drain(&mut l);
         assert_eq!(status(&t[0].bytes), 200);
@@ -917,7 +943,12 @@ mod tests {
         l.handle_message(ack.clone(), udp(5070), now);
         l.handle_message(ack, udp(5070), now);
         let (_, e) = drain(&mut l);
-        assert_eq!(e.iter().filter(|e| matches!(e, TxEvent::Ack { .. })).count(), 1);
+        assert_eq!(
+            e.iter()
+                .filter(|e| matches!(e, TxEvent::Ack { .. }))
+                .count(),
+            1
+        );
         let sent = run_until(&mut l, &mut now, start + Duration::from_secs(60));
         assert!(sent.is_empty(), "no retransmission after the ACK");
         assert!(l.is_empty(), "Timer L ended the transaction");
@@ -930,7 +961,9 @@ mod tests {
         let start = now;
         l.handle_message(invite("z9hG4bK3"), udp(5070), now);
         let (_, e) = drain(&mut l);
-        let TxEvent::Request { tx, req, .. } = &e[0] else { panic!() };
+        let TxEvent::Request { tx, req, .. } = &e[0] else {
+            panic!()
+        };
         l.respond(*tx, message::response_to(req, 200, Some("tt")), now);
         drain(&mut l);
         let mut gave_up = None;
@@ -938,7 +971,9 @@ mod tests {
             now = at;
             l.handle_timeout(now);
             let (_, e) = drain(&mut l);
-            if e.iter().any(|e| matches!(e, TxEvent::AckTimeout { was_2xx: true, .. })) {
+            if e.iter()
+                .any(|e| matches!(e, TxEvent::AckTimeout { was_2xx: true, .. }))
+            {
                 gave_up = Some(now - start);
             }
         }
@@ -952,16 +987,21 @@ mod tests {
         let start = now;
         l.handle_message(invite("z9hG4bK4"), udp(5070), now);
         let (_, e) = drain(&mut l);
-        let TxEvent::Request { tx, req, .. } = &e[0] else { panic!() };
+        let TxEvent::Request { tx, req, .. } = &e[0] else {
+            panic!()
+        };
         l.respond(*tx, message::response_to(req, 486, Some("tt")), now);
         drain(&mut l);
         let sent = run_until(&mut l, &mut now, start + Duration::from_millis(1600));
         assert_eq!(sent.len(), 2); // 0.5 s and 1.5 s
-        // ACK with the INVITE's branch confirms; no more 486.
+                                   // ACK with the INVITE's branch confirms; no more 486.
         let ack = message::parse(b"ACK sip:2001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK4\r\nFrom: <sip:c@127.0.0.1>;tag=ft\r\nTo: <sip:2001@127.0.0.1>;tag=tt\r\nCall-ID: call-1\r\nCSeq: 7 ACK\r\n\r\n").unwrap();
         l.handle_message(ack, udp(5070), now);
         let (_, e) = drain(&mut l);
-        assert!(e.is_empty(), "an ACK to a non-2xx stays inside the transaction");
+        assert!(
+            e.is_empty(),
+            "an ACK to a non-2xx stays inside the transaction"
+        );
         let sent = run_until(&mut l, &mut now, start + Duration::from_secs(40));
         assert!(sent.is_empty());
         assert!(l.is_empty());
@@ -1007,7 +1047,9 @@ mod tests {
             l.handle_timeout(now);
             let (t, e) = drain(&mut l);
             retrans.extend(t.iter().map(|_| (now - start).as_millis()));
-            if e.iter().any(|e| matches!(e, TxEvent::Timeout { tx: x } if *x == tx)) {
+            if e.iter()
+                .any(|e| matches!(e, TxEvent::Timeout { tx: x } if *x == tx))
+            {
                 timeout = Some((now - start).as_millis());
             }
         }
@@ -1021,17 +1063,24 @@ mod tests {
         let now = Instant::now();
         let tx = l.send_request(outgoing_invite(), udp(5080), now);
         let (t, _) = drain(&mut l);
-        let SipMessage::Request(sent) = message::parse(&t[0].bytes).unwrap() else { panic!() };
+        let SipMessage::Request(sent) = message::parse(&t[0].bytes).unwrap() else {
+            panic!()
+        };
         let mut busy = message::response_to(&sent, 486, Some("callee"));
         busy.headers.retain(|h| !matches!(h, Header::Server(_)));
         let busy_msg = SipMessage::Response(busy);
         l.handle_message(busy_msg.clone(), udp(5080), now);
         let (t, e) = drain(&mut l);
         assert!(matches!(&e[..], [TxEvent::Response { tx: x, .. }] if *x == tx));
-        let SipMessage::Request(ack) = message::parse(&t[0].bytes).unwrap() else { panic!() };
+        let SipMessage::Request(ack) = message::parse(&t[0].bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(ack.method, Method::Ack);
         let ack_msg = SipMessage::Request(ack);
-        assert_eq!(message::branch(&ack_msg), message::branch(&SipMessage::Request(sent)));
+        assert_eq!(
+            message::branch(&ack_msg),
+            message::branch(&SipMessage::Request(sent))
+        );
         assert_eq!(message::to_tag(&ack_msg).as_deref(), Some("callee"));
         // A retransmitted 486 is re-ACKed and not delivered again.
         l.handle_message(busy_msg, udp(5080), now);
@@ -1048,7 +1097,8 @@ mod tests {
         let mut req = outgoing_invite();
         req.method = Method::Options;
         req.headers.retain(|h| !matches!(h, Header::CSeq(_)));
-        req.headers.push(Header::CSeq(rsip::headers::CSeq::new("1 OPTIONS")));
+        req.headers
+            .push(Header::CSeq(rsip::headers::CSeq::new("1 OPTIONS")));
         l.send_request(req, udp(5080), now);
         drain(&mut l);
         let mut at = vec![];

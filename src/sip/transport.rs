@@ -26,9 +26,17 @@ const MAX_BODY: usize = 1024 * 1024;
 /// What the receivers tell the switch.
 #[derive(Debug)]
 pub enum Inbound {
-    Message { peer: Peer, bytes: Vec<u8> },
-    Connected { peer: Peer, writer: mpsc::Sender<Vec<u8>> },
-    Closed { peer: Peer },
+    Message {
+        peer: Peer,
+        bytes: Vec<u8>,
+    },
+    Connected {
+        peer: Peer,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    Closed {
+        peer: Peer,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,7 +67,12 @@ pub fn next_frame(buf: &mut BytesMut) -> Result<Option<Vec<u8>>, FramingError> {
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
             if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
-                length = Some(value.trim().parse::<usize>().map_err(|_| FramingError::BadLength)?);
+                length = Some(
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .map_err(|_| FramingError::BadLength)?,
+                );
             }
         }
     }
@@ -87,7 +100,10 @@ pub struct Bound {
 }
 
 /// Binds every listener and spawns its receive loop.
-pub async fn bind(listeners: &[Listener], inbound: mpsc::Sender<Inbound>) -> std::io::Result<Bound> {
+pub async fn bind(
+    listeners: &[Listener],
+    inbound: mpsc::Sender<Inbound>,
+) -> std::io::Result<Bound> {
     let mut udp = Vec::new();
     let mut local = Vec::new();
     for l in listeners {
@@ -161,7 +177,11 @@ async fn tcp_accept_loop(listener: TcpListener, inbound: mpsc::Sender<Inbound>) 
 }
 
 /// Runs one TCP connection: a reader that frames messages and a writer fed by a channel.
-fn spawn_connection(stream: TcpStream, from: SocketAddr, inbound: mpsc::Sender<Inbound>) -> mpsc::Sender<Vec<u8>> {
+fn spawn_connection(
+    stream: TcpStream,
+    from: SocketAddr,
+    inbound: mpsc::Sender<Inbound>,
+) -> mpsc::Sender<Vec<u8>> {
     let peer = Peer {
         transport: Transport::Tcp,
         addr: from,
@@ -191,7 +211,11 @@ fn spawn_connection(stream: TcpStream, from: SocketAddr, inbound: mpsc::Sender<I
                 Ok(_) => loop {
                     match next_frame(&mut buf) {
                         Ok(Some(bytes)) => {
-                            if inbound.send(Inbound::Message { peer, bytes }).await.is_err() {
+                            if inbound
+                                .send(Inbound::Message { peer, bytes })
+                                .await
+                                .is_err()
+                            {
                                 break 'conn;
                             }
                         }
@@ -280,7 +304,8 @@ mod tests {
 
     #[test]
     fn partial_body_waits_and_bad_length_fails() {
-        let mut buf = BytesMut::from(&b"MESSAGE sip:a SIP/2.0\r\nContent-Length: 10\r\n\r\nabc"[..]);
+        let mut buf =
+            BytesMut::from(&b"MESSAGE sip:a SIP/2.0\r\nContent-Length: 10\r\n\r\nabc"[..]);
         assert_eq!(next_frame(&mut buf).unwrap(), None);
         buf.extend_from_slice(b"defghij");
         assert!(next_frame(&mut buf).unwrap().is_some());
@@ -296,14 +321,22 @@ mod tests {
     async fn udp_and_tcp_deliver_messages() {
         let (tx, mut rx) = mpsc::channel(16);
         let listeners = [
-            Listener { transport: Transport::Udp, addr: "127.0.0.1:0".parse().unwrap() },
-            Listener { transport: Transport::Tcp, addr: "127.0.0.1:0".parse().unwrap() },
+            Listener {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            },
+            Listener {
+                transport: Transport::Tcp,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            },
         ];
         let bound = bind(&listeners, tx).await.unwrap();
         let udp_addr = bound.local[0].1;
         let tcp_addr = bound.local[1].1;
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        c.send_to(b"OPTIONS sip:a SIP/2.0\r\n\r\n", udp_addr).await.unwrap();
+        c.send_to(b"OPTIONS sip:a SIP/2.0\r\n\r\n", udp_addr)
+            .await
+            .unwrap();
         match rx.recv().await.unwrap() {
             Inbound::Message { peer, bytes } => {
                 assert_eq!(peer.transport, Transport::Udp);
@@ -313,7 +346,10 @@ mod tests {
         }
         let mut s = TcpStream::connect(tcp_addr).await.unwrap();
         s.write_all(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\nOPTIONS sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\n").await.unwrap();
-        assert!(matches!(rx.recv().await.unwrap(), Inbound::Connected { .. }));
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Inbound::Connected { .. }
+        ));
         for want in [&b"OPTIONS sip:a"[..], &b"OPTIONS sip:b"[..]] {
             match rx.recv().await.unwrap() {
                 Inbound::Message { peer, bytes } => {

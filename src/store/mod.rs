@@ -231,11 +231,15 @@ mod tests {
         store.close().await;
         let again = Store::open(dir.path()).await.unwrap();
         assert_eq!(again.count_calls().await.unwrap(), 1);
-        let (disp, by, code): (String, String, i64) =
-            sqlx::query_as("SELECT disposition, hangup_by, final_code FROM calls WHERE call_uuid='u1'")
-                .fetch_one(&again.pool)
-                .await
-                .unwrap();
-        assert_eq!((disp.as_str(), by.as_str(), code), ("answered", "caller", 200));
+        let (disp, by, code): (String, String, i64) = sqlx::query_as(
+            "SELECT disposition, hangup_by, final_code FROM calls WHERE call_uuid='u1'",
+        )
+        .fetch_one(&again.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (disp.as_str(), by.as_str(), code),
+            ("answered", "caller", 200)
+        );
     }
 }
