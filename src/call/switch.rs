@@ -221,7 +221,7 @@ impl Switch {
         }
         // Salvage the headers a response needs, ignoring everything else.
         let text = String::from_utf8_lossy(bytes);
-        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        let head = message::encode_v6_references(text.split("\r\n\r\n").next().unwrap_or(""));
         let mut keep = String::new();
         let mut lines = head.lines();
         let first = lines.next().unwrap_or("").trim().to_string();
@@ -238,14 +238,16 @@ impl Switch {
                 keep.push_str("\r\n");
             }
         }
-        let salvage = format!("{first}\r\n{keep}Content-Length: 0\r\n\r\n");
+        // Answer with our version and a URI rsip can read, whatever the request had.
+        let method = first.split_whitespace().next().unwrap_or("OPTIONS");
+        let salvage = format!("{method} sip:invalid SIP/2.0\r\n{keep}Content-Length: 0\r\n\r\n");
         let Ok(SipMessage::Request(req)) = SipMessage::try_from(salvage.as_str()) else {
             return;
         };
         if req.via_header().is_err() {
             return;
         }
-        let mut resp = message::response_to(&req, 400, None);
+        let mut resp = message::response_to(&req, e.status(), None);
         let reason: String = e
             .to_string()
             .chars()

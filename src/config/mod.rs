@@ -435,11 +435,10 @@ impl Validator {
                 ),
             }
         }
+        // MD5 alone by default, as Asterisk does: common softphones (baresip 1.0, SIPp 3.6)
+        // give up on a challenge set that offers SHA-256 at all. SHA-256 is opt-in.
         if auth_algorithms.is_empty() {
-            auth_algorithms = vec![
-                crate::sip::auth::Algorithm::Md5,
-                crate::sip::auth::Algorithm::Sha256,
-            ];
+            auth_algorithms = vec![crate::sip::auth::Algorithm::Md5];
         }
 
         let rtp_ports = match parse_port_range(&raw.rtp.ports.value) {
@@ -650,6 +649,7 @@ dids:
         // An IPv4-mapped IPv6 source matches an IPv4 peer list.
         assert!(c.trunk_for("::ffff:127.0.0.1".parse().unwrap()).is_some());
         assert_eq!(c.did("100").unwrap().extension, "2001");
+        assert_eq!(c.auth_algorithms, vec![crate::sip::auth::Algorithm::Md5]);
     }
 
     #[test]

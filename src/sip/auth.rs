@@ -265,7 +265,8 @@ mod tests {
 
     #[test]
     fn md5_and_sha256_with_and_without_qop() {
-        let a = Authenticator::new("switchboard");
+        let a = Authenticator::new("switchboard")
+            .with_algorithms(vec![Algorithm::Md5, Algorithm::Sha256]);
         let ch = a.challenges(1000, false);
         assert!(ch[0].contains("algorithm=MD5") && ch[1].contains("algorithm=SHA-256"));
         let sha_only = Authenticator::new("switchboard").with_algorithms(vec![Algorithm::Sha256]);

@@ -28,6 +28,20 @@ pub enum ParseError {
     Syntax(String),
     #[error("missing mandatory header {0}")]
     Missing(&'static str),
+    #[error("more than one {0} header")]
+    Duplicate(&'static str),
+    #[error("SIP version {0} is not supported")]
+    Version(String),
+}
+
+impl ParseError {
+    /// The status a request that failed this way is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ParseError::Version(_) => 505,
+            _ => 400,
+        }
+    }
 }
 
 /// RFC 3261 §7.3.3 compact forms.
@@ -145,6 +159,7 @@ pub fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
 pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
     let (head_len, body_start) = header_end(raw).ok_or(ParseError::NoHeaderEnd)?;
     let head = std::str::from_utf8(&raw[..head_len]).map_err(|_| ParseError::NotText)?;
+    let head = encode_v6_references(head);
     let mut body = &raw[body_start..];
 
     // Unfold continuation lines, then rewrite each header in canonical form.
@@ -164,8 +179,9 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
     if start_line.trim().is_empty() {
         return Err(ParseError::Syntax("empty start line".into()));
     }
+    let start_line = normalize_start_line(&start_line)?;
     let mut out = String::with_capacity(raw.len() + 64);
-    out.push_str(start_line.trim_end());
+    out.push_str(&start_line);
     out.push_str("\r\n");
     let mut content_length = None;
     for line in lines {
@@ -234,8 +250,90 @@ fn first_line(s: &str) -> String {
     s.chars().take(160).collect()
 }
 
+/// Checks the version and escapes what rsip cannot read in a Request-URI.
+fn normalize_start_line(line: &str) -> Result<String, ParseError> {
+    let line = line.trim();
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let is_response = parts.first().is_some_and(|p| p.starts_with("SIP/"));
+    let version = if is_response {
+        parts.first()
+    } else {
+        parts.get(2)
+    };
+    if let Some(v) = version {
+        if v.starts_with("SIP/") && !v.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(ParseError::Version(v.to_string()));
+        }
+    }
+    if is_response || parts.len() != 3 {
+        return Ok(line.to_string());
+    }
+    Ok(format!(
+        "{} {} {}",
+        parts[0],
+        escape_user_part(parts[1]),
+        parts[2]
+    ))
+}
+
+/// RFC 3261 allows `;`, `?` and `.` unescaped in a SIP URI's user part (RFC 4475
+/// "semiuri"); rsip reads the first two as the start of parameters and stops its user at a
+/// dot, so they are percent-escaped, which RFC 3261 §19.1.4 defines as the same URI.
+pub fn escape_user_part(uri: &str) -> String {
+    let lower = uri.to_ascii_lowercase();
+    let Some(scheme_end) = ["sip:", "sips:"]
+        .iter()
+        .find(|s| lower.starts_with(*s))
+        .map(|s| s.len())
+    else {
+        return uri.to_string();
+    };
+    let Some(at) = uri[scheme_end..].rfind('@').map(|i| i + scheme_end) else {
+        return uri.to_string();
+    };
+    let user = &uri[scheme_end..at];
+    if !user.contains([';', '?', '.']) {
+        return uri.to_string();
+    }
+    format!(
+        "{}{}{}",
+        &uri[..scheme_end],
+        user.replace(';', "%3B")
+            .replace('?', "%3F")
+            .replace('.', "%2E"),
+        &uri[at..]
+    )
+}
+
+/// Headers that may appear once only; two of them make a message ambiguous (RFC 4475 multi01).
+const SINGLE: [(&str, &str); 5] = [
+    ("from", "From"),
+    ("to", "To"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+    ("max-forwards", "Max-Forwards"),
+];
+
 /// A request or response without these cannot be matched to a transaction or dialog.
 fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
+    let headers = match msg {
+        SipMessage::Request(r) => &r.headers,
+        SipMessage::Response(r) => &r.headers,
+    };
+    for (lower, name) in SINGLE {
+        let count = headers
+            .iter()
+            .filter(|h| {
+                let text = h.to_string();
+                text.split(':')
+                    .next()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(lower))
+            })
+            .count();
+        if count > 1 {
+            return Err(ParseError::Duplicate(name));
+        }
+    }
     if msg.via_header().is_err() {
         return Err(ParseError::Missing("Via"));
     }
@@ -274,13 +372,93 @@ pub fn is_request_line(raw: &[u8]) -> bool {
     let first = String::from_utf8_lossy(first);
     let mut parts = first.split_whitespace();
     matches!((parts.next(), parts.next(), parts.next()), (Some(m), Some(_), Some(v))
-        if v.starts_with("SIP/2.0") && m.chars().all(|c| c.is_ascii_uppercase()))
+        if v.starts_with("SIP/") && m.chars().all(|c| c.is_ascii_uppercase()))
         && !first.starts_with("ACK ")
 }
 
 /// Serialises a message for the wire, with a correct Content-Length.
 pub fn to_bytes(msg: &SipMessage) -> Vec<u8> {
-    msg.to_string().into_bytes()
+    let text = msg.to_string();
+    match text.find("\r\n\r\n") {
+        Some(end) if text[..end].contains(V6_SUFFIX) => {
+            let mut out = decode_v6_hosts(&text[..end]).into_bytes();
+            out.extend_from_slice(&text.as_bytes()[end..]);
+            out
+        }
+        _ => text.into_bytes(),
+    }
+}
+
+// rsip splits `host:port` at the first colon, so it cannot read an IPv6 reference such as
+// `[::1]:5060` anywhere. At the wire boundary each bracketed IPv6 address in the header
+// section becomes a host name `0-0-0-0-0-0-0-1.ip6.invalid` (`.invalid` can never be a real
+// name, RFC 6761) and back again when a message is serialised; nothing between sees brackets.
+const V6_SUFFIX: &str = ".ip6.invalid";
+
+fn encode_v6(v6: std::net::Ipv6Addr) -> String {
+    let groups: Vec<String> = v6.segments().iter().map(|g| format!("{g:x}")).collect();
+    format!("{}{V6_SUFFIX}", groups.join("-"))
+}
+
+/// `[2001:db8::1]` → `2001-db8-0-0-0-0-0-1.ip6.invalid` throughout a header section.
+pub(crate) fn encode_v6_references(head: &str) -> std::borrow::Cow<'_, str> {
+    if !head.contains('[') {
+        return std::borrow::Cow::Borrowed(head);
+    }
+    let mut out = String::with_capacity(head.len() + 32);
+    let mut rest = head;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find(']').and_then(|close| {
+            after[..close]
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(|a| (a, close))
+        }) {
+            Some((addr, close)) => {
+                out.push_str(&encode_v6(addr));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The inverse of [`encode_v6_references`].
+fn decode_v6_hosts(head: &str) -> String {
+    let mut out = String::with_capacity(head.len());
+    let mut rest = head;
+    while let Some(at) = rest.find(V6_SUFFIX) {
+        let before = &rest[..at];
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let groups: Option<Vec<u16>> = before[start..]
+            .split('-')
+            .map(|g| u16::from_str_radix(g, 16).ok())
+            .collect();
+        match groups.filter(|g| g.len() == 8) {
+            Some(g) => {
+                let addr = std::net::Ipv6Addr::new(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+                out.push_str(&before[..start]);
+                out.push_str(&format!("[{addr}]"));
+            }
+            None => {
+                out.push_str(before);
+                out.push_str(V6_SUFFIX);
+            }
+        }
+        rest = &rest[at + V6_SUFFIX.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 // ---- Accessors ----
@@ -485,9 +663,11 @@ pub fn random_token(len: usize) -> String {
 }
 
 /// `host` for a URI or Via: IPv6 in brackets.
+/// The host of a URI or Via for `ip`. IPv6 uses the internal host-name form that
+/// [`to_bytes`] turns back into a bracketed reference on the wire.
 pub fn host_str(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V6(v6) => encode_v6(v6),
         v4 => v4.to_string(),
     }
 }
@@ -610,6 +790,46 @@ l: 4\r\n\r\nabcdEXTRA";
         stamp_received(&mut r, src);
         assert_eq!(response_target(&r, src), "127.0.0.1:5062".parse().unwrap());
         assert!(!r.to_string().contains("rport"));
+    }
+
+    #[test]
+    fn rfc4475_semiuri_duplicates_and_version() {
+        let semi = b"OPTIONS sip:user;par=u%40example.net@example.com SIP/2.0\r\nTo: sip:j_user@example.com\r\nFrom: sip:caller@example.org;tag=33242\r\nMax-Forwards: 3\r\nCall-ID: semiuri.0ha0isndaksdj\r\nCSeq: 8 OPTIONS\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKkdjuw\r\nl: 0\r\n\r\n";
+        let SipMessage::Request(r) = parse(semi).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.uri.host().to_string(), "example.com");
+        let multi = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nFrom: <sip:c@d>;tag=2\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(parse(multi), Err(ParseError::Duplicate("From")));
+        let v7 = b"OPTIONS sip:a@b SIP/7.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\n\r\n";
+        let e = parse(v7).unwrap_err();
+        assert_eq!(
+            (e.clone(), e.status()),
+            (ParseError::Version("SIP/7.0".into()), 505)
+        );
+    }
+
+    #[test]
+    fn ipv6_references_survive_parsing_and_come_back_on_the_wire() {
+        let raw = b"OPTIONS sip:2001@[2001:db8::1]:5060 SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5070;branch=z9hG4bKv6;rport\r\nFrom: <sip:a@[::1]>;tag=1\r\nTo: <sip:2001@[2001:db8::1]>\r\nCall-ID: v6\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let SipMessage::Request(mut r) = parse(raw).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.uri.port().map(|p| *p.value()), Some(5060));
+        let src: SocketAddr = "[::1]:5070".parse().unwrap();
+        stamp_received(&mut r, src);
+        assert_eq!(response_target(&r, src), src);
+        let wire = String::from_utf8(to_bytes(&SipMessage::Request(r))).unwrap();
+        assert!(
+            wire.starts_with("OPTIONS sip:2001@[2001:db8::1]:5060 SIP/2.0"),
+            "{wire}"
+        );
+        assert!(
+            wire.contains("Via: SIP/2.0/UDP [::1]:5070;branch=z9hG4bKv6"),
+            "{wire}"
+        );
+        assert!(!wire.contains("ip6.invalid"), "{wire}");
+        assert_eq!(decode_v6_hosts(&host_str("::1".parse().unwrap())), "[::1]");
     }
 
     #[test]

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the integration tests drive (on Debian, as root, only when a
+# tool is missing), checks the SIPp scenarios against each other, then runs
+# every test target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool → Debian package
+declare -A PKG=(
+  [sipp]=sip-tester
+  [baresip]=baresip
+  [sox]=sox
+  [tshark]=tshark
+  [sqlite3]=sqlite3
+  [espeak-ng]=espeak-ng
+)
+missing=()
+for tool in "${!PKG[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+# the RTP captures the scenarios play ship with sip-tester
+[[ -f /usr/share/sip-tester/g711a.pcap ]] || missing+=("g711a.pcap")
+
+if ((${#missing[@]})); then
+  echo "missing: ${missing[*]}" >&2
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng
+fi
+
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found" >&2; exit 1; }
+
+echo "== SIPp scenario self-check (scenarios against each other, no server)"
+bash tests/scenarios/selfcheck.sh
+
+echo "== cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast
