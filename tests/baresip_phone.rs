@@ -287,7 +287,11 @@ fn baresip_agent_answers_trunk_call_with_media_through_server() {
     require_tool("tshark", "tshark");
     require_pcap();
 
-    let server = Server::start();
+    // The shipped demo configuration, with only ports and data directory overridden.
+    let server = Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
     let work = tempfile::Builder::new()
         .prefix("baresip-")
         .tempdir()

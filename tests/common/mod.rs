@@ -181,6 +181,10 @@ pub struct ServerConfig {
     pub extra_sip: Vec<String>,
     /// Listen, advertise and relay RTP on ::1 instead of 127.0.0.1 (trunk peer ::1/128).
     pub ipv6: bool,
+    /// Run on the shipped `config/switchboard.yaml` itself, with only the listener, RTP
+    /// range and data directory overridden on the command line (the other fields here
+    /// must then match the demo's, which they do by default).
+    pub shipped_demo: bool,
 }
 
 impl Default for ServerConfig {
@@ -216,6 +220,7 @@ impl Default for ServerConfig {
             env: Vec::new(),
             extra_sip: Vec::new(),
             ipv6: false,
+            shipped_demo: false,
         }
     }
 }
@@ -325,11 +330,15 @@ impl Server {
         let rtp_ports = (rtp_low, rtp_low + config.rtp_port_count - 1);
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let config_path = dir.path().join("switchboard.yaml");
+        let config_path = if config.shipped_demo {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/switchboard.yaml")
+        } else {
+            dir.path().join("switchboard.yaml")
+        };
 
         let mut cmd = Command::new(switchboard_bin());
         cmd.arg("serve").arg("--config").arg(&config_path);
-        let yaml = if config.use_cli_overrides {
+        let yaml = if config.use_cli_overrides || config.shipped_demo {
             // The file points elsewhere; the flags must win.
             let decoy_data = dir.path().join("decoy-data");
             cmd.arg("--sip-listen")
@@ -344,7 +353,9 @@ impl Server {
         } else {
             config.to_yaml(sip_port, rtp_ports, &data_dir)
         };
-        std::fs::write(&config_path, &yaml).unwrap();
+        if !config.shipped_demo {
+            std::fs::write(&config_path, &yaml).unwrap();
+        }
 
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
