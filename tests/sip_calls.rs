@@ -777,3 +777,75 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones() {
         "{rows:#?}"
     );
 }
+
+#[test]
+fn a_finished_call_record_survives_kill_9() {
+    let mut server = Server::start();
+    let callee = server.start_callee("2001", "uas_answer.xml", &[]);
+    caller("uac_call.xml", "2001")
+        .duration_ms(500)
+        .run(&server)
+        .assert_ok(&server, "short answered call");
+    callee
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "callee");
+    // The record is durable once the call has ended: no grace period, no clean shutdown.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = server.terminate(Duration::from_secs(5));
+    let rec = server.single_call();
+    assert_eq!(rec.disposition.as_deref(), Some("answered"), "{rec:#?}");
+    assert_eq!(rec.hangup_by.as_deref(), Some("caller"), "{rec:#?}");
+}
+
+#[test]
+fn check_reports_every_config_error_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "sip:\n  listen: [\"udp:127.0.0.1:5060\", \"sctp:127.0.0.1:5060\"]\nrtp:\n  ports: \"20000\"\n\
+         trunks:\n  - name: carrier\n    peers: [\"203.0.113.0/33\"]\nusers:\n  - { extension: \"2001\", password: secret2001 }\n\
+         dids:\n  - { number: \"100\", extension: \"2010\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(switchboard_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run switchboard check");
+    assert!(!out.status.success(), "check must fail on errors");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        format!("{file}:2:34: transport \"sctp\" is not supported"),
+        format!("{file}:4:10: \"20000\" is not a port range"),
+        format!("{file}:7:13: \"203.0.113.0/33\" is not an address or CIDR block"),
+        format!("{file}:11:33: DID 100 goes to extension \"2010\", which is not a configured user (did you mean \"2001\"?)"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(
+            line.starts_with(want.as_str()),
+            "got {line:?}\nwant {want:?}"
+        );
+    }
+    // The shipped demo configuration is valid.
+    let demo = std::process::Command::new(switchboard_bin())
+        .args(["check", "--config"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/switchboard.yaml"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+}
