@@ -463,22 +463,23 @@ fn caller_cancels_while_ringing() {
     rec.assert_no_media();
 }
 
-#[test]
-fn callee_busy_gives_486() {
+/// The callee refuses with `code`: the caller gets the same final answer and the record
+/// says who refused.
+fn callee_refusal(uas: &str, uac: &str, disposition: &str, code: i64) {
     let server = Server::start();
     let started = now_ms();
-    let callee = server.start_callee("2001", "uas_busy.xml", &[]);
-    let caller_run = caller("uac_expect_486.xml", "2001").run(&server);
-    caller_run.assert_ok(&server, "caller expects 486");
+    let callee = server.start_callee("2001", uas, &[]);
+    let caller_run = caller(uac, "2001").run(&server);
+    caller_run.assert_ok(&server, &format!("caller expects {code}"));
     callee
         .wait(Duration::from_secs(10))
-        .assert_ok(&server, "callee answers 486 and gets ACK");
+        .assert_ok(&server, &format!("callee answers {code} and gets ACK"));
 
     let rec = server.single_call();
     rec.assert_well_formed(started);
     assert_trunk_call(&rec, &caller_run, "2001", Some("2001"));
-    assert_eq!(rec.disposition.as_deref(), Some("busy"), "{rec:#?}");
-    assert_eq!(rec.final_code, Some(486), "{rec:#?}");
+    assert_eq!(rec.disposition.as_deref(), Some(disposition), "{rec:#?}");
+    assert_eq!(rec.final_code, Some(code), "{rec:#?}");
     assert_eq!(rec.answered_ms, None, "{rec:#?}");
     assert_eq!(
         rec.hangup_by.as_deref(),
@@ -489,28 +490,13 @@ fn callee_busy_gives_486() {
 }
 
 #[test]
-fn callee_declines_gives_603() {
-    let server = Server::start();
-    let started = now_ms();
-    let callee = server.start_callee("2001", "uas_decline.xml", &[]);
-    let caller_run = caller("uac_expect_603.xml", "2001").run(&server);
-    caller_run.assert_ok(&server, "caller expects 603");
-    callee
-        .wait(Duration::from_secs(10))
-        .assert_ok(&server, "callee answers 603 and gets ACK");
+fn callee_busy_gives_486() {
+    callee_refusal("uas_busy.xml", "uac_expect_486.xml", "busy", 486);
+}
 
-    let rec = server.single_call();
-    rec.assert_well_formed(started);
-    assert_trunk_call(&rec, &caller_run, "2001", Some("2001"));
-    assert_eq!(rec.disposition.as_deref(), Some("declined"), "{rec:#?}");
-    assert_eq!(rec.final_code, Some(603), "{rec:#?}");
-    assert_eq!(rec.answered_ms, None, "{rec:#?}");
-    assert_eq!(
-        rec.hangup_by.as_deref(),
-        Some("callee"),
-        "the callee refused: {rec:#?}"
-    );
-    rec.assert_no_media();
+#[test]
+fn callee_declines_gives_603() {
+    callee_refusal("uas_decline.xml", "uac_expect_603.xml", "declined", 603);
 }
 
 #[test]

@@ -85,7 +85,6 @@ struct Call {
     forks: Vec<Fork>,
     b_dialog: Option<Dialog>,
     b_ack: Option<(Request, Peer)>,
-    b_offer_info: Option<SdpInfo>,
     phase: Phase,
     relayed: HashMap<TxId, Relayed>,
 }
@@ -159,7 +158,6 @@ async fn run(mut s: CallSetup) {
         forks: Vec::new(),
         b_dialog: None,
         b_ack: None,
-        b_offer_info: None,
         phase: Phase::Ringing,
         relayed: HashMap::new(),
     };
@@ -404,7 +402,7 @@ impl Call {
         if let Some(rtp) = info.rtp {
             self.relay.set_remote(Side::B, rtp, None);
         }
-        Ok(self.a_sdp.render(&narrowed, self.advertise(), self.a_port))
+        Ok(self.render_sdp(Side::A, &narrowed))
     }
 
     async fn on_fork_answered(&mut self, idx: usize, resp: Response) -> Option<End> {
@@ -502,6 +500,15 @@ impl Call {
         }
     }
 
+    /// The SDP we send on `side`, carrying `from`'s media anchored at that leg's port.
+    fn render_sdp(&mut self, side: Side, from: &rtc_sdp::SessionDescription) -> String {
+        let ip = self.advertise();
+        match side {
+            Side::A => self.a_sdp.render(from, ip, self.a_port),
+            Side::B => self.b_sdp.render(from, ip, self.b_port),
+        }
+    }
+
     fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
         match side {
             Side::A => self.a_dialog.as_mut(),
@@ -571,19 +578,14 @@ impl Call {
                         if let Some(rtp) = info.rtp {
                             self.relay.set_remote(from, rtp, None);
                         }
-                        let (leg, port) = match to {
-                            Side::A => (&mut self.a_sdp, self.a_port),
-                            Side::B => (&mut self.b_sdp, self.b_port),
-                        };
                         body = Some((
                             "application/sdp".to_string(),
-                            leg.render(&sd, self.shared.config.advertise, port)
-                                .into_bytes(),
+                            self.render_sdp(to, &sd).into_bytes(),
                         ));
+                        // A later answer from the callee is narrowed to what the caller
+                        // offered last.
                         if from == Side::A {
                             self.a_offer = info;
-                        } else {
-                            self.b_offer_info = Some(info);
                         }
                     }
                     Err(e) => {
@@ -641,11 +643,7 @@ impl Call {
                 if let Some(rtp) = info.rtp {
                     self.relay.set_remote(answered_leg, rtp, None);
                 }
-                let (leg, port) = match r.from {
-                    Side::A => (&mut self.a_sdp, self.a_port),
-                    Side::B => (&mut self.b_sdp, self.b_port),
-                };
-                let body = leg.render(&sd, self.shared.config.advertise, port);
+                let body = self.render_sdp(r.from, &sd);
                 message::set_body(
                     &mut out.headers,
                     &mut out.body,

@@ -882,6 +882,19 @@ mod tests {
         }
     }
 
+    /// An incoming INVITE answered by the TU with `code`; returns the time it was answered.
+    fn answered_invite(l: &mut TransactionLayer, branch: &str, code: u16) -> Instant {
+        let now = Instant::now();
+        l.handle_message(invite(branch), udp(5070), now);
+        let (_, e) = drain(l);
+        let TxEvent::Request { tx, req, .. } = &e[0] else {
+            panic!("expected the INVITE to reach the TU: {e:?}")
+        };
+        l.respond(*tx, message::response_to(req, code, Some("tt")), now);
+        drain(l);
+        now
+    }
+
     /// Runs the layer's timers on a simulated clock until `until`, collecting what it sends.
     fn run_until(
         l: &mut TransactionLayer,
@@ -957,18 +970,9 @@ mod tests {
     #[test]
     fn unacked_200_gives_up_after_64_t1() {
         let mut l = layer();
-        let mut now = Instant::now();
-        let start = now;
-        l.handle_message(invite("z9hG4bK3"), udp(5070), now);
-        let (_, e) = drain(&mut l);
-        let TxEvent::Request { tx, req, .. } = &e[0] else {
-            panic!()
-        };
-        l.respond(*tx, message::response_to(req, 200, Some("tt")), now);
-        drain(&mut l);
+        let start = answered_invite(&mut l, "z9hG4bK3", 200);
         let mut gave_up = None;
-        while let Some(at) = l.poll_timeout() {
-            now = at;
+        while let Some(now) = l.poll_timeout() {
             l.handle_timeout(now);
             let (_, e) = drain(&mut l);
             if e.iter()
@@ -983,18 +987,11 @@ mod tests {
     #[test]
     fn error_response_retransmits_until_ack_then_timer_h_or_i() {
         let mut l = layer();
-        let mut now = Instant::now();
-        let start = now;
-        l.handle_message(invite("z9hG4bK4"), udp(5070), now);
-        let (_, e) = drain(&mut l);
-        let TxEvent::Request { tx, req, .. } = &e[0] else {
-            panic!()
-        };
-        l.respond(*tx, message::response_to(req, 486, Some("tt")), now);
-        drain(&mut l);
+        let start = answered_invite(&mut l, "z9hG4bK4", 486);
+        let mut now = start;
         let sent = run_until(&mut l, &mut now, start + Duration::from_millis(1600));
-        assert_eq!(sent.len(), 2); // 0.5 s and 1.5 s
-                                   // ACK with the INVITE's branch confirms; no more 486.
+        assert_eq!(sent.len(), 2, "486 repeated at 0.5 s and 1.5 s");
+        // ACK with the INVITE's branch confirms; no more 486.
         let ack = message::parse(b"ACK sip:2001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK4\r\nFrom: <sip:c@127.0.0.1>;tag=ft\r\nTo: <sip:2001@127.0.0.1>;tag=tt\r\nCall-ID: call-1\r\nCSeq: 7 ACK\r\n\r\n").unwrap();
         l.handle_message(ack, udp(5070), now);
         let (_, e) = drain(&mut l);
