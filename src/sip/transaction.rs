@@ -985,6 +985,28 @@ mod tests {
     }
 
     #[test]
+    fn timer_h_gives_up_on_an_unacknowledged_error_response() {
+        let mut l = layer();
+        let start = answered_invite(&mut l, "z9hG4bK6", 486);
+        let mut retransmissions = 0;
+        let mut gave_up = None;
+        while let Some(now) = l.poll_timeout() {
+            l.handle_timeout(now);
+            let (t, e) = drain(&mut l);
+            retransmissions += t.len();
+            if e.iter()
+                .any(|e| matches!(e, TxEvent::AckTimeout { was_2xx: false, .. }))
+            {
+                gave_up = Some(now - start);
+            }
+        }
+        // Timer G: 0.5, 1.5, 3.5, 7.5, then every T2 (4 s) until Timer H at 64·T1 = 32 s.
+        assert_eq!(retransmissions, 10);
+        assert_eq!(gave_up, Some(Duration::from_secs(32)));
+        assert!(l.is_empty());
+    }
+
+    #[test]
     fn error_response_retransmits_until_ack_then_timer_h_or_i() {
         let mut l = layer();
         let start = answered_invite(&mut l, "z9hG4bK4", 486);
