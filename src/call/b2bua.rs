@@ -56,6 +56,8 @@ struct Relayed {
     server_tx: TxId,
     method: Method,
     req: Request,
+    /// CSeq of the request sent on the other leg (its ACK reuses it for an INVITE).
+    cseq: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,9 @@ struct Call {
     b_ack: Option<(Request, Peer)>,
     phase: Phase,
     relayed: HashMap<TxId, Relayed>,
+    /// ACKs sent for 2xx answers to re-originated re-INVITEs, by transaction, so a
+    /// retransmitted 2xx is acknowledged again.
+    reinvite_acks: HashMap<TxId, (Request, Peer)>,
 }
 
 /// How a call ends, for its record.
@@ -160,6 +165,7 @@ async fn run(mut s: CallSetup) {
         b_ack: None,
         phase: Phase::Ringing,
         relayed: HashMap::new(),
+        reinvite_acks: HashMap::new(),
     };
     info!(
         target_ext = call.rec.target.as_deref().unwrap_or(""),
@@ -220,7 +226,8 @@ impl Call {
             .headers
             .iter()
             .find_map(|h| match h {
-                Header::From(f) => f.value().split('<').next().map(|d| d.trim().to_string()),
+                // Only a name-addr (`"Name" <sip:…>`) has a display name.
+                Header::From(f) => f.value().split_once('<').map(|(d, _)| d.trim().to_string()),
                 _ => None,
             })
             .filter(|d| !d.is_empty())
@@ -325,9 +332,22 @@ impl Call {
     async fn on_event(&mut self, ev: CallEvent) -> Option<End> {
         match ev {
             CallEvent::Response { tx, resp } => self.on_response(tx, resp).await,
-            CallEvent::Timeout { tx } => self.on_fork_final(tx, 408).await,
+            CallEvent::Timeout { tx } => {
+                if let Some(r) = self.relayed.remove(&tx) {
+                    // The other leg never answered the re-originated request.
+                    self.sw
+                        .respond(r.server_tx, message::response_to(&r.req, 408, None));
+                    return None;
+                }
+                self.on_fork_final(tx, 408).await
+            }
             CallEvent::Cancelled { tx } if tx == self.a_tx => {
                 self.cancel_forks(None);
+                // The CANCEL can overtake our 200: the caller got 487, so the callee who
+                // already answered must be hung up too.
+                if self.phase == Phase::Answered {
+                    self.hangup_both(Some(Side::B)).await;
+                }
                 Some(End {
                     by: HangupBy::Caller,
                     disposition: Disposition::Abandoned,
@@ -368,6 +388,12 @@ impl Call {
     async fn on_response(&mut self, tx: TxId, resp: Response) -> Option<End> {
         if let Some(r) = self.relayed.remove(&tx) {
             return self.on_relayed_response(tx, r, resp).await;
+        }
+        if let Some((ack, peer)) = self.reinvite_acks.get(&tx) {
+            if resp.status_code.code() / 100 == 2 {
+                self.sw.send_ack(ack.clone(), *peer);
+            }
+            return None;
         }
         let code = resp.status_code.code();
         let fork_idx = self.forks.iter().position(|f| f.tx == tx)?;
@@ -476,7 +502,8 @@ impl Call {
         let (code, d) = match best {
             486 | 600 => (486, Disposition::Busy),
             603 | 403 => (603, Disposition::Declined),
-            408 | 480 | 404 => (480, Disposition::Unavailable),
+            // A redirect (forwarding, DND) is not followed: the extension is unavailable.
+            300..=399 | 408 | 480 | 404 => (480, Disposition::Unavailable),
             401 | 407 => (403, Disposition::Failed),
             c => (c, Disposition::Failed),
         };
@@ -605,6 +632,7 @@ impl Call {
             return;
         };
         let mut out = dialog.request(req.method);
+        let cseq = dialog.local_cseq;
         if let Some((ct, b)) = body {
             message::set_body(&mut out.headers, &mut out.body, &ct, b);
         }
@@ -617,6 +645,7 @@ impl Call {
                     server_tx,
                     method: req.method,
                     req,
+                    cseq,
                 },
             );
         }
@@ -632,10 +661,10 @@ impl Call {
         let mut out = message::response_to(&r.req, code, None);
         if r.method == Method::Invite && (200..300).contains(&code) {
             if let Some(d) = self.dialog_mut(answered_leg) {
-                let cseq = d.local_cseq;
-                let ack = d.ack(cseq);
+                let ack = d.ack(r.cseq);
                 let peer = d.destination();
-                self.sw.send_ack(ack, peer);
+                self.sw.send_ack(ack.clone(), peer);
+                self.reinvite_acks.insert(tx, (ack, peer));
             }
         }
         if (200..300).contains(&code) && !resp.body.is_empty() {
@@ -711,13 +740,14 @@ impl Call {
         if let Err(e) = self.shared.store.write_call(&rec).await {
             warn!(error = %e, "could not write the call record");
         }
-        // Linger briefly so the BYE's response and late retransmissions still find us.
-        let sw = self.sw.clone();
-        let key = self.key;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            sw.ended(key);
-        });
+        // Requests still waiting on the other leg get a final answer, so no transaction
+        // is left open. Late 2xx answers from forks are ACKed and hung up by the switch.
+        for r in self.relayed.values() {
+            let code = if r.method == Method::Invite { 487 } else { 481 };
+            self.sw
+                .respond(r.server_tx, message::response_to(&r.req, code, None));
+        }
+        self.sw.ended(self.key);
     }
 }
 

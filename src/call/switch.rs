@@ -77,6 +77,8 @@ pub struct Switch {
     next_call: CallKey,
     cmd_tx: mpsc::UnboundedSender<SwitchCmd>,
     draining: bool,
+    /// Records of refused calls being written; awaited before the switch stops.
+    record_writes: tokio::task::JoinSet<()>,
 }
 
 fn unix_secs() -> u64 {
@@ -127,6 +129,7 @@ pub async fn start(
             next_call: 1,
             cmd_tx,
             draining: false,
+            record_writes: tokio::task::JoinSet::new(),
         },
         in_rx,
         cmd_rx,
@@ -184,6 +187,7 @@ impl Switch {
             }
         }
         self.flush();
+        while self.record_writes.join_next().await.is_some() {}
     }
 
     fn handle(&self) -> SwitchHandle {
@@ -291,13 +295,8 @@ impl Switch {
                 self.layer.add_via(&mut req, to.transport);
                 self.layer.send_stateless(SipMessage::Request(req), to);
             }
-            SwitchCmd::Cancel { tx } => {
-                if let Some(c) = self.layer.cancel(tx, now) {
-                    if let Some(&call) = self.tx_owner.get(&tx) {
-                        self.own_tx(call, c);
-                    }
-                }
-            }
+            // The CANCEL's own 200 concerns nobody; the INVITE's 487 reaches the call.
+            SwitchCmd::Cancel { tx } => self.layer.cancel(tx, now),
             SwitchCmd::BindCallId { call, call_id } => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.call_ids.push(call_id.clone());
@@ -341,9 +340,19 @@ impl Switch {
                 }
             }
             TxEvent::Response { tx, resp } => {
-                if let Some(&call) = self.tx_owner.get(&tx) {
-                    self.send_to_call(call, CallEvent::Response { tx, resp });
+                let owner = self.tx_owner.get(&tx).copied();
+                if let Some(call) = owner {
+                    if self.send_to_call(
+                        call,
+                        CallEvent::Response {
+                            tx,
+                            resp: resp.clone(),
+                        },
+                    ) {
+                        return;
+                    }
                 }
+                self.hang_up_orphan_answer(tx, resp);
             }
             TxEvent::Timeout { tx } => {
                 if let Some(&call) = self.tx_owner.get(&tx) {
@@ -361,6 +370,33 @@ impl Switch {
                 }
             }
         }
+    }
+
+    /// A 2xx to an INVITE whose call has already ended (it crossed our CANCEL, or came
+    /// after the ring timeout): the phone is now in a call nobody owns, so acknowledge it
+    /// (or it retransmits for 32 s) and hang it up at once.
+    fn hang_up_orphan_answer(&mut self, tx: TxId, resp: rsip::Response) {
+        if resp.status_code.code() / 100 != 2 {
+            return;
+        }
+        let Some(invite) = self.layer.client_request(tx).cloned() else {
+            return;
+        };
+        if invite.method != Method::Invite {
+            return;
+        }
+        let Some(peer) = self.layer.client_peer(tx) else {
+            return;
+        };
+        let contact = self.shared.contact(peer.transport);
+        let mut dialog = crate::sip::dialog::Dialog::from_response(&invite, &resp, peer, contact);
+        let now = Instant::now();
+        let mut ack = dialog.ack(message::cseq(&as_msg(&invite)).0);
+        self.layer.add_via(&mut ack, peer.transport);
+        self.layer.send_stateless(SipMessage::Request(ack), peer);
+        let bye = dialog.request(Method::Bye);
+        self.layer.send_request(bye, peer, now);
+        info!(call_id = %dialog.id.call_id, "answer after the call ended: acknowledged and hung up");
     }
 
     fn respond(&mut self, tx: TxId, req: &Request, code: u16) {
@@ -528,6 +564,11 @@ impl Switch {
             arrived_ms: now_ms(),
             ..Default::default()
         };
+        if self.by_call_id.contains_key(&record.a_call_id) {
+            // The same call reaching us twice (a forking proxy upstream): RFC 3261 §8.2.2.2.
+            self.respond(tx, &req, 482);
+            return;
+        }
         if self.draining {
             record.reason = Some("server is shutting down".into());
             return self.refuse(tx, &req, 503, Disposition::Refused, record);
@@ -639,11 +680,13 @@ impl Switch {
         record.hangup_by = Some(crate::store::HangupBy::Switchboard);
         info!(call_id = %record.a_call_id, code, reason = record.reason.as_deref().unwrap_or(""), "call refused");
         let store = self.shared.store.clone();
-        tokio::spawn(async move {
+        self.record_writes.spawn(async move {
             if let Err(e) = store.write_call(&record).await {
                 warn!(error = %e, "could not write the call record");
             }
         });
+        // Reap finished writes so the set does not grow with every refused call.
+        while self.record_writes.try_join_next().is_some() {}
     }
 }
 

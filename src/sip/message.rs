@@ -436,9 +436,13 @@ fn decode_v6_hosts(head: &str) -> String {
     let mut rest = head;
     while let Some(at) = rest.find(V6_SUFFIX) {
         let before = &rest[..at];
+        // The encoded address is the run of ASCII hex digits and dashes before the suffix;
+        // whatever precedes it may be any UTF-8 a peer sent.
         let start = before
-            .rfind(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
-            .map(|i| i + 1)
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_hexdigit() || *c == '-'))
+            .map(|(i, c)| i + c.len_utf8())
             .unwrap_or(0);
         let groups: Option<Vec<u16>> = before[start..]
             .split('-')
@@ -830,6 +834,15 @@ l: 4\r\n\r\nabcdEXTRA";
         );
         assert!(!wire.contains("ip6.invalid"), "{wire}");
         assert_eq!(decode_v6_hosts(&host_str("::1".parse().unwrap())), "[::1]");
+        // Peer text that merely looks like the encoding is left alone, whatever precedes it.
+        assert_eq!(
+            decode_v6_hosts("Call-ID: é.ip6.invalid"),
+            "Call-ID: é.ip6.invalid"
+        );
+        assert_eq!(
+            decode_v6_hosts("x: é0-0-0-0-0-0-0-1.ip6.invalid"),
+            "x: é[::1]"
+        );
     }
 
     #[test]

@@ -79,6 +79,17 @@ impl Registrar {
                 return Err(RegisterError::TooBrief(MIN_EXPIRES));
             }
         }
+        // Refuse an out-of-order REGISTER before touching anything (§10.3 step 7).
+        let stale = self.bindings.get(user).is_some_and(|list| {
+            list.iter().any(|b| {
+                b.call_id == call_id
+                    && cseq <= b.cseq
+                    && contacts.iter().any(|c| same_contact(&b.contact, &c.uri))
+            })
+        });
+        if stale {
+            return Err(RegisterError::OutOfOrder);
+        }
         let list = self.bindings.entry(user.to_string()).or_default();
         for c in contacts {
             let expires = c
@@ -88,10 +99,6 @@ impl Registrar {
                 .min(MAX_EXPIRES);
             let existing = list.iter().position(|b| same_contact(&b.contact, &c.uri));
             if let Some(i) = existing {
-                let b = &list[i];
-                if b.call_id == call_id && cseq <= b.cseq {
-                    return Err(RegisterError::OutOfOrder);
-                }
                 if expires == 0 {
                     list.remove(i);
                     continue;

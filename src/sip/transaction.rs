@@ -127,6 +127,12 @@ struct ServerTx {
     end: Option<Instant>,
     acked: bool,
     was_2xx: bool,
+    /// The To tag of the responses sent so far: every response to one request carries the
+    /// same one (RFC 3261 §8.2.6.2), including a 487 after a CANCEL.
+    to_tag: Option<String>,
+    /// Call-ID and CSeq number, for matching the ACK to a 2xx.
+    call_id: String,
+    cseq: u32,
 }
 
 struct ClientTx {
@@ -139,6 +145,11 @@ struct ClientTx {
     retransmit: Option<(Instant, Duration)>,
     end: Option<Instant>,
     ack: Option<Vec<u8>>,
+    /// The TU cancelled this INVITE; its 64·T1 limit replaces Timer B.
+    cancel_requested: bool,
+    /// A CANCEL asked for before any provisional response: sent on the first 1xx
+    /// (RFC 3261 §9.1 forbids cancelling a request the peer may not have seen yet).
+    cancel_pending: bool,
 }
 
 /// Where we are reachable, per transport, for our Via headers.
@@ -341,24 +352,49 @@ impl TransactionLayer {
                 retransmit,
                 end: Some(now + 64 * t1), // Timer B / F
                 ack: None,
+                cancel_requested: false,
+                cancel_pending: false,
             },
         );
         self.schedule(id);
         id
     }
 
-    /// The request a client transaction sent (with our Via), e.g. to build its CANCEL.
+    /// The request a client transaction sent (with our Via).
     pub fn client_request(&self, tx: TxId) -> Option<&Request> {
         self.clients.get(&tx).map(|c| &c.req)
     }
 
-    /// Builds and sends a CANCEL for a pending INVITE client transaction (RFC 3261 §9.1).
-    /// Returns the CANCEL's own transaction, or None if there is nothing left to cancel.
-    pub fn cancel(&mut self, invite_tx: TxId, now: Instant) -> Option<TxId> {
-        let c = self.clients.get(&invite_tx)?;
+    /// Where a client transaction sends.
+    pub fn client_peer(&self, tx: TxId) -> Option<Peer> {
+        self.clients.get(&tx).map(|c| c.peer)
+    }
+
+    /// Cancels a pending INVITE client transaction (RFC 3261 §9.1): the CANCEL goes out now
+    /// if a provisional response arrived, else on the first one. Either way the INVITE
+    /// transaction is given 64·T1 more for its final response (the 487) and then dropped.
+    pub fn cancel(&mut self, invite_tx: TxId, now: Instant) {
+        let t1 = self.timers.t1;
+        let Some(c) = self.clients.get_mut(&invite_tx) else {
+            return;
+        };
         if !c.invite || !matches!(c.state, ClientState::Calling | ClientState::Proceeding) {
-            return None;
+            return;
         }
+        c.end = Some(now + 64 * t1);
+        c.cancel_requested = true;
+        if c.state == ClientState::Calling {
+            c.cancel_pending = true;
+        } else {
+            self.send_cancel(invite_tx, now);
+        }
+        self.schedule(invite_tx);
+    }
+
+    fn send_cancel(&mut self, invite_tx: TxId, now: Instant) {
+        let Some(c) = self.clients.get(&invite_tx) else {
+            return;
+        };
         let invite = &c.req;
         let mut headers = rsip::Headers::default();
         for h in invite.headers.iter() {
@@ -409,10 +445,11 @@ impl TransactionLayer {
                 retransmit: (!peer.reliable()).then_some((now + t1, t1)),
                 end: Some(now + 64 * t1),
                 ack: None,
+                cancel_requested: false,
+                cancel_pending: false,
             },
         );
         self.schedule(id);
-        Some(id)
     }
 
     fn on_response(&mut self, resp: Response, now: Instant) {
@@ -433,13 +470,18 @@ impl TransactionLayer {
         };
         let reliable = c.peer.reliable();
         let mut deliver = true;
+        let mut cancel_now = false;
         if c.invite {
             match (c.state, code) {
                 (ClientState::Calling | ClientState::Proceeding, 100..=199) => {
                     c.state = ClientState::Proceeding;
                     c.retransmit = None;
-                    // Timer B keeps running only while Calling (RFC 3261 §17.1.1.2).
-                    c.end = None;
+                    // Timer B runs only while Calling (RFC 3261 §17.1.1.2); a CANCEL's own
+                    // 64·T1 limit stays.
+                    if !c.cancel_requested {
+                        c.end = None;
+                    }
+                    cancel_now = std::mem::take(&mut c.cancel_pending);
                 }
                 (ClientState::Calling | ClientState::Proceeding, 200..=299) => {
                     c.state = ClientState::Accepted;
@@ -487,6 +529,9 @@ impl TransactionLayer {
                 _ => deliver = false,
             }
         }
+        if cancel_now {
+            self.send_cancel(id, now);
+        }
         self.schedule(id);
         if deliver {
             self.event(TxEvent::Response { tx: id, resp });
@@ -508,6 +553,9 @@ impl TransactionLayer {
         let code = resp.status_code.code();
         let mut msg = SipMessage::Response(resp);
         message::finish(&mut msg);
+        if s.to_tag.is_none() {
+            s.to_tag = message::to_tag(&msg);
+        }
         let bytes = message::to_bytes(&msg);
         let reliable = s.peer.reliable();
         s.last_response = Some(bytes.clone());
@@ -518,7 +566,7 @@ impl TransactionLayer {
                 s.was_2xx = true;
                 s.retransmit = Some((now + t.t1, t.t1));
                 s.end = Some(now + 64 * t.t1); // Timer L
-                let key = (s.req_call_id(), s.req_cseq());
+                let key = (s.call_id.clone(), s.cseq);
                 self.accepted.insert(key, tx);
             }
             _ if s.invite => {
@@ -581,25 +629,9 @@ impl TransactionLayer {
         let id = self.alloc_id();
         let invite = method == Method::Invite;
         self.server_keys.insert(key.clone(), id);
-        self.servers.insert(
-            id,
-            ServerTx {
-                key,
-                invite,
-                state: if invite {
-                    ServerState::Proceeding
-                } else {
-                    ServerState::Trying
-                },
-                req: req.clone(),
-                peer: from,
-                last_response: None,
-                retransmit: None,
-                end: None,
-                acked: false,
-                was_2xx: false,
-            },
-        );
+        let tx = ServerTx::new(key, req.clone(), from, now, self.timers.t1);
+        self.servers.insert(id, tx);
+        self.schedule(id);
         if invite {
             // Always answer 100 at once: the TU may need a round trip (auth, routing)
             // and the caller must stop retransmitting (§17.2.1).
@@ -663,27 +695,17 @@ impl TransactionLayer {
         let cancel_key = server_key(&SipMessage::Request(cancel.clone()), &Method::Cancel);
         let id = self.alloc_id();
         self.server_keys.insert(cancel_key.clone(), id);
-        self.servers.insert(
-            id,
-            ServerTx {
-                key: cancel_key,
-                invite: false,
-                state: ServerState::Trying,
-                req: cancel.clone(),
-                peer: from,
-                last_response: None,
-                retransmit: None,
-                end: None,
-                acked: false,
-                was_2xx: false,
-            },
-        );
+        let tx = ServerTx::new(cancel_key, cancel.clone(), from, now, self.timers.t1);
+        self.servers.insert(id, tx);
         match target {
             Some(inv) if self.is_pending(inv) => {
                 let ok = message::response_to(&cancel, 200, None);
                 self.respond(id, ok, now);
                 let invite_req = self.servers[&inv].req.clone();
-                let tag = message::new_tag();
+                let tag = self.servers[&inv]
+                    .to_tag
+                    .clone()
+                    .unwrap_or_else(message::new_tag);
                 let terminated = message::response_to(&invite_req, 487, Some(&tag));
                 self.respond(inv, terminated, now);
                 self.event(TxEvent::Cancelled { tx: inv, cancel });
@@ -743,7 +765,11 @@ impl TransactionLayer {
                 let s = self.servers.remove(&id).expect("present");
                 self.server_keys.remove(&s.key);
                 if s.was_2xx {
-                    self.accepted.remove(&(s.req_call_id(), s.req_cseq()));
+                    let key = (s.call_id, s.cseq);
+                    // Only if the index still points here (a newer INVITE may reuse it).
+                    if self.accepted.get(&key) == Some(&id) {
+                        self.accepted.remove(&key);
+                    }
                 }
                 let unacked = s.invite
                     && !s.acked
@@ -795,11 +821,34 @@ impl TransactionLayer {
 }
 
 impl ServerTx {
-    fn req_call_id(&self) -> String {
-        message::call_id(&SipMessage::Request(self.req.clone()))
-    }
-    fn req_cseq(&self) -> u32 {
-        message::cseq(&SipMessage::Request(self.req.clone())).0
+    fn new(key: String, req: Request, peer: Peer, now: Instant, t1: Duration) -> Self {
+        let msg = SipMessage::Request(req);
+        let (call_id, cseq) = (message::call_id(&msg), message::cseq(&msg).0);
+        let SipMessage::Request(req) = msg else {
+            unreachable!()
+        };
+        let invite = req.method == Method::Invite;
+        ServerTx {
+            key,
+            invite,
+            state: if invite {
+                ServerState::Proceeding
+            } else {
+                ServerState::Trying
+            },
+            req,
+            peer,
+            last_response: None,
+            retransmit: None,
+            // A non-INVITE request the TU never answers is forgotten once its client has
+            // given up (Timer F, 64·T1); an INVITE waits as long as the call rings.
+            end: (!invite).then_some(now + 64 * t1),
+            acked: false,
+            was_2xx: false,
+            to_tag: None,
+            call_id,
+            cseq,
+        }
     }
 }
 
@@ -1074,6 +1123,82 @@ mod tests {
         }
         assert_eq!(retrans, vec![500, 1500, 3500, 7500, 15500, 31500]);
         assert_eq!(timeout, Some(32_000));
+    }
+
+    #[test]
+    fn cancel_waits_for_a_provisional_response_and_limits_the_invite() {
+        let mut l = layer();
+        let start = Instant::now();
+        let tx = l.send_request(outgoing_invite(), udp(5080), start);
+        let (t, _) = drain(&mut l);
+        let SipMessage::Request(sent) = message::parse(&t[0].bytes).unwrap() else {
+            panic!()
+        };
+        // Cancelled before any answer: nothing goes out yet (RFC 3261 §9.1).
+        l.cancel(tx, start);
+        let (t, _) = drain(&mut l);
+        assert!(t.is_empty(), "no CANCEL before a provisional response");
+        // The 180 releases it, with the INVITE's branch.
+        let ringing = SipMessage::Response(message::response_to(&sent, 180, Some("callee")));
+        l.handle_message(ringing, udp(5080), start);
+        let (t, e) = drain(&mut l);
+        assert!(matches!(&e[..], [TxEvent::Response { .. }]));
+        let SipMessage::Request(cancel) = message::parse(&t[0].bytes).unwrap() else {
+            panic!("expected the CANCEL")
+        };
+        assert_eq!(cancel.method, Method::Cancel);
+        assert_eq!(
+            message::branch(&SipMessage::Request(cancel)),
+            message::branch(&SipMessage::Request(sent))
+        );
+        // No 487 ever comes: the INVITE transaction ends 64·T1 after the cancel, silently
+        // (the TU already gave up on it), and nothing is left behind.
+        let mut now = start;
+        let mut events = vec![];
+        while let Some(at) = l.poll_timeout() {
+            now = at;
+            l.handle_timeout(now);
+            events.extend(drain(&mut l).1);
+        }
+        assert_eq!(now - start, Duration::from_secs(32));
+        assert!(l.is_empty());
+        assert!(events
+            .iter()
+            .all(|e| !matches!(e, TxEvent::Response { .. })));
+    }
+
+    #[test]
+    fn a_487_after_cancel_keeps_the_to_tag_of_the_ringing() {
+        let mut l = layer();
+        let now = Instant::now();
+        l.handle_message(invite("z9hG4bK7"), udp(5070), now);
+        let (_, e) = drain(&mut l);
+        let TxEvent::Request { tx, req, .. } = &e[0] else {
+            panic!()
+        };
+        l.respond(*tx, message::response_to(req, 180, Some("ring-tag")), now);
+        drain(&mut l);
+        let cancel = message::parse(b"CANCEL sip:2001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK7\r\nFrom: <sip:c@127.0.0.1>;tag=ft\r\nTo: <sip:2001@127.0.0.1>\r\nCall-ID: call-1\r\nCSeq: 7 CANCEL\r\n\r\n").unwrap();
+        l.handle_message(cancel, udp(5070), now);
+        let (t, _) = drain(&mut l);
+        let terminated = message::parse(&t[1].bytes).unwrap();
+        assert_eq!(message::to_tag(&terminated).as_deref(), Some("ring-tag"));
+    }
+
+    #[test]
+    fn an_unanswered_non_invite_is_forgotten_after_64_t1() {
+        let mut l = layer();
+        let start = Instant::now();
+        let info = String::from_utf8(message::to_bytes(&invite("z9hG4bK8")))
+            .unwrap()
+            .replace("INVITE sip", "INFO sip")
+            .replace("7 INVITE", "7 INFO");
+        l.handle_message(message::parse(info.as_bytes()).unwrap(), udp(5070), start);
+        drain(&mut l);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.poll_timeout(), Some(start + Duration::from_secs(32)));
+        l.handle_timeout(start + Duration::from_secs(32));
+        assert!(l.is_empty());
     }
 
     #[test]
