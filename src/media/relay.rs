@@ -193,14 +193,22 @@ impl Leg {
         }
     }
 
-    /// Admits a packet from `src`, latching onto it if nothing is latched yet.
+    /// Admits a packet from `src`, latching onto it if nothing is latched yet. The address
+    /// the leg's SDP names always wins back the latch: a stray early sender (a losing fork,
+    /// a port scan) cannot keep the real endpoint out.
     fn admit(&mut self, kind: Kind, src: SocketAddr) -> bool {
-        let latch = match kind {
-            Kind::Rtp => &mut self.latched_rtp,
-            Kind::Rtcp => &mut self.latched_rtcp,
+        let (latch, signalled) = match kind {
+            Kind::Rtp => (&mut self.latched_rtp, self.sdp_rtp),
+            Kind::Rtcp => (&mut self.latched_rtcp, self.sdp_rtcp),
         };
         match *latch {
-            Some(addr) => addr == src,
+            Some(addr) if addr == src => true,
+            Some(_) if signalled == Some(src) => {
+                tracing::debug!(port = self.ports.port(), ?kind, %src, "re-latched to the signalled source");
+                *latch = Some(src);
+                true
+            }
+            Some(_) => false,
             None => {
                 tracing::debug!(port = self.ports.port(), ?kind, %src, "latched media source");
                 *latch = Some(src);
@@ -661,6 +669,50 @@ mod tests {
             }
         );
         assert_eq!(pool.available(), 2, "stop() returns the ports");
+    }
+
+    #[tokio::test]
+    async fn the_signalled_source_wins_the_latch_back_from_a_stray_sender() {
+        let low = free_range(2);
+        let pool = PortPool::new(LOCALHOST, low, low + 3);
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let (to_a, to_b) = (
+            SocketAddr::new(LOCALHOST, a.port()),
+            SocketAddr::new(LOCALHOST, b.port()),
+        );
+        let relay = spawn_relay(a, b);
+        let (phone_a, phone_b, stray) = (phone().await, phone().await, phone().await);
+        relay.set_remote(Side::A, phone_a.local_addr().unwrap(), None);
+        relay.set_remote(Side::B, phone_b.local_addr().unwrap(), None);
+
+        // A losing fork's early media reaches B's port first and latches it.
+        stray
+            .send_to(&rtp(1, 100, 0x5555, b"early"), to_b)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&phone_a).await[12..], b"early");
+        // The answering phone, at the address its SDP named, takes the latch back...
+        phone_b
+            .send_to(&rtp(7, 700, 0xBBBB, b"real"), to_b)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&phone_a).await[12..], b"real");
+        // ...so the caller's audio goes to it, and the stray is ignored from now on.
+        phone_a
+            .send_to(&rtp(2, 200, 0xAAAA, b"to b"), to_a)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&phone_b).await[12..], b"to b");
+        stray
+            .send_to(&rtp(2, 260, 0x5555, b"late"), to_b)
+            .await
+            .unwrap();
+        phone_b
+            .send_to(&rtp(8, 860, 0xBBBB, b"after"), to_b)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&phone_a).await[12..], b"after");
+        assert_eq!(relay.stop().await.dropped, 1);
     }
 
     #[tokio::test]
