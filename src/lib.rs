@@ -1,4 +1,5 @@
 //! Switchboard: a contact-center telephony server.
+pub mod acd;
 pub mod call;
 pub mod config;
 pub mod media;

@@ -34,26 +34,58 @@ pub struct EventRow {
 /// count from 1 at the head of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    Enter { priority: i32, position: u32 },
+    Enter {
+        priority: i32,
+        position: u32,
+    },
     Offer,
-    RingNoAnswer { rang: Duration },
-    Declined { rang: Duration },
-    Connect { wait: Duration },
-    Abandon { wait: Duration, position: u32 },
+    RingNoAnswer {
+        rang: Duration,
+    },
+    Declined {
+        rang: Duration,
+    },
+    Connect {
+        wait: Duration,
+    },
+    Abandon {
+        wait: Duration,
+        position: u32,
+    },
     /// The call left the queue for somewhere else before an agent answered.
-    Transfer { wait: Duration, position: u32 },
-    Overflow { wait: Duration },
-    CallbackRequested { wait: Duration, position: u32 },
-    CallbackConnected { wait: Duration },
-    CompleteAgent { talk: Duration },
-    CompleteCaller { talk: Duration },
+    Transfer {
+        wait: Duration,
+        position: u32,
+    },
+    Overflow {
+        wait: Duration,
+    },
+    CallbackRequested {
+        wait: Duration,
+        position: u32,
+    },
+    CallbackConnected {
+        wait: Duration,
+    },
+    CompleteAgent {
+        talk: Duration,
+    },
+    CompleteCaller {
+        talk: Duration,
+    },
     /// The agent transferred the connected call onwards.
-    CompleteTransfer { talk: Duration },
+    CompleteTransfer {
+        talk: Duration,
+    },
     WrapUpStart,
-    WrapUpEnd { wrap_up: Duration },
+    WrapUpEnd {
+        wrap_up: Duration,
+    },
     Login,
     Logout,
-    Pause { reason: String },
+    Pause {
+        reason: String,
+    },
     Unpause,
 }
 
@@ -134,7 +166,10 @@ pub fn service_level(rows: &[EventRow], threshold: Duration) -> Option<f64> {
 
 /// Average speed of answer; `None` when no call was answered.
 pub fn average_speed_of_answer(rows: &[EventRow]) -> Option<Duration> {
-    let waits: Vec<Duration> = rows.iter().filter_map(|r| r.kind.answered_after()).collect();
+    let waits: Vec<Duration> = rows
+        .iter()
+        .filter_map(|r| r.kind.answered_after())
+        .collect();
     mean(waits.iter().sum(), waits.len())
 }
 

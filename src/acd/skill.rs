@@ -48,7 +48,7 @@ impl SkillBook {
 
 /// A set of `(skill, level)` pairs sorted by skill, one entry per skill. An agent's
 /// skills and a call's requirement (minimum levels) are both `Levels`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Levels(Vec<(SkillId, u8)>);
 
 impl Levels {
