@@ -22,6 +22,13 @@ use crate::config::{Listener, Transport};
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest body accepted on a stream.
 const MAX_BODY: usize = 1024 * 1024;
+/// How long a started message may take to arrive in full; a peer trickling bytes
+/// (slowloris) is cut off. An idle connection with nothing pending is kept: registered
+/// phones keep theirs open for hours.
+const PARTIAL_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Accepted connections alive at once; beyond this new ones are closed at once, so a
+/// flood cannot exhaust file descriptors the UDP side and the RTP ports need.
+const MAX_TCP_CONNECTIONS: usize = 4096;
 
 /// What the receivers tell the switch.
 #[derive(Debug)]
@@ -104,6 +111,15 @@ pub async fn bind(
     listeners: &[Listener],
     inbound: mpsc::Sender<Inbound>,
 ) -> std::io::Result<Bound> {
+    bind_with(listeners, inbound, PARTIAL_MESSAGE_TIMEOUT).await
+}
+
+/// [`bind`] with another limit for unfinished TCP messages (tests use a short one).
+pub async fn bind_with(
+    listeners: &[Listener],
+    inbound: mpsc::Sender<Inbound>,
+    partial_message_timeout: std::time::Duration,
+) -> std::io::Result<Bound> {
     let mut udp = Vec::new();
     let mut local = Vec::new();
     for l in listeners {
@@ -118,7 +134,11 @@ pub async fn bind(
             Transport::Tcp => {
                 let listener = TcpListener::bind(l.addr).await?;
                 local.push((Transport::Tcp, listener.local_addr()?));
-                tokio::spawn(tcp_accept_loop(listener, inbound.clone()));
+                tokio::spawn(tcp_accept_loop(
+                    listener,
+                    inbound.clone(),
+                    partial_message_timeout,
+                ));
             }
         }
     }
@@ -162,12 +182,29 @@ async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
     }
 }
 
-async fn tcp_accept_loop(listener: TcpListener, inbound: mpsc::Sender<Inbound>) {
+async fn tcp_accept_loop(
+    listener: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    partial_message_timeout: std::time::Duration,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         match listener.accept().await {
-            Ok((stream, from)) => {
-                spawn_connection(stream, from, inbound.clone());
-            }
+            Ok((stream, from)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    spawn_connection(
+                        stream,
+                        from,
+                        inbound.clone(),
+                        Some(slot),
+                        partial_message_timeout,
+                    );
+                }
+                Err(_) => {
+                    tracing::warn!(%from, "too many TCP connections; refusing one");
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -177,10 +214,13 @@ async fn tcp_accept_loop(listener: TcpListener, inbound: mpsc::Sender<Inbound>) 
 }
 
 /// Runs one TCP connection: a reader that frames messages and a writer fed by a channel.
+/// `slot` (accepted connections) is held for the connection's life.
 fn spawn_connection(
     stream: TcpStream,
     from: SocketAddr,
     inbound: mpsc::Sender<Inbound>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    partial_message_timeout: std::time::Duration,
 ) -> mpsc::Sender<Vec<u8>> {
     let peer = Peer {
         transport: Transport::Tcp,
@@ -204,9 +244,22 @@ fn spawn_connection(
         {
             return;
         }
+        let _slot = slot;
         let mut buf = BytesMut::with_capacity(8192);
         'conn: loop {
-            match rd.read_buf(&mut buf).await {
+            // Bytes of an unfinished message are waiting: the rest must come soon.
+            let read = if buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                match tokio::time::timeout(partial_message_timeout, rd.read_buf(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(%from, "closing TCP connection: message never completed");
+                        break;
+                    }
+                }
+            } else {
+                rd.read_buf(&mut buf).await
+            };
+            match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => loop {
                     match next_frame(&mut buf) {
@@ -266,7 +319,13 @@ impl Transports {
                 tokio::spawn(async move {
                     match TcpStream::connect(to.addr).await {
                         Ok(stream) => {
-                            let w = spawn_connection(stream, to.addr, inbound);
+                            let w = spawn_connection(
+                                stream,
+                                to.addr,
+                                inbound,
+                                None,
+                                PARTIAL_MESSAGE_TIMEOUT,
+                            );
                             let _ = w.send(bytes).await;
                         }
                         Err(e) => tracing::warn!(to = %to.addr, error = %e, "tcp connect failed"),
@@ -315,6 +374,46 @@ mod tests {
         assert_eq!(next_frame(&mut none), Err(FramingError::BadLength));
         let mut huge = BytesMut::from(&vec![b'a'; MAX_HEAD + 1][..]);
         assert_eq!(next_frame(&mut huge), Err(FramingError::HeadTooLarge));
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Inbound>) -> Option<Inbound> {
+        let wait = std::time::Duration::from_secs(2);
+        tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+    }
+
+    #[tokio::test]
+    async fn a_trickled_tcp_message_is_cut_off_but_an_idle_connection_stays() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let listeners = [Listener {
+            transport: Transport::Tcp,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        }];
+        let limit = std::time::Duration::from_millis(200);
+        let bound = bind_with(&listeners, tx, limit).await.unwrap();
+        let addr = bound.local[0].1;
+        // Idle (only keep-alives): still open well past the limit.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        assert!(matches!(
+            next(&mut rx).await,
+            Some(Inbound::Connected { .. })
+        ));
+        idle.write_all(b"\r\n\r\n").await.unwrap();
+        tokio::time::sleep(limit * 3).await;
+        idle.write_all(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(next(&mut rx).await, Some(Inbound::Message { .. })));
+        // A message that never completes: the connection is closed.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        assert!(matches!(
+            next(&mut rx).await,
+            Some(Inbound::Connected { .. })
+        ));
+        slow.write_all(b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP")
+            .await
+            .unwrap();
+        let closed = next(&mut rx).await;
+        assert!(matches!(closed, Some(Inbound::Closed { .. })), "{closed:?}");
     }
 
     #[tokio::test]
