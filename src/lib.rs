@@ -2,6 +2,7 @@
 pub mod acd;
 pub mod call;
 pub mod config;
+pub mod ivr;
 pub mod media;
 pub mod server;
 pub mod sip;

@@ -1,11 +1,11 @@
-//! The `switchboard` command: serve, check.
+//! The `switchboard` command: serve, check, simulate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, Overrides};
-use switchboard::server;
+use switchboard::{ivr, server};
 
 #[derive(Parser)]
 #[command(
@@ -35,11 +35,128 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Validate a configuration file; prints file:line:column: reason for each error.
+    /// Validate the configuration and the IVR flows; prints file:line:column: reason for
+    /// each error.
     Check {
         #[arg(long, default_value = "config/switchboard.yaml")]
         config: PathBuf,
+        /// Directory of IVR flows (every *.yaml in it).
+        #[arg(long, value_name = "DIR")]
+        flows: Option<PathBuf>,
+        /// Also check that every prompt file exists under this directory.
+        #[arg(long, value_name = "DIR")]
+        prompts: Option<PathBuf>,
     },
+    /// Walk an IVR flow with scripted keys, printing each step; no phone, no network.
+    Simulate {
+        /// The flow file; other flows in its directory are loaded for goto.
+        flow: PathBuf,
+        /// The caller's keys, one group per question: "1,123456#". An empty group is silence.
+        #[arg(long, default_value = "")]
+        keys: String,
+        /// The caller's number.
+        #[arg(long, value_name = "NUMBER", default_value = "+15550100")]
+        caller: String,
+        /// The number dialled.
+        #[arg(long, value_name = "NUMBER", default_value = "100")]
+        dialed: String,
+        /// When the call happens, with its UTC offset: 2026-12-31T10:00:00+03:00 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// YAML list of canned HTTP answers (see docs/ivr.md); without it every request fails.
+        #[arg(long, value_name = "FILE")]
+        http_fixture: Option<PathBuf>,
+        /// Queues fail instead of connecting an agent.
+        #[arg(long)]
+        no_agents: bool,
+    },
+}
+
+/// Where flows live when `--flows` is not given.
+const DEFAULT_FLOWS: &str = "ivr-flows";
+
+/// Checks every flow in the directory; errors go to stderr, warnings to stdout so that a
+/// clean check prints nothing on stderr. Returns whether there were no errors.
+fn check_flows(dir: Option<PathBuf>, prompts: Option<PathBuf>) -> bool {
+    let explicit = dir.is_some();
+    let dir = dir.unwrap_or_else(|| PathBuf::from(DEFAULT_FLOWS));
+    if !explicit && !dir.is_dir() {
+        // No flows next to this configuration: nothing to check.
+        return true;
+    }
+    let opts = ivr::Options {
+        prompt_root: prompts,
+        ..Default::default()
+    };
+    let (set, report) = ivr::validate::load_dir(&dir, &opts);
+    for w in &report.warnings {
+        println!(
+            "{}:{}:{}: warning: {}",
+            w.file.display(),
+            w.line,
+            w.column,
+            w.message
+        );
+    }
+    for e in &report.errors {
+        eprintln!("{e}");
+    }
+    if let Some(set) = set {
+        let plural = if set.len() == 1 { "" } else { "s" };
+        println!("{}: ok ({} flow{plural})", dir.display(), set.len());
+    }
+    report.is_ok()
+}
+
+fn simulate(
+    flow: PathBuf,
+    keys: String,
+    caller: String,
+    dialed: String,
+    at: Option<String>,
+    http_fixture: Option<PathBuf>,
+    no_agents: bool,
+) -> Result<Vec<String>, String> {
+    let keys = ivr::simulate::Script::parse_keys(&keys)?;
+    let at = match at {
+        Some(t) => t.parse::<jiff::Timestamp>().map_err(|e| {
+            format!(
+                "--at \"{t}\" is not a time with an offset, e.g. 2026-12-31T10:00:00+03:00 ({e})"
+            )
+        })?,
+        None => jiff::Timestamp::now(),
+    };
+    let http = match http_fixture {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: cannot read the fixture: {e}", path.display()))?;
+            ivr::simulate::parse_fixture(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let name = flow
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| format!("{} is not a flow file", flow.display()))?
+        .to_string();
+    let dir = match flow.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (set, report) = ivr::validate::load_dir(&dir, &ivr::Options::default());
+    let Some(set) = set else {
+        let errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+        return Err(errors.join("\n"));
+    };
+    let script = ivr::simulate::Script {
+        keys,
+        caller,
+        dialed,
+        at,
+        http,
+        no_agents,
+    };
+    ivr::simulate::run(std::sync::Arc::new(set), &name, &script)
 }
 
 fn parse_ports(s: &str) -> Result<(u16, u16), String> {
@@ -49,19 +166,51 @@ fn parse_ports(s: &str) -> Result<(u16, u16), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} users, {} trunks, {} DIDs)",
-                    config.display(),
-                    c.users.len(),
-                    c.trunks.len(),
-                    c.dids.len()
-                );
+        Command::Check {
+            config,
+            flows,
+            prompts,
+        } => {
+            let config_ok = match config::load(&config) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} users, {} trunks, {} DIDs)",
+                        config.display(),
+                        c.users.len(),
+                        c.trunks.len(),
+                        c.dids.len()
+                    );
+                    true
+                }
+                Err(errs) => {
+                    eprintln!("{errs}");
+                    false
+                }
+            };
+            let flows_ok = check_flows(flows, prompts);
+            if config_ok && flows_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Simulate {
+            flow,
+            keys,
+            caller,
+            dialed,
+            at,
+            http_fixture,
+            no_agents,
+        } => match simulate(flow, keys, caller, dialed, at, http_fixture, no_agents) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
                 ExitCode::SUCCESS
             }
-            Err(errs) => {
-                eprintln!("{errs}");
+            Err(e) => {
+                eprintln!("{e}");
                 ExitCode::FAILURE
             }
         },
