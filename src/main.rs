@@ -47,6 +47,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         prompts: Option<PathBuf>,
     },
+    /// Ask the server running on a data directory to reload its IVR flows now (SIGHUP).
+    Reload {
+        /// The running server's data directory.
+        #[arg(long, value_name = "DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// Walk an IVR flow with scripted keys, printing each step; no phone, no network.
     Simulate {
         /// The flow file; other flows in its directory are loaded for goto.
@@ -77,12 +83,12 @@ const DEFAULT_FLOWS: &str = "ivr-flows";
 
 /// Checks every flow in the directory; errors go to stderr, warnings to stdout so that a
 /// clean check prints nothing on stderr. Returns whether there were no errors.
-fn check_flows(dir: Option<PathBuf>, prompts: Option<PathBuf>) -> bool {
+fn check_flows(dir: Option<PathBuf>, prompts: Option<PathBuf>) -> (bool, Vec<String>) {
     let explicit = dir.is_some();
     let dir = dir.unwrap_or_else(|| PathBuf::from(DEFAULT_FLOWS));
     if !explicit && !dir.is_dir() {
         // No flows next to this configuration: nothing to check.
-        return true;
+        return (true, Vec::new());
     }
     let opts = ivr::Options {
         prompt_root: prompts,
@@ -101,11 +107,15 @@ fn check_flows(dir: Option<PathBuf>, prompts: Option<PathBuf>) -> bool {
     for e in &report.errors {
         eprintln!("{e}");
     }
-    if let Some(set) = set {
-        let plural = if set.len() == 1 { "" } else { "s" };
-        println!("{}: ok ({} flow{plural})", dir.display(), set.len());
-    }
-    report.is_ok()
+    let names = match &set {
+        Some(set) => {
+            let plural = if set.len() == 1 { "" } else { "s" };
+            println!("{}: ok ({} flow{plural})", dir.display(), set.len());
+            set.names().map(str::to_string).collect()
+        }
+        None => Vec::new(),
+    };
+    (report.is_ok(), names)
 }
 
 fn simulate(
@@ -171,7 +181,7 @@ fn main() -> ExitCode {
             flows,
             prompts,
         } => {
-            let config_ok = match config::load(&config) {
+            let loaded = match config::load(&config) {
                 Ok(c) => {
                     println!(
                         "{}: ok ({} users, {} trunks, {} DIDs)",
@@ -180,20 +190,45 @@ fn main() -> ExitCode {
                         c.trunks.len(),
                         c.dids.len()
                     );
-                    true
+                    Some(c)
                 }
                 Err(errs) => {
                     eprintln!("{errs}");
-                    false
+                    None
                 }
             };
-            let flows_ok = check_flows(flows, prompts);
-            if config_ok && flows_ok {
+            // The configuration says where its flows and prompts are, unless overridden.
+            let flows = flows.or_else(|| loaded.as_ref().map(|c| c.ivr_flows.clone()));
+            let prompts = prompts.or_else(|| {
+                loaded
+                    .as_ref()
+                    .map(|c| c.ivr_prompts.clone())
+                    .filter(|p| p.is_dir())
+            });
+            let (flows_ok, names) = check_flows(flows, prompts);
+            let mut dids_ok = true;
+            if let Some(c) = &loaded {
+                for e in c.unknown_flows(|f| names.iter().any(|n| n == f)) {
+                    eprintln!("{e}");
+                    dids_ok = false;
+                }
+            }
+            if loaded.is_some() && flows_ok && dids_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
+        Command::Reload { data_dir } => match server::request_reload(&data_dir) {
+            Ok(pid) => {
+                println!("asked Switchboard (process {pid}) to reload its flows; its log tells how it went");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchboard reload: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Simulate {
             flow,
             keys,

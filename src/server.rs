@@ -3,8 +3,11 @@
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use std::time::Duration;
+
 use crate::call::switch;
-use crate::config::Config;
+use crate::config::{Config, DidTarget};
+use crate::ivr::{self, reload, reload::FlowsHandle};
 use crate::store::Store;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -31,14 +34,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
              to this host's address so phones on other machines can reach it"
         );
     }
+    let flows = load_flows(&config)?;
     let store = Store::open(&config.data_dir).await?;
-    let (sw, inbound, commands) = switch::start(config.clone(), store.clone()).await?;
+    let (sw, inbound, commands) =
+        switch::start(config.clone(), store.clone(), flows.clone()).await?;
+    let pid_file = config.data_dir.join(PID_FILE);
+    std::fs::write(&pid_file, std::process::id().to_string())?;
     for (t, a) in sw.local_addrs() {
         info!(transport = %t, addr = %a, "listening");
     }
     // Tests and scripts wait for this exact line.
     eprintln!("switchboard ready");
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(flows) = flows {
+        tokio::spawn(reload_on_sighup(flows));
+    }
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -51,6 +61,83 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     sw.run(inbound, commands, stop_rx).await;
     store.close().await;
+    let _ = std::fs::remove_file(&pid_file);
     info!("stopped");
     Ok(())
+}
+
+/// The running server's process id, in its data directory, for `switchboard reload`.
+pub const PID_FILE: &str = "switchboard.pid";
+
+/// Loads and checks the IVR flows (and the DIDs that name them). No flow directory and no
+/// DID naming a flow means no IVR; an error in either stops the start.
+fn load_flows(config: &Config) -> anyhow::Result<Option<FlowsHandle>> {
+    let wants_flows = config
+        .dids
+        .iter()
+        .any(|d| matches!(d.target, DidTarget::Flow(_)));
+    if !config.ivr_flows.is_dir() {
+        if wants_flows {
+            anyhow::bail!(
+                "{}: DIDs go to IVR flows, but the flow directory {} does not exist",
+                config.source.display(),
+                config.ivr_flows.display()
+            );
+        }
+        return Ok(None);
+    }
+    let opts = ivr::Options {
+        prompt_root: Some(config.ivr_prompts.clone()),
+        ..Default::default()
+    };
+    let flows = reload::start(config.ivr_flows.clone(), opts, Duration::from_secs(1)).map_err(
+        |report| {
+            let errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("the IVR flows have errors:\n{}", errors.join("\n"))
+        },
+    )?;
+    let current = flows.current();
+    let unknown = config.unknown_flows(|name| current.get(name).is_some());
+    if !unknown.is_empty() {
+        anyhow::bail!("{}", crate::config::ConfigErrors(unknown));
+    }
+    info!(dir = %config.ivr_flows.display(), flows = current.len(), "IVR flows loaded");
+    Ok(Some(flows))
+}
+
+async fn reload_on_sighup(flows: FlowsHandle) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; flows reload only when their files change");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading the IVR flows");
+        flows.reload().await;
+    }
+}
+
+/// `switchboard reload`: asks the server running on this data directory to re-read its
+/// IVR flows (by SIGHUP to the process id it wrote there).
+pub fn request_reload(data_dir: &std::path::Path) -> anyhow::Result<u32> {
+    let path = data_dir.join(PID_FILE);
+    let pid = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (is the server running with this data directory?)",
+            path.display()
+        )
+    })?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{}: not a process id", path.display()))?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
+    if !status.success() {
+        anyhow::bail!(
+            "no Switchboard process {pid} to signal (stale {})",
+            path.display()
+        );
+    }
+    Ok(pid)
 }

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,92 +125,6 @@ impl Phone {
 impl Drop for Phone {
     fn drop(&mut self) {
         self.quit();
-    }
-}
-
-/// tshark on the loopback interface, printing "srcport dstport" per UDP packet.
-struct Capture {
-    child: Option<Child>,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Capture {
-    fn start(dir: &Path, filter: &str, max_secs: u32) -> Capture {
-        let out = dir.join("capture.txt");
-        let err = dir.join("capture.err");
-        let child = Command::new("tshark")
-            .args(["-i", "lo", "-n", "-l", "-f", filter])
-            .args(["-a", &format!("duration:{max_secs}")])
-            .args(["-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport"])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("start tshark");
-        let cap = Capture {
-            child: Some(child),
-            out,
-            err,
-        };
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            let e = std::fs::read_to_string(&cap.err).unwrap_or_default();
-            if e.contains("Capturing on") {
-                break;
-            }
-            if Instant::now() > end {
-                panic!(
-                    "tshark did not start capturing on lo (needs root or the wireshark \
-                     group's capture rights):\n{e}"
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        // dumpcap reports "Capturing on" just before the first read; give it a moment
-        thread::sleep(Duration::from_millis(300));
-        cap
-    }
-
-    /// Stops the capture and returns (src, dst) port pairs with packet counts.
-    fn finish(mut self) -> BTreeMap<(u16, u16), u32> {
-        if let Some(mut child) = self.child.take() {
-            thread::sleep(Duration::from_millis(500));
-            let _ = Command::new("kill")
-                .arg("-INT")
-                .arg(child.id().to_string())
-                .status();
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let mut pairs = BTreeMap::new();
-        for line in std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-        {
-            let mut f = line.split_whitespace();
-            if let (Some(Ok(s)), Some(Ok(d))) = (f.next().map(str::parse), f.next().map(str::parse))
-            {
-                *pairs.entry((s, d)).or_insert(0) += 1;
-            }
-        }
-        pairs
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

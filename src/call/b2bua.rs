@@ -13,10 +13,17 @@ use std::time::Duration;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, Request, Response, SipMessage};
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::ivr::{IvrSession, IvrStep};
 use super::switch::Shared;
 use super::{as_msg, CallEvent, CallKey, SwitchHandle};
+use crate::ivr::interpreter::TransferTarget;
+use crate::ivr::FlowSet;
+use crate::media::codec::Codec;
+use crate::media::endpoint::{self, LegMedia};
+use crate::media::mixer::SampleRate;
+use crate::media::ports::MediaPorts;
 use crate::media::relay::{spawn_relay, RelayHandle, Side};
 use crate::media::sdp::{self, LegSdp, SdpInfo};
 use crate::sip::dialog::Dialog;
@@ -33,8 +40,16 @@ pub struct CallSetup {
     pub invite_tx: TxId,
     pub invite: Request,
     pub from: Peer,
-    pub targets: Vec<Binding>,
+    pub route: Route,
     pub record: CallRecord,
+}
+
+/// Where an admitted call goes first.
+pub enum Route {
+    /// Ring every registered phone of the target extension.
+    Ring(Vec<Binding>),
+    /// Answer it with an IVR flow (the set in force when the call arrived).
+    Flow { flows: Arc<FlowSet>, name: String },
 }
 
 pub fn spawn(setup: CallSetup) {
@@ -62,7 +77,11 @@ struct Relayed {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Switchboard answered the caller; the IVR flow runs.
+    Ivr,
+    /// The callee's phones ring (the caller is waiting, or already answered by the IVR).
     Ringing,
+    /// The two legs are bridged.
     Answered,
 }
 
@@ -83,12 +102,23 @@ struct Call {
     b_sdp: LegSdp,
     a_port: u16,
     b_port: u16,
-    relay: RelayHandle,
+    /// The bridge. An IVR call has none until the callee answers: until then the
+    /// IVR's endpoint owns the caller's ports and `b_ports` waits.
+    relay: Option<RelayHandle>,
+    b_ports: Option<MediaPorts>,
+    /// The IVR answered the caller: A's dialog exists before any fork answers.
+    a_answered: bool,
     forks: Vec<Fork>,
     b_dialog: Option<Dialog>,
     b_ack: Option<(Request, Peer)>,
+    /// Where the callee's SDP answer says to send its media.
+    b_remote: Option<std::net::SocketAddr>,
     phase: Phase,
     relayed: HashMap<TxId, Relayed>,
+    /// When the ringing phones give up (no answer).
+    ring_deadline: Option<tokio::time::Instant>,
+    /// The IVR session while the caller is in a flow (and its endpoint until the bridge).
+    ivr: Option<IvrSession>,
     /// ACKs sent for 2xx answers to re-originated re-INVITEs, by transaction, so a
     /// retransmitted 2xx is acknowledged again.
     reinvite_acks: HashMap<TxId, (Request, Peer)>,
@@ -103,7 +133,6 @@ struct End {
 }
 
 async fn run(mut s: CallSetup) {
-    let cfg = &s.shared.config;
     let respond_early = |code: u16, why: &str, s: &mut CallSetup, d: Disposition| {
         let tag = message::new_tag();
         let resp = message::response_to(&s.invite, code, Some(&tag));
@@ -137,10 +166,6 @@ async fn run(mut s: CallSetup) {
         }
     };
     let (a_port, b_port) = (a_ports.port(), b_ports.port());
-    let relay = spawn_relay(a_ports, b_ports);
-    if let Some(rtp) = a_offer.rtp {
-        relay.set_remote(Side::A, rtp, None);
-    }
     let a_contact = s.shared.contact(s.from.transport);
     let mut call = Call {
         key: s.key,
@@ -159,44 +184,88 @@ async fn run(mut s: CallSetup) {
         b_sdp: LegSdp::new(),
         a_port,
         b_port,
-        relay,
+        relay: None,
+        b_ports: None,
+        a_answered: false,
         forks: Vec::new(),
         b_dialog: None,
         b_ack: None,
+        b_remote: None,
         phase: Phase::Ringing,
         relayed: HashMap::new(),
         reinvite_acks: HashMap::new(),
+        ring_deadline: None,
+        ivr: None,
     };
-    info!(
-        target_ext = call.rec.target.as_deref().unwrap_or(""),
-        contacts = s.targets.len(),
-        "ringing"
-    );
-    for b in &s.targets {
-        call.start_fork(b).await;
-    }
-    let ring_deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.ring_timeout_secs);
-    let end = loop {
-        let ringing = call.phase == Phase::Ringing;
-        let ev = tokio::select! {
-            ev = s.events.recv() => ev,
-            _ = tokio::time::sleep_until(ring_deadline), if ringing => {
-                break call.give_up(480, Disposition::NoAnswer, "no answer").await;
+    let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
+    match route {
+        Route::Ring(targets) => {
+            let relay = spawn_relay(a_ports, b_ports);
+            if let Some(rtp) = call.a_offer.rtp {
+                relay.set_remote(Side::A, rtp, None);
             }
+            call.relay = Some(relay);
+            call.ring(&targets).await;
+        }
+        Route::Flow { flows, name } => {
+            call.b_ports = Some(b_ports);
+            if let Err(end) = call.answer_with_ivr(a_ports, flows, &name).await {
+                return call.finish(end).await;
+            }
+        }
+    }
+    let end = loop {
+        let input = tokio::select! {
+            ev = s.events.recv() => Input::Sip(ev),
+            _ = sleep_until_opt(call.ring_deadline) => Input::RingTimeout,
+            ev = next_ivr_input(&mut call.ivr) => Input::Ivr(ev),
         };
-        let Some(ev) = ev else {
-            break End {
+        let outcome = match input {
+            Input::Sip(None) => Some(End {
                 by: HangupBy::Switchboard,
                 disposition: Disposition::Failed,
                 code: 500,
                 reason: Some("switch stopped".into()),
-            };
+            }),
+            Input::Sip(Some(ev)) => call.on_event(ev).await,
+            Input::RingTimeout => {
+                call.ring_deadline = None;
+                if call.phase == Phase::Ringing {
+                    Some(call.give_up(480, Disposition::NoAnswer, "no answer").await)
+                } else {
+                    None
+                }
+            }
+            Input::Ivr(ev) => call.on_ivr_input(ev).await,
         };
-        if let Some(end) = call.on_event(ev).await {
+        if let Some(end) = outcome {
             break end;
         }
     };
     call.finish(end).await;
+}
+
+/// What woke the call task up. (One lives on the stack per wake-up; boxing the big
+/// variant would buy nothing.)
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    Sip(Option<CallEvent>),
+    RingTimeout,
+    Ivr(crate::ivr::Event),
+}
+
+async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
+    match ivr {
+        Some(session) if session.is_running() => session.next_input().await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Record for a call that ended before it had media.
@@ -211,6 +280,168 @@ async fn finish_early(mut s: CallSetup) {
 impl Call {
     fn advertise(&self) -> std::net::IpAddr {
         self.shared.config.advertise
+    }
+
+    /// Rings every contact and arms the no-answer timer.
+    async fn ring(&mut self, targets: &[Binding]) {
+        info!(
+            target_ext = self.rec.target.as_deref().unwrap_or(""),
+            contacts = targets.len(),
+            "ringing"
+        );
+        self.phase = Phase::Ringing;
+        for b in targets {
+            self.start_fork(b).await;
+        }
+        let timeout = Duration::from_secs(self.shared.config.ring_timeout_secs);
+        self.ring_deadline = Some(tokio::time::Instant::now() + timeout);
+    }
+
+    /// Answers the caller with our own media endpoint and starts the flow. The answer
+    /// carries one voice codec (the caller's first) and telephone-event, so a callee the
+    /// flow transfers to is offered exactly what the caller speaks.
+    async fn answer_with_ivr(
+        &mut self,
+        a_ports: MediaPorts,
+        flows: Arc<FlowSet>,
+        name: &str,
+    ) -> Result<(), End> {
+        let codec = self
+            .a_offer
+            .codecs
+            .iter()
+            .find_map(|pt| Codec::from_payload_type(*pt));
+        let Some(codec) = codec else {
+            self.respond_a(488, None);
+            return Err(End {
+                by: HangupBy::Switchboard,
+                disposition: Disposition::Failed,
+                code: 488,
+                reason: Some("the caller offers no codec the IVR can play".into()),
+            });
+        };
+        let te = self.a_offer.telephone_event;
+        let keep = SdpInfo {
+            codecs: std::iter::once(codec.payload_type()).chain(te).collect(),
+            ..self.a_offer.clone()
+        };
+        let narrowed = sdp::restrict_answer(&self.a_offer_sd, &keep);
+        let (narrowed, info) = narrowed.map_err(|e| End {
+            by: HangupBy::Switchboard,
+            disposition: Disposition::Failed,
+            code: 488,
+            reason: Some(e.to_string()),
+        })?;
+        self.a_offer_sd = narrowed;
+        self.a_offer = info;
+        let offer = self.a_offer_sd.clone();
+        let body = self.render_sdp(Side::A, &offer);
+        self.respond_a(200, Some(body));
+        self.a_dialog = Some(Dialog::from_request(
+            &self.a_invite,
+            &self.a_tag,
+            self.a_peer,
+            self.a_contact.clone(),
+        ));
+        self.a_answered = true;
+        self.phase = Phase::Ivr;
+        self.rec.answered_ms = Some(now_ms());
+        self.rec.flow = Some(name.to_string());
+
+        let (events, media) = mpsc::unbounded_channel();
+        let leg = LegMedia {
+            remote: self.a_offer.rtp,
+            codec,
+            telephone_event: te,
+        };
+        let endpoint = endpoint::spawn(a_ports, leg, events);
+        let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
+        let session = IvrSession::start(
+            flows,
+            name,
+            endpoint,
+            media,
+            &self.shared.config.ivr_prompts,
+            self.shared.prompts.clone(),
+            rate,
+            self.shared.http.clone(),
+        );
+        let mut session = match session {
+            Ok(s) => s,
+            Err(why) => {
+                self.hangup_both(Some(Side::A)).await;
+                return Err(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Failed,
+                    code: 200,
+                    reason: Some(why),
+                });
+            }
+        };
+        info!(flow = name, "answered by the IVR");
+        let steps = session.feed(crate::ivr::Event::Started {
+            caller: self.rec.from_user.clone(),
+            dialed: self.rec.dialed.clone(),
+        });
+        self.ivr = Some(session);
+        match self.on_ivr_steps(steps).await {
+            Some(end) => Err(end),
+            None => Ok(()),
+        }
+    }
+
+    async fn on_ivr_input(&mut self, event: crate::ivr::Event) -> Option<End> {
+        let steps = self.ivr.as_mut()?.feed(event);
+        self.on_ivr_steps(steps).await
+    }
+
+    async fn on_ivr_steps(&mut self, steps: Vec<IvrStep>) -> Option<End> {
+        for step in steps {
+            match step {
+                IvrStep::Finished(outcome) => {
+                    debug!(?outcome, "flow finished");
+                }
+                IvrStep::Hangup => {
+                    self.hangup_both(Some(Side::A)).await;
+                    return Some(End {
+                        by: HangupBy::Switchboard,
+                        disposition: Disposition::Answered,
+                        code: 200,
+                        reason: Some("the flow hung up".into()),
+                    });
+                }
+                IvrStep::Transfer(TransferTarget::Extension(ext)) => {
+                    self.rec.target = Some(ext.clone());
+                    let phones = self.sw.lookup(&ext).await;
+                    if phones.is_empty() {
+                        self.hangup_both(Some(Side::A)).await;
+                        return Some(End {
+                            by: HangupBy::Switchboard,
+                            disposition: Disposition::Unavailable,
+                            code: 200,
+                            reason: Some(format!("extension {ext} has no registered phone")),
+                        });
+                    }
+                    // Stop the prompt; the caller waits in silence while the phone rings.
+                    if let Some(ivr) = &mut self.ivr {
+                        ivr.stop_playback();
+                    }
+                    self.ring(&phones).await;
+                }
+                IvrStep::Transfer(TransferTarget::External(number)) => {
+                    self.hangup_both(Some(Side::A)).await;
+                    return Some(End {
+                        by: HangupBy::Switchboard,
+                        disposition: Disposition::Failed,
+                        code: 200,
+                        reason: Some(format!(
+                            "transfer to {number}: calls out through a trunk are not supported yet"
+                        )),
+                    });
+                }
+            }
+        }
+        None
     }
 
     async fn start_fork(&mut self, b: &Binding) {
@@ -318,9 +549,17 @@ impl Call {
         }
     }
 
+    /// Stops ringing and ends the call: the caller gets `code`, or a BYE if the IVR
+    /// answered it already (its final response was our 200).
     async fn give_up(&mut self, code: u16, d: Disposition, why: &str) -> End {
         self.cancel_forks(None);
-        self.respond_a(code, None);
+        let code = if self.a_answered {
+            self.hangup_both(Some(Side::A)).await;
+            200
+        } else {
+            self.respond_a(code, None);
+            code
+        };
         End {
             by: HangupBy::Switchboard,
             disposition: d,
@@ -341,7 +580,7 @@ impl Call {
                 }
                 self.on_fork_final(tx, 408).await
             }
-            CallEvent::Cancelled { tx } if tx == self.a_tx => {
+            CallEvent::Cancelled { tx } if tx == self.a_tx && !self.a_answered => {
                 self.cancel_forks(None);
                 // The CANCEL can overtake our 200: the caller got 487, so the callee who
                 // already answered must be hung up too.
@@ -406,6 +645,9 @@ impl Call {
                 if self.rec.ringing_ms.is_none() {
                     self.rec.ringing_ms = Some(now_ms());
                 }
+                if self.a_answered {
+                    return None; // the caller is in the call already; nothing to relay
+                }
                 // Early media (183 with SDP) is relayed; plain ringing becomes 180.
                 let early = (!resp.body.is_empty())
                     .then(|| self.answer_sdp_for_a(&resp.body).ok())
@@ -423,12 +665,23 @@ impl Call {
 
     /// The callee's SDP answer, narrowed to the caller's offer and rendered for leg A.
     fn answer_sdp_for_a(&mut self, body: &[u8]) -> Result<String, sdp::SdpError> {
+        let narrowed = self.accept_b_answer(body)?;
+        Ok(self.render_sdp(Side::A, &narrowed))
+    }
+
+    /// Checks the callee's SDP answer against what the caller can receive and points the
+    /// relay's B side at it; returns the answer narrowed to the caller's codecs.
+    fn accept_b_answer(
+        &mut self,
+        body: &[u8],
+    ) -> Result<rtc_sdp::SessionDescription, sdp::SdpError> {
         let (sd, info) = sdp::parse(body)?;
         let (narrowed, _) = sdp::restrict_answer(&sd, &self.a_offer)?;
-        if let Some(rtp) = info.rtp {
-            self.relay.set_remote(Side::B, rtp, None);
+        self.b_remote = info.rtp;
+        if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
+            relay.set_remote(Side::B, rtp, None);
         }
-        Ok(self.render_sdp(Side::A, &narrowed))
+        Ok(narrowed)
     }
 
     async fn on_fork_answered(&mut self, idx: usize, resp: Response) -> Option<End> {
@@ -449,8 +702,29 @@ impl Call {
             return None;
         }
         self.forks[idx].final_code = Some(resp.status_code.code());
-        let body = match self.answer_sdp_for_a(&resp.body) {
+        let answer = if self.a_answered {
+            // The caller is already answered (by the IVR): nothing to send it, only the
+            // callee's media to accept.
+            self.accept_b_answer(&resp.body).map(|_| None)
+        } else {
+            self.answer_sdp_for_a(&resp.body).map(Some)
+        };
+        let body = match answer {
             Ok(b) => b,
+            Err(e) if self.a_answered => {
+                warn!(error = %e, "the callee's answer cannot be used");
+                let mut d = dialog;
+                let bye = d.request(Method::Bye);
+                let _ = self.sw.send(self.key, bye, peer).await;
+                self.cancel_forks(None);
+                self.hangup_both(Some(Side::A)).await;
+                return Some(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Failed,
+                    code: 200,
+                    reason: Some(e.to_string()),
+                });
+            }
             Err(e) => {
                 warn!(error = %e, "the callee's answer cannot be used");
                 let mut d = dialog;
@@ -470,17 +744,45 @@ impl Call {
         self.rec.b_call_id = Some(dialog.id.call_id.clone());
         self.b_dialog = Some(dialog);
         self.b_ack = Some((ack, peer));
-        self.respond_a(200, Some(body));
-        self.a_dialog = Some(Dialog::from_request(
-            &self.a_invite,
-            &self.a_tag,
-            self.a_peer,
-            self.a_contact.clone(),
-        ));
+        match body {
+            Some(body) => {
+                self.respond_a(200, Some(body));
+                self.a_dialog = Some(Dialog::from_request(
+                    &self.a_invite,
+                    &self.a_tag,
+                    self.a_peer,
+                    self.a_contact.clone(),
+                ));
+                self.rec.answered_ms = Some(now_ms());
+            }
+            None => self.bridge_after_ivr().await,
+        }
         self.phase = Phase::Answered;
-        self.rec.answered_ms = Some(now_ms());
+        self.rec.bridged_ms = Some(now_ms());
         info!("answered");
         None
+    }
+
+    /// The callee answered a call the IVR had answered: the IVR's endpoint hands the
+    /// caller's ports to a relay that bridges them with the callee's.
+    async fn bridge_after_ivr(&mut self) {
+        let endpoint = self.ivr.as_mut().and_then(|i| i.take_endpoint());
+        let a_ports = match endpoint {
+            Some(e) => e.release().await,
+            None => None,
+        };
+        let (Some(a_ports), Some(b_ports)) = (a_ports, self.b_ports.take()) else {
+            warn!("the caller's media ports are gone; the bridge carries no audio");
+            return;
+        };
+        let relay = spawn_relay(a_ports, b_ports);
+        if let Some(rtp) = self.a_offer.rtp {
+            relay.set_remote(Side::A, rtp, None);
+        }
+        if let Some(rtp) = self.b_remote {
+            relay.set_remote(Side::B, rtp, None);
+        }
+        self.relay = Some(relay);
     }
 
     async fn on_fork_final(&mut self, tx: TxId, code: u16) -> Option<End> {
@@ -507,7 +809,14 @@ impl Call {
             401 | 407 => (403, Disposition::Failed),
             c => (c, Disposition::Failed),
         };
-        self.respond_a(code, None);
+        let code = if self.a_answered {
+            // Transferred from the IVR: the caller was answered; hang it up.
+            self.hangup_both(Some(Side::A)).await;
+            200
+        } else {
+            self.respond_a(code, None);
+            code
+        };
         Some(End {
             by: HangupBy::Callee,
             disposition: d,
@@ -564,15 +873,33 @@ impl Call {
                 reply(&self.sw, 200);
                 let other = other(side);
                 self.hangup_both(Some(other)).await;
+                // A caller leaving before the bridge: in the flow, or while the
+                // transfer rang.
+                let (disposition, reason) = match self.phase {
+                    Phase::Answered => (Disposition::Answered, None),
+                    Phase::Ivr => (Disposition::Answered, Some("caller hung up in the IVR")),
+                    Phase::Ringing => {
+                        self.cancel_forks(None);
+                        (
+                            Disposition::Abandoned,
+                            Some("caller hung up while the transfer rang"),
+                        )
+                    }
+                };
+                if let Some(ivr) = &mut self.ivr {
+                    if ivr.is_running() {
+                        ivr.feed(crate::ivr::Event::CallerHungUp);
+                    }
+                }
                 Some(End {
                     by: if side == Side::A {
                         HangupBy::Caller
                     } else {
                         HangupBy::Callee
                     },
-                    disposition: Disposition::Answered,
+                    disposition,
                     code: 200,
-                    reason: None,
+                    reason: reason.map(str::to_string),
                 })
             }
             Method::Options => {
@@ -582,6 +909,28 @@ impl Call {
             Method::Invite | Method::Update | Method::Info => {
                 if req.method != Method::Info {
                     dialog.refresh_target(&req.headers);
+                }
+                if self.b_dialog.is_none() {
+                    // No other leg yet (the IVR has the caller): answer here, keeping
+                    // the media as it is.
+                    let mut ok = message::response_to(&req, 200, None);
+                    if req.method == Method::Invite {
+                        if let Some(body) = self.a_sdp.last_body() {
+                            message::set_body(
+                                &mut ok.headers,
+                                &mut ok.body,
+                                "application/sdp",
+                                body.as_bytes().to_vec(),
+                            );
+                        }
+                        ok.headers
+                            .push(Header::Contact(rsip::headers::Contact::new(format!(
+                                "<{}>",
+                                self.a_contact
+                            ))));
+                    }
+                    self.sw.respond(tx, ok);
+                    return None;
                 }
                 self.relay_request(side, tx, req).await;
                 None
@@ -602,8 +951,8 @@ impl Call {
             if is_sdp {
                 match sdp::parse(&req.body) {
                     Ok((sd, info)) => {
-                        if let Some(rtp) = info.rtp {
-                            self.relay.set_remote(from, rtp, None);
+                        if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
+                            relay.set_remote(from, rtp, None);
                         }
                         body = Some((
                             "application/sdp".to_string(),
@@ -669,8 +1018,8 @@ impl Call {
         }
         if (200..300).contains(&code) && !resp.body.is_empty() {
             if let Ok((sd, info)) = sdp::parse(&resp.body) {
-                if let Some(rtp) = info.rtp {
-                    self.relay.set_remote(answered_leg, rtp, None);
+                if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
+                    relay.set_remote(answered_leg, rtp, None);
                 }
                 let body = self.render_sdp(r.from, &sd);
                 message::set_body(
@@ -718,8 +1067,14 @@ impl Call {
     }
 
     async fn finish(self, end: End) {
-        let stats = self.relay.stop().await;
+        let stats = match self.relay {
+            Some(relay) => relay.stop().await,
+            None => Default::default(),
+        };
         let mut rec = self.rec;
+        if let Some(ivr) = &self.ivr {
+            rec.ivr_trace = Some(ivr.trace_text());
+        }
         rec.ended_ms = now_ms();
         rec.hangup_by = Some(end.by);
         rec.disposition = Some(end.disposition);

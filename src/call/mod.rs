@@ -5,11 +5,13 @@
 //! transaction and Call-ID) → [`b2bua`] (two dialogs, the RTP relay, the record) → `store`.
 
 pub mod b2bua;
+pub mod ivr;
 pub mod switch;
 
 use rsip::{Request, Response, SipMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::sip::registrar::Binding;
 use crate::sip::transaction::{Peer, TxId};
 
 /// Identifies a call inside this process.
@@ -74,6 +76,11 @@ pub enum SwitchCmd {
     Ended {
         call: CallKey,
     },
+    /// The registered phones of an extension (an IVR transfer).
+    Lookup {
+        extension: String,
+        reply: oneshot::Sender<Vec<Binding>>,
+    },
 }
 
 /// A call's way to talk to the switch.
@@ -111,6 +118,19 @@ impl SwitchHandle {
 
     pub fn bind_call_id(&self, call: CallKey, call_id: String) {
         let _ = self.tx.send(SwitchCmd::BindCallId { call, call_id });
+    }
+
+    /// The registered phones of `extension` now (empty if none, or the switch is gone).
+    pub async fn lookup(&self, extension: &str) -> Vec<Binding> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = SwitchCmd::Lookup {
+            extension: extension.to_string(),
+            reply,
+        };
+        if self.tx.send(cmd).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     pub fn ended(&self, call: CallKey) {

@@ -17,10 +17,12 @@ use rsip::{Header, Method, Request, SipMessage};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::b2bua::{self, CallSetup};
+use super::b2bua::{self, CallSetup, Route};
 use super::{as_msg, CallEvent, CallKey, SwitchCmd, SwitchHandle};
-use crate::config::{Config, Transport};
+use crate::config::{Config, DidTarget, Transport};
+use crate::ivr::reload::FlowsHandle;
 use crate::media::ports::PortPool;
+use crate::media::prompt::PromptCache;
 use crate::sip::auth::{AuthResult, Authenticator};
 use crate::sip::message::{self, host_str};
 use crate::sip::registrar::{ContactRequest, RegisterError, Registrar};
@@ -33,6 +35,12 @@ pub struct Shared {
     pub config: Config,
     pub ports: Arc<PortPool>,
     pub store: Store,
+    /// The IVR flows in force (hot-reloaded), if the server has any.
+    pub flows: Option<FlowsHandle>,
+    /// Decoded prompts, shared by every call.
+    pub prompts: Arc<PromptCache>,
+    /// For the IVR's web requests.
+    pub http: reqwest::Client,
     /// Our address per transport, for Contact headers.
     pub local: Vec<(Transport, SocketAddr)>,
 }
@@ -89,6 +97,7 @@ fn unix_secs() -> u64 {
 pub async fn start(
     config: Config,
     store: Store,
+    flows: Option<FlowsHandle>,
 ) -> anyhow::Result<(
     Switch,
     mpsc::Receiver<Inbound>,
@@ -114,6 +123,9 @@ pub async fn start(
         config,
         ports,
         store,
+        flows,
+        prompts: Arc::new(PromptCache::new()),
+        http: reqwest::Client::new(),
         local: bound.local.clone(),
     });
     Ok((
@@ -302,6 +314,9 @@ impl Switch {
                     c.call_ids.push(call_id.clone());
                     self.by_call_id.insert(call_id, call);
                 }
+            }
+            SwitchCmd::Lookup { extension, reply } => {
+                let _ = reply.send(self.registrar.lookup(&extension, now));
             }
             SwitchCmd::Ended { call } => {
                 if let Some(c) = self.calls.remove(&call) {
@@ -592,9 +607,9 @@ impl Switch {
                     record.caller_user = Some(u);
                     // A user dials extensions directly, or any DID.
                     if cfg.user(&dialed).is_some() {
-                        Some(dialed.clone())
+                        Some(DidTarget::Extension(dialed.clone()))
                     } else {
-                        cfg.did(&dialed).map(|d| d.extension.clone())
+                        cfg.did(&dialed).map(|d| d.target.clone())
                     }
                 }
                 AuthResult::Missing | AuthResult::Stale => {
@@ -620,7 +635,7 @@ impl Switch {
             record.source_kind = "trunk";
             record.trunk = Some(trunk.name.clone());
             record.did = Some(dialed.clone());
-            cfg.did(&dialed).map(|d| d.extension.clone())
+            cfg.did(&dialed).map(|d| d.target.clone())
         } else {
             info!(from = %from.addr, %from_user, "INVITE refused: not a user and not a trunk peer");
             record.reason = Some("not a configured user or trunk".into());
@@ -630,12 +645,27 @@ impl Switch {
             record.reason = Some(format!("no route for {dialed}"));
             return self.refuse(tx, &req, 404, Disposition::Refused, record);
         };
-        record.target = Some(target.clone());
-        let bindings = self.registrar.lookup(&target, Instant::now());
-        if bindings.is_empty() {
-            record.reason = Some(format!("extension {target} has no registered phone"));
-            return self.refuse(tx, &req, 480, Disposition::Unavailable, record);
-        }
+        let route = match target {
+            DidTarget::Extension(ext) => {
+                record.target = Some(ext.clone());
+                let bindings = self.registrar.lookup(&ext, Instant::now());
+                if bindings.is_empty() {
+                    record.reason = Some(format!("extension {ext} has no registered phone"));
+                    return self.refuse(tx, &req, 480, Disposition::Unavailable, record);
+                }
+                Route::Ring(bindings)
+            }
+            DidTarget::Flow(name) => {
+                let flows = self.shared.flows.as_ref().map(|f| f.current());
+                match flows.filter(|f| f.get(&name).is_some()) {
+                    Some(flows) => Route::Flow { flows, name },
+                    None => {
+                        record.reason = Some(format!("flow \"{name}\" is not loaded"));
+                        return self.refuse(tx, &req, 503, Disposition::Failed, record);
+                    }
+                }
+            }
+        };
 
         let key = self.next_call;
         self.next_call += 1;
@@ -650,7 +680,7 @@ impl Switch {
         );
         self.by_call_id.insert(record.a_call_id.clone(), key);
         self.tx_owner.insert(tx, key);
-        debug!(call = key, %target, contacts = bindings.len(), "call admitted");
+        debug!(call = key, "call admitted");
         b2bua::spawn(CallSetup {
             key,
             shared: self.shared.clone(),
@@ -659,7 +689,7 @@ impl Switch {
             invite_tx: tx,
             invite: req,
             from,
-            targets: bindings,
+            route,
             record,
         });
     }

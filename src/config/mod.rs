@@ -70,6 +70,8 @@ struct RawConfig {
     users: Vec<RawUser>,
     #[serde(default)]
     dids: Vec<RawDid>,
+    #[serde(default)]
+    ivr: RawIvr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,7 +128,19 @@ struct RawUser {
 #[serde(deny_unknown_fields)]
 struct RawDid {
     number: Spanned<String>,
-    extension: Spanned<String>,
+    #[serde(default)]
+    extension: Option<Spanned<String>>,
+    #[serde(default)]
+    flow: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIvr {
+    #[serde(default)]
+    flows: Option<String>,
+    #[serde(default)]
+    prompts: Option<String>,
 }
 
 // ---- The validated model the server uses ----
@@ -175,7 +189,18 @@ pub struct Trunk {
 #[derive(Debug, Clone)]
 pub struct Did {
     pub number: String,
-    pub extension: String,
+    pub target: DidTarget,
+    /// Where the target is written, for errors found later (an unknown flow).
+    pub target_at: (u64, u64),
+}
+
+/// Where a DID goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DidTarget {
+    /// Ring a user's phones.
+    Extension(String),
+    /// Answer with an IVR flow.
+    Flow(String),
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +221,9 @@ pub struct Config {
     pub trunks: Vec<Trunk>,
     pub users: Vec<User>,
     pub dids: Vec<Did>,
+    /// IVR flow files (every *.yaml) and the prompt root they name files under.
+    pub ivr_flows: PathBuf,
+    pub ivr_prompts: PathBuf,
 }
 
 /// Command-line overrides, so several servers can run side by side.
@@ -221,6 +249,26 @@ impl Config {
 
     pub fn did(&self, number: &str) -> Option<&Did> {
         self.dids.iter().find(|d| d.number == number)
+    }
+
+    /// DIDs that name a flow `known` does not contain, as positioned errors.
+    pub fn unknown_flows(&self, mut known: impl FnMut(&str) -> bool) -> Vec<ConfigError> {
+        self.dids
+            .iter()
+            .filter_map(|d| match &d.target {
+                DidTarget::Flow(f) if !known(f) => Some(ConfigError {
+                    file: self.source.clone(),
+                    line: d.target_at.0,
+                    column: d.target_at.1,
+                    reason: format!(
+                        "DID {} goes to flow \"{f}\", which is not in {}",
+                        d.number,
+                        self.ivr_flows.display()
+                    ),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn apply(&mut self, o: &Overrides) {
@@ -545,21 +593,48 @@ impl Validator {
             if !numbers.insert(d.number.value.clone()) {
                 self.error(&d.number, format!("DID {} is routed twice", d.number.value));
             }
-            if !extensions.contains(&d.extension.value) {
-                let hint = closest(&d.extension.value, extensions.iter())
-                    .map(|s| format!(" (did you mean \"{s}\"?)"))
-                    .unwrap_or_default();
-                self.error(
-                    &d.extension,
-                    format!(
-                        "DID {} goes to extension \"{}\", which is not a configured user{hint}",
-                        d.number.value, d.extension.value
-                    ),
-                );
-            }
+            let (target, at) = match (&d.extension, &d.flow) {
+                (Some(ext), None) => {
+                    if !extensions.contains(&ext.value) {
+                        let hint = closest(&ext.value, extensions.iter())
+                            .map(|s| format!(" (did you mean \"{s}\"?)"))
+                            .unwrap_or_default();
+                        self.error(
+                            ext,
+                            format!(
+                                "DID {} goes to extension \"{}\", which is not a configured user{hint}",
+                                d.number.value, ext.value
+                            ),
+                        );
+                    }
+                    (DidTarget::Extension(ext.value.clone()), ext)
+                }
+                (None, Some(flow)) => (DidTarget::Flow(flow.value.clone()), flow),
+                (Some(ext), Some(_)) => {
+                    self.error(
+                        ext,
+                        format!(
+                            "DID {} has both an extension and a flow; give one of them",
+                            d.number.value
+                        ),
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    self.error(
+                        &d.number,
+                        format!(
+                            "DID {} goes nowhere; give it an extension or a flow",
+                            d.number.value
+                        ),
+                    );
+                    continue;
+                }
+            };
             dids.push(Did {
                 number: d.number.value.clone(),
-                extension: d.extension.value.clone(),
+                target,
+                target_at: (at.referenced.line(), at.referenced.column()),
             });
         }
 
@@ -587,6 +662,8 @@ impl Validator {
             trunks,
             users,
             dids,
+            ivr_flows: PathBuf::from(raw.ivr.flows.as_deref().unwrap_or("ivr-flows")),
+            ivr_prompts: PathBuf::from(raw.ivr.prompts.as_deref().unwrap_or("prompts")),
         })
     }
 }
@@ -648,7 +725,10 @@ dids:
         assert!(c.trunk_for("198.51.100.1".parse().unwrap()).is_none());
         // An IPv4-mapped IPv6 source matches an IPv4 peer list.
         assert!(c.trunk_for("::ffff:127.0.0.1".parse().unwrap()).is_some());
-        assert_eq!(c.did("100").unwrap().extension, "2001");
+        assert_eq!(
+            c.did("100").unwrap().target,
+            DidTarget::Extension("2001".into())
+        );
         assert_eq!(c.auth_algorithms, vec![crate::sip::auth::Algorithm::Md5]);
     }
 
@@ -700,6 +780,30 @@ dids:
             .0;
         assert_eq!(errs.len(), 1);
         assert!(errs[0].line >= 2, "{}", errs[0]);
+    }
+
+    #[test]
+    fn dids_go_to_an_extension_or_a_flow() {
+        let text = GOOD.replace(
+            "dids:\n  - { number: \"100\", extension: \"2001\" }\n",
+            "dids:\n  - { number: \"100\", flow: main }\n  - { number: \"101\", flow: mian }\n  - { number: \"102\" }\n",
+        );
+        let errs = parse(Path::new("c.yaml"), &text).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].reason.contains("DID 102 goes nowhere"),
+            "{}",
+            errs[0]
+        );
+        let fixed = text.replace("  - { number: \"102\" }\n", "");
+        let c = parse(Path::new("c.yaml"), &fixed).unwrap();
+        assert_eq!(c.did("100").unwrap().target, DidTarget::Flow("main".into()));
+        let unknown = c.unknown_flows(|f| f == "main");
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(
+            unknown[0].to_string(),
+            "c.yaml:14:28: DID 101 goes to flow \"mian\", which is not in ivr-flows"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod interpreter;
 pub mod model;
+pub mod reload;
 pub mod say;
 pub mod schedule;
 pub mod simulate;

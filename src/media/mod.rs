@@ -18,6 +18,12 @@
 //! socket, headers rewritten in place, no per-packet logging above `trace`.
 //! Allocation is fine at call set-up and on SDP changes.
 
+pub mod codec;
+pub mod dtmf;
+pub mod endpoint;
+pub mod mixer;
 pub mod ports;
+pub mod prompt;
+pub mod recorder;
 pub mod relay;
 pub mod sdp;

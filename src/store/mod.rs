@@ -86,6 +86,12 @@ pub struct CallRecord {
     pub a_rtp_out: u64,
     pub b_rtp_in: u64,
     pub b_rtp_out: u64,
+    /// When the two legs were bridged (the callee answered). For a call the IVR answered
+    /// first, `answered_ms` is the IVR's answer and this the agent's.
+    pub bridged_ms: Option<i64>,
+    /// The IVR flow that answered the call, and the steps it took (secure input masked).
+    pub flow: Option<String>,
+    pub ivr_trace: Option<String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -121,10 +127,20 @@ CREATE TABLE IF NOT EXISTS calls (
     a_rtp_in INTEGER NOT NULL DEFAULT 0,
     a_rtp_out INTEGER NOT NULL DEFAULT 0,
     b_rtp_in INTEGER NOT NULL DEFAULT 0,
-    b_rtp_out INTEGER NOT NULL DEFAULT 0
+    b_rtp_out INTEGER NOT NULL DEFAULT 0,
+    bridged_ms INTEGER,
+    flow TEXT,
+    ivr_trace TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
 ";
+
+/// Columns added after the first release of the schema, with their types.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("bridged_ms", "INTEGER"),
+    ("flow", "TEXT"),
+    ("ivr_trace", "TEXT"),
+];
 
 #[derive(Clone)]
 pub struct Store {
@@ -146,6 +162,17 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        // Databases made by an earlier version lack the newer columns.
+        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('calls')")
+            .fetch_all(&pool)
+            .await?;
+        for (column, kind) in ADDED_COLUMNS {
+            if !have.iter().any(|c| c == column) {
+                sqlx::raw_sql(&format!("ALTER TABLE calls ADD COLUMN {column} {kind}"))
+                    .execute(&pool)
+                    .await?;
+            }
+        }
         Ok(Store { pool })
     }
 
@@ -154,8 +181,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
                source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
-               ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
+               bridged_ms, flow, ivr_trace)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.call_uuid)
         .bind(&r.a_call_id)
@@ -181,6 +209,9 @@ impl Store {
         .bind(r.a_rtp_out as i64)
         .bind(r.b_rtp_in as i64)
         .bind(r.b_rtp_out as i64)
+        .bind(r.bridged_ms)
+        .bind(&r.flow)
+        .bind(&r.ivr_trace)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -200,6 +231,37 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_older_database_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = SCHEMA.replace(
+                ",\n    bridged_ms INTEGER,\n    flow TEXT,\n    ivr_trace TEXT",
+                "",
+            );
+            assert!(!old.contains("ivr_trace"));
+            let opts = SqliteConnectOptions::from_str(&format!(
+                "sqlite://{}",
+                dir.path().join("switchboard.db").display()
+            ))
+            .unwrap()
+            .create_if_missing(true);
+            let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+            sqlx::raw_sql(&old).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        let store = Store::open(dir.path()).await.unwrap();
+        let rec = CallRecord {
+            call_uuid: "u2".into(),
+            source_kind: "trunk",
+            flow: Some("main".into()),
+            ivr_trace: Some("main/welcome (play)".into()),
+            ..Default::default()
+        };
+        store.write_call(&rec).await.unwrap();
+        assert_eq!(store.count_calls().await.unwrap(), 1);
+    }
 
     #[tokio::test]
     async fn record_round_trip_and_survives_reopen() {

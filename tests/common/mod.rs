@@ -170,6 +170,10 @@ pub struct ServerConfig {
     pub users: Vec<User>,
     /// (number, extension)
     pub dids: Vec<(String, String)>,
+    /// (number, flow name): DIDs answered by an IVR flow.
+    pub flow_dids: Vec<(String, String)>,
+    /// The `ivr:` section: flow directory and prompt root.
+    pub ivr: Option<(PathBuf, PathBuf)>,
     /// How many RTP ports the server gets.
     pub rtp_port_count: u16,
     /// Pass listeners, RTP ports and data dir as command-line flags instead of
@@ -221,6 +225,8 @@ impl Default for ServerConfig {
             extra_sip: Vec::new(),
             ipv6: false,
             shipped_demo: false,
+            flow_dids: Vec::new(),
+            ivr: None,
         }
     }
 }
@@ -280,6 +286,18 @@ impl ServerConfig {
         writeln!(y, "dids:").unwrap();
         for (number, ext) in &self.dids {
             writeln!(y, "  - {{ number: \"{number}\", extension: \"{ext}\" }}").unwrap();
+        }
+        for (number, flow) in &self.flow_dids {
+            writeln!(y, "  - {{ number: \"{number}\", flow: \"{flow}\" }}").unwrap();
+        }
+        if let Some((flows, prompts)) = &self.ivr {
+            writeln!(
+                y,
+                "ivr:\n  flows: \"{}\"\n  prompts: \"{}\"",
+                flows.display(),
+                prompts.display()
+            )
+            .unwrap();
         }
         y
     }
@@ -364,7 +382,13 @@ impl Server {
         for (k, v) in &config.env {
             cmd.env(k, v);
         }
-        cmd.current_dir(dir.path())
+        // The shipped demo names its flows and prompts relative to the repository.
+        let cwd = if config.shipped_demo {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        } else {
+            dir.path().to_path_buf()
+        };
+        cmd.current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -1096,6 +1120,9 @@ pub struct CallRecord {
     pub a_rtp_out: Option<i64>,
     pub b_rtp_in: Option<i64>,
     pub b_rtp_out: Option<i64>,
+    pub bridged_ms: Option<i64>,
+    pub flow: Option<String>,
+    pub ivr_trace: Option<String>,
 }
 
 pub const CALL_COLUMNS: &[&str] = &[
@@ -1124,6 +1151,9 @@ pub const CALL_COLUMNS: &[&str] = &[
     "a_rtp_out",
     "b_rtp_in",
     "b_rtp_out",
+    "bridged_ms",
+    "flow",
+    "ivr_trace",
 ];
 
 const FIELD_SEP: char = '\u{1f}';
@@ -1221,6 +1251,9 @@ pub fn query_calls(db: &Path) -> Result<Vec<CallRecord>, String> {
                 a_rtp_out: i("a_rtp_out")?,
                 b_rtp_in: i("b_rtp_in")?,
                 b_rtp_out: i("b_rtp_out")?,
+                bridged_ms: i("bridged_ms")?,
+                flow: s("flow"),
+                ivr_trace: s("ivr_trace"),
             })
         })
         .collect()
@@ -1531,4 +1564,94 @@ pub fn sip_message(start: &str, headers: &[String], body: &str) -> String {
     m.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     m.push_str(body);
     m
+}
+
+// ---------------------------------------------------------------------------
+// Packet capture
+// ---------------------------------------------------------------------------
+
+/// tshark on the loopback interface, printing "srcport dstport" per UDP packet.
+pub struct Capture {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Capture {
+    pub fn start(dir: &Path, filter: &str, max_secs: u32) -> Capture {
+        let out = dir.join("capture.txt");
+        let err = dir.join("capture.err");
+        let child = Command::new("tshark")
+            .args(["-i", "lo", "-n", "-l", "-f", filter])
+            .args(["-a", &format!("duration:{max_secs}")])
+            .args(["-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start tshark");
+        let cap = Capture {
+            child: Some(child),
+            out,
+            err,
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let e = std::fs::read_to_string(&cap.err).unwrap_or_default();
+            if e.contains("Capturing on") {
+                break;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "tshark did not start capturing on lo (needs root or the wireshark \
+                     group's capture rights):\n{e}"
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // dumpcap reports "Capturing on" just before the first read; give it a moment
+        thread::sleep(Duration::from_millis(300));
+        cap
+    }
+
+    /// Stops the capture and returns (src, dst) port pairs with packet counts.
+    pub fn finish(mut self) -> BTreeMap<(u16, u16), u32> {
+        if let Some(mut child) = self.child.take() {
+            thread::sleep(Duration::from_millis(500));
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status();
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut pairs = BTreeMap::new();
+        for line in std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+        {
+            let mut f = line.split_whitespace();
+            if let (Some(Ok(s)), Some(Ok(d))) = (f.next().map(str::parse), f.next().map(str::parse))
+            {
+                *pairs.entry((s, d)).or_insert(0) += 1;
+            }
+        }
+        pairs
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -1,0 +1,190 @@
+//! Cost of the per-call media work that runs on every 20 ms tick, and of
+//! loading prompts.
+//! Run: cargo bench --bench media_mix
+//!
+//! * `mixer_tick/<mode>`: one tick of a call at 8 kHz with caller, agent and
+//!   one supervisor in that mode: three frames pushed, mixed, four outputs
+//!   read (three parties plus the recording pair);
+//! * `jitter/push_pop`: one packet through a leg's jitter buffer;
+//! * `recorder/write_20ms`: one stereo 20 ms frame written to a recording,
+//!   header updates every second included;
+//! * `player/tick`: one frame out of a looping prompt;
+//! * `prompt_decode/<file>`: decode and resample a prompt to 8 kHz; the
+//!   throughput is in seconds of audio per second ("elem/s").
+//!
+//! Before measuring, the bench checks with a counting allocator that the
+//! per-tick paths allocate nothing once set up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchboard::media::mixer::{JitterBuffer, Mixer, Mode, Party, SampleRate, SupervisorId};
+use switchboard::media::prompt::{decode_file, Player, Playlist};
+use switchboard::media::recorder::Recorder;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn assert_no_alloc(what: &str, mut f: impl FnMut()) {
+    f(); // warm-up: lazily sized buffers settle here
+    let before = ALLOCATIONS.load(Relaxed);
+    for _ in 0..500 {
+        f();
+    }
+    let n = ALLOCATIONS.load(Relaxed) - before;
+    assert_eq!(n, 0, "{what} allocated {n} times in 500 ticks");
+}
+
+const RATE: SampleRate = SampleRate::Narrowband;
+const SUP: SupervisorId = SupervisorId(1);
+
+fn tone(freq: f64, len: usize, rate: u32) -> Vec<i16> {
+    (0..len)
+        .map(|n| {
+            (8000.0 * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as i16
+        })
+        .collect()
+}
+
+fn mixer_tick(mixer: &mut Mixer, frames: &[Vec<i16>; 3]) -> i32 {
+    mixer.push(Party::Caller, &frames[0]).unwrap();
+    mixer.push(Party::Agent, &frames[1]).unwrap();
+    mixer.push(Party::Supervisor(SUP), &frames[2]).unwrap();
+    mixer.tick();
+    let mut sum = 0i32;
+    for party in [Party::Caller, Party::Agent, Party::Supervisor(SUP)] {
+        sum += i32::from(mixer.output(party).unwrap()[7]);
+    }
+    let (left, right) = mixer.recording();
+    sum + i32::from(left[3]) + i32::from(right[5])
+}
+
+fn bench_mixer(c: &mut Criterion) {
+    let n = RATE.frame_len();
+    let frames = [
+        tone(440.0, n, RATE.hz()),
+        tone(700.0, n, RATE.hz()),
+        tone(1000.0, n, RATE.hz()),
+    ];
+    let mut group = c.benchmark_group("mixer_tick");
+    for (name, mode) in [
+        ("listen", Mode::Listen),
+        ("whisper", Mode::Whisper),
+        ("barge", Mode::Barge),
+    ] {
+        let mut mixer = Mixer::new(RATE);
+        mixer.attach(SUP, mode).unwrap();
+        assert_no_alloc("mixer tick", || {
+            black_box(mixer_tick(&mut mixer, &frames));
+        });
+        group.bench_function(name, |b| {
+            b.iter(|| mixer_tick(&mut mixer, black_box(&frames)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_jitter(c: &mut Criterion) {
+    let mut jb = JitterBuffer::new(160);
+    let payload = [0x55u8; 160];
+    let mut seq = 0u16;
+    let mut step = || {
+        jb.push(seq, u32::from(seq) * 160, &payload);
+        seq = seq.wrapping_add(1);
+        matches!(jb.pop(), switchboard::media::mixer::Playout::Packet { .. })
+    };
+    assert_no_alloc("jitter buffer", || {
+        black_box(step());
+    });
+    c.bench_function("jitter/push_pop", |b| b.iter(&mut step));
+}
+
+fn bench_recorder(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = Recorder::create(dir.path().join("bench.wav"), RATE).unwrap();
+    let caller = tone(440.0, RATE.frame_len(), RATE.hz());
+    let agent = tone(700.0, RATE.frame_len(), RATE.hz());
+    assert_no_alloc("recorder write", || rec.write(&caller, &agent).unwrap());
+    c.bench_function("recorder/write_20ms", |b| {
+        b.iter(|| rec.write(black_box(&caller), black_box(&agent)).unwrap())
+    });
+    rec.finish().unwrap();
+}
+
+fn bench_player(c: &mut Criterion) {
+    let music: Arc<[i16]> = tone(440.0, 8000 * 3 + 77, RATE.hz()).into();
+    let mut player = Player::new(RATE, 8000, 0);
+    player.play(Playlist::new().then(music).looping(true));
+    assert_no_alloc("player tick", || {
+        black_box(player.tick().map(|f| f.samples[0]));
+    });
+    c.bench_function("player/tick", |b| {
+        b.iter(|| player.tick().map(|f| f.samples[0]))
+    });
+}
+
+fn write_wav(path: &Path, secs: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in tone(1000.0, 44_100 * secs as usize, 44_100) {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("prompt-10s.wav");
+    write_wav(&wav, 10);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audio");
+    let files: [(PathBuf, u64); 4] = [
+        (wav, 10),
+        (fixtures.join("tone-1khz-44k1.flac"), 1),
+        (fixtures.join("tone-1khz-44k1.ogg"), 1),
+        (fixtures.join("tone-1khz-44k1.mp3"), 1),
+    ];
+    let mut group = c.benchmark_group("prompt_decode");
+    for (path, secs) in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        group.throughput(Throughput::Elements(*secs));
+        group.bench_function(name, |b| b.iter(|| decode_file(path, RATE).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_mixer,
+    bench_jitter,
+    bench_recorder,
+    bench_player,
+    bench_decode
+);
+criterion_main!(benches);

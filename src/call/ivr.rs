@@ -1,0 +1,239 @@
+//! The IVR phase of a call: drives the flow interpreter with the caller's keys, prompt
+//! ends, timers and web-service answers, and carries out the actions that need no other
+//! leg (play, stop, timers, HTTP). What does need the call — transfer, queue, hang-up —
+//! comes back to the call task as an [`IvrStep`].
+//!
+//! Owned by the call task, like everything else about the call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::ivr::interpreter::{QueueResult, TransferTarget};
+use crate::ivr::model::HttpMethod;
+use crate::ivr::{Action, Event, FlowSet, Interpreter, Outcome};
+use crate::media::endpoint::{EndpointEvent, EndpointHandle};
+use crate::media::mixer::SampleRate;
+use crate::media::prompt::{Playlist, PromptCache};
+
+/// What the call task must do for the flow.
+#[derive(Debug)]
+pub enum IvrStep {
+    Transfer(TransferTarget),
+    Hangup,
+    /// The flow is over (after a transfer or a hang-up): its trace goes into the record.
+    Finished(Outcome),
+}
+
+pub struct IvrSession {
+    interp: Interpreter,
+    endpoint: Option<EndpointHandle>,
+    media: mpsc::UnboundedReceiver<EndpointEvent>,
+    http_results: mpsc::UnboundedSender<Event>,
+    http_inbox: mpsc::UnboundedReceiver<Event>,
+    prompt_root: PathBuf,
+    prompts: Arc<PromptCache>,
+    rate: SampleRate,
+    http: reqwest::Client,
+}
+
+impl IvrSession {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        flows: Arc<FlowSet>,
+        flow: &str,
+        endpoint: EndpointHandle,
+        media: mpsc::UnboundedReceiver<EndpointEvent>,
+        prompt_root: &Path,
+        prompts: Arc<PromptCache>,
+        rate: SampleRate,
+        http: reqwest::Client,
+    ) -> Result<IvrSession, String> {
+        let interp = Interpreter::new(flows, flow).map_err(|e| e.to_string())?;
+        let (http_results, http_inbox) = mpsc::unbounded_channel();
+        Ok(IvrSession {
+            interp,
+            endpoint: Some(endpoint),
+            media,
+            http_results,
+            http_inbox,
+            prompt_root: prompt_root.to_path_buf(),
+            prompts,
+            rate,
+            http,
+        })
+    }
+
+    /// Whether the flow still wants input.
+    pub fn is_running(&self) -> bool {
+        !self.interp.is_finished()
+    }
+
+    pub fn stop_playback(&self) {
+        if let Some(e) = &self.endpoint {
+            e.stop();
+        }
+    }
+
+    /// Hands the media endpoint over (to release its ports for a bridge).
+    pub fn take_endpoint(&mut self) -> Option<EndpointHandle> {
+        self.endpoint.take()
+    }
+
+    pub fn trace_text(&self) -> String {
+        self.interp
+            .trace()
+            .entries
+            .iter()
+            .map(|e| e.step.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn variables(&self) -> std::collections::BTreeMap<String, String> {
+        self.interp.variables()
+    }
+
+    /// Waits for the next input the flow needs. Never returns while nothing can happen.
+    pub async fn next_input(&mut self) -> Event {
+        let timer = self.interp.timer().map(|at| {
+            let wait = at.duration_since(Timestamp::now());
+            tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+        });
+        // The timer branch never closes, so the select always has a branch left.
+        tokio::select! {
+            Some(ev) = self.media.recv() => match ev {
+                EndpointEvent::Digit(d) => Event::Digit(d),
+                EndpointEvent::PlayFinished(id) => Event::PromptFinished { play: id },
+            },
+            Some(ev) = self.http_inbox.recv() => ev,
+            _ = sleep_until_opt(timer) => Event::Timer,
+        }
+    }
+
+    /// Feeds one event and carries out what the flow asks; returns what the call must do.
+    pub fn feed(&mut self, event: Event) -> Vec<IvrStep> {
+        self.interp.handle(Timestamp::now(), event);
+        let mut steps = Vec::new();
+        while let Some(action) = self.interp.poll() {
+            match action {
+                Action::Play {
+                    id,
+                    files,
+                    barge_in,
+                } => self.play(id, &files, barge_in),
+                Action::StopPlayback => {
+                    if let Some(e) = &self.endpoint {
+                        e.stop();
+                    }
+                }
+                Action::ArmTimer { .. } => {} // read back through `interp.timer()`
+                Action::HttpRequest {
+                    id,
+                    method,
+                    url,
+                    headers,
+                    body,
+                    timeout,
+                } => self.request(id, method, url, headers, body, timeout),
+                Action::Enqueue { queue, .. } => {
+                    // Queues are not connected to calls yet: the flow takes its
+                    // failure path (voicemail, operator…), as it would with no agents.
+                    warn!(%queue, "queue step reached; queues are not connected to calls yet");
+                    self.interp.handle(
+                        Timestamp::now(),
+                        Event::QueueResult(QueueResult::Failed {
+                            reason: "queues are not connected to calls yet".into(),
+                        }),
+                    );
+                }
+                Action::Record { mailbox, .. } => {
+                    warn!(%mailbox, "voicemail step reached; recording is not available yet");
+                    self.interp
+                        .handle(Timestamp::now(), Event::RecordingFinished { file: None });
+                }
+                // No call recording exists yet, so there is nothing to pause.
+                Action::PauseRecording | Action::ResumeRecording => {}
+                Action::Transfer { to, .. } => steps.push(IvrStep::Transfer(to)),
+                Action::Hangup => steps.push(IvrStep::Hangup),
+                Action::Finished { outcome } => steps.push(IvrStep::Finished(outcome)),
+            }
+        }
+        steps
+    }
+
+    fn play(&mut self, id: u64, files: &[String], barge_in: bool) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        let paths: Vec<PathBuf> = files.iter().map(|f| self.prompt_root.join(f)).collect();
+        // A missing or unreadable prompt must not stall the flow: play what loads.
+        let mut playlist = Playlist::new().barge_in(barge_in);
+        for p in &paths {
+            match self.prompts.get(p, self.rate) {
+                Ok(audio) => playlist = playlist.then(audio),
+                Err(e) => warn!(prompt = %p.display(), error = %e, "prompt not played"),
+            }
+        }
+        debug!(id, ?files, "play");
+        endpoint.play(id, playlist);
+    }
+
+    fn request(
+        &self,
+        id: u64,
+        method: HttpMethod,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+        timeout: Duration,
+    ) {
+        let mut req = match method {
+            HttpMethod::Get => self.http.get(&url),
+            HttpMethod::Post => self.http.post(&url),
+        };
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let req = req.timeout(timeout);
+        let results = self.http_results.clone();
+        info!(%url, "IVR web request");
+        tokio::spawn(async move {
+            let event = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.text().await {
+                        Ok(body) => Event::HttpResult {
+                            request: id,
+                            status,
+                            body,
+                        },
+                        Err(e) => Event::HttpFailed {
+                            request: id,
+                            reason: e.to_string(),
+                        },
+                    }
+                }
+                Err(e) => Event::HttpFailed {
+                    request: id,
+                    reason: e.to_string(),
+                },
+            };
+            let _ = results.send(event);
+        });
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
