@@ -39,9 +39,15 @@ fn pressing_0_in_the_demo_flow_reaches_the_operator_with_media_through_the_bridg
         .run(&server);
     let heard = capture.finish();
     caller.assert_ok(&server, "IVR call, key 0, transfer to the operator");
-    callee
-        .wait(Duration::from_secs(10))
-        .assert_ok(&server, "operator 2001 answers and gets the caller's BYE");
+    let callee_run = callee.wait(Duration::from_secs(10));
+    callee_run.assert_ok(&server, "operator 2001 answers and gets the caller's BYE");
+    // What the IVR knows pops up on the agent's phone.
+    let invite = &callee_run.received("INVITE ")[0];
+    assert_eq!(
+        header(invite, "X-Switchboard-caller"),
+        Some("+15550100"),
+        "screen-pop headers:\n{invite}"
+    );
 
     // The IVR answered at once with our own media, then spoke: prompts went out as RTP.
     let ok = caller.received("SIP/2.0 200");

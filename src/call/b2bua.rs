@@ -491,6 +491,13 @@ impl Call {
             "X-Switchboard-Call".into(),
             self.rec.call_uuid.clone(),
         ));
+        // Screen pop: what the IVR learned travels to the agent's phone (secure values
+        // never reach here: the interpreter leaves them out of its call data).
+        if let Some(ivr) = &self.ivr {
+            for (name, value) in screen_pop_headers(&ivr.call_data()) {
+                headers.push(Header::Other(name, value));
+            }
+        }
         let mut req = Request {
             method: Method::Invite,
             uri,
@@ -1106,9 +1113,56 @@ impl Call {
     }
 }
 
+/// `X-Switchboard-<variable>: value` headers for the IVR's variables: names reduced to
+/// header token characters, values to one line, and a bound on how much is sent.
+fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    const MAX_HEADERS: usize = 32;
+    const MAX_VALUE: usize = 256;
+    data.iter()
+        .filter_map(|(name, value)| {
+            let name: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .collect();
+            let value: String = value
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_VALUE)
+                .collect();
+            (!name.is_empty()).then(|| (format!("X-Switchboard-{name}"), value))
+        })
+        .take(MAX_HEADERS)
+        .collect()
+}
+
 fn other(side: Side) -> Side {
     match side {
         Side::A => Side::B,
         Side::B => Side::A,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screen_pop_headers_are_safe_tokens_and_single_lines() {
+        let data = [
+            ("customer_name", "Ada\r\nX-Evil: 1"),
+            ("tier", "gold"),
+            ("", "nameless"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let headers = screen_pop_headers(&data);
+        assert_eq!(
+            headers,
+            vec![
+                ("X-Switchboard-customer-name".to_string(), "AdaX-Evil: 1".to_string()),
+                ("X-Switchboard-tier".to_string(), "gold".to_string()),
+            ]
+        );
     }
 }

@@ -94,8 +94,9 @@ impl IvrSession {
             .join("\n")
     }
 
-    pub fn variables(&self) -> std::collections::BTreeMap<String, String> {
-        self.interp.variables()
+    /// The variables that may travel with the call (secure ones left out).
+    pub fn call_data(&self) -> std::collections::BTreeMap<String, String> {
+        self.interp.call_data()
     }
 
     /// Waits for the next input the flow needs. Never returns while nothing can happen.

@@ -35,7 +35,10 @@
 //! [`G722Encoder`]/[`G722Decoder`] below implement the same algorithm
 //! (64 kbit/s mode only, the one SIP uses) writing into caller slices.
 //! `ezk-g722` stays as a dev-dependency: the tests check that ours produces
-//! identical codes and samples over long streams.
+//! identical codes and samples over long streams. One deliberate difference:
+//! ours starts from G.722's reset state (quantiser steps 32 and 8, as SpanDSP
+//! does), where `ezk-g722` starts both at zero; that only changes the first
+//! few samples of a stream, and the comparison test starts ours the same way.
 
 use std::f64::consts::PI;
 

@@ -108,13 +108,14 @@ impl Recorder {
                 ),
             ));
         }
+        // Zeroed first: while paused that is the silence we write.
         self.interleaved.clear();
-        if self.paused {
-            self.interleaved.resize(caller.len() * 4, 0);
-        } else {
-            for (&l, &r) in caller.iter().zip(agent) {
-                self.interleaved.extend_from_slice(&l.to_le_bytes());
-                self.interleaved.extend_from_slice(&r.to_le_bytes());
+        self.interleaved.resize(caller.len() * 4, 0);
+        if !self.paused {
+            let frames = self.interleaved.chunks_exact_mut(4);
+            for ((out, &l), &r) in frames.zip(caller).zip(agent) {
+                out[..2].copy_from_slice(&l.to_le_bytes());
+                out[2..].copy_from_slice(&r.to_le_bytes());
             }
         }
         self.out.write_all(&self.interleaved)?;
