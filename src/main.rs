@@ -34,6 +34,10 @@ enum Command {
         /// Data directory (call records), instead of the file's.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// For tests: the IVR's clock starts at this time (e.g. 2026-12-27T03:00:00+00:00),
+        /// so business-hours paths can be exercised.
+        #[arg(long, value_name = "TIME")]
+        clock: Option<jiff::Timestamp>,
     },
     /// Validate the configuration and the IVR flows; prints file:line:column: reason for
     /// each error.
@@ -254,11 +258,13 @@ fn main() -> ExitCode {
             sip_listen,
             rtp_ports,
             data_dir,
+            clock,
         } => {
             let overrides = Overrides {
                 sip_listen,
                 rtp_ports,
                 data_dir,
+                clock,
             };
             let mut cfg = match config::load(&config) {
                 Ok(c) => c,

@@ -97,3 +97,209 @@ fn pressing_0_in_the_demo_flow_reaches_the_operator_with_media_through_the_bridg
          the IVR's prompts did not play ({heard:?})"
     );
 }
+
+/// A flow directory of the test's own, with the demo prompts.
+fn flows_dir(flows: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in flows {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), text).unwrap();
+    }
+    dir
+}
+
+fn config_with_flows(dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        dids: vec![("2001".into(), "2001".into())],
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((dir.to_path_buf(), repo("prompts"))),
+        ..ServerConfig::default()
+    }
+}
+
+const OFFICE_HOURS: &str = r#"
+name: main
+entry: hours
+prompts: en
+nodes:
+  hours:
+    schedule:
+      timezone: UTC
+      hours:
+        mon: ["09:00-17:00"]
+        tue: ["09:00-17:00"]
+        wed: ["09:00-17:00"]
+        thu: ["09:00-17:00"]
+        fri: ["09:00-17:00"]
+      open: operator
+      closed: closed
+  operator:
+    transfer:
+      extension: "2001"
+  closed:
+    play:
+      prompts: [closed]
+      next: goodbye
+  goodbye:
+    hangup:
+"#;
+
+#[test]
+fn outside_business_hours_the_closed_path_is_taken() {
+    require_pcap();
+    let dir = flows_dir(&[("main", OFFICE_HOURS)]);
+    let server = Server::start_with(ServerConfig {
+        // A Sunday, 03:00 UTC: closed.
+        extra_args: vec!["--clock".into(), "2026-12-27T03:00:00+00:00".into()],
+        ..config_with_flows(dir.path())
+    });
+    // The flow says "we are closed" and hangs up: the caller receives our BYE.
+    let caller = Sipp::new("uac_call_wait_bye.xml")
+        .service("100")
+        .timeout_secs(30)
+        .run(&server);
+    caller.assert_ok(&server, "closed: prompt, then the IVR hangs up");
+    let rec = server.single_call();
+    let trace = rec.ivr_trace.clone().unwrap_or_default();
+    assert!(trace.contains("main/closed"), "{trace}");
+    assert!(!trace.contains("main/operator"), "{trace}");
+    assert_eq!(rec.hangup_by.as_deref(), Some("switchboard"), "{rec:#?}");
+    assert_eq!(rec.target, None, "nobody was rung: {rec:#?}");
+}
+
+#[test]
+fn during_business_hours_the_open_path_is_taken() {
+    require_pcap();
+    let dir = flows_dir(&[("main", OFFICE_HOURS)]);
+    let server = Server::start_with(ServerConfig {
+        // A Wednesday, 10:00 UTC: open.
+        extra_args: vec!["--clock".into(), "2026-12-23T10:00:00+00:00".into()],
+        ..config_with_flows(dir.path())
+    });
+    let callee = server.start_callee("2001", "uas_answer.xml", &[]);
+    let caller = Sipp::new("uac_call.xml")
+        .service("100")
+        .duration_ms(1_000)
+        .run(&server);
+    caller.assert_ok(&server, "open: straight to the operator");
+    callee
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "operator answers");
+    let rec = server.single_call();
+    assert!(rec.ivr_trace.unwrap_or_default().contains("main/operator"));
+    assert_eq!(rec.target.as_deref(), Some("2001"));
+}
+
+/// A one-request-at-a-time HTTP server on loopback answering every request with `body`;
+/// returns its address and the request lines it saw.
+fn crm_server(body: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            log.lock().unwrap().push(line.trim().to_string());
+            // Skip the headers.
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+fn lookup_flow(crm: &str) -> String {
+    format!(
+        r#"
+name: main
+entry: lookup
+prompts: en
+nodes:
+  lookup:
+    http:
+      method: GET
+      url: "http://{crm}/accounts/${{caller}}"
+      timeout_secs: 2
+      save:
+        tier: /tier
+      next: route
+      on_error: fallback
+  route:
+    branch:
+      cases:
+        - when: {{ eq: {{ var: tier, value: gold }} }}
+          then: vip
+      else: fallback
+  vip:
+    transfer:
+      extension: "2001"
+  fallback:
+    play:
+      prompts: [thanks]
+      next: bye
+  bye:
+    hangup:
+"#
+    )
+}
+
+#[test]
+fn an_http_lookup_routes_the_call_and_falls_back_when_the_service_is_down() {
+    require_pcap();
+    let (crm, seen) = crm_server(r#"{"tier":"gold","name":"Ada"}"#);
+    let dir = flows_dir(&[("main", &lookup_flow(&crm))]);
+    let server = Server::start_with(config_with_flows(dir.path()));
+
+    // The service answers "gold": the caller is put through to 2001.
+    let callee = server.start_callee("2001", "uas_answer.xml", &[]);
+    let caller = Sipp::new("uac_call.xml")
+        .service("100")
+        .duration_ms(1_000)
+        .run(&server);
+    caller.assert_ok(&server, "CRM says gold: transferred");
+    callee
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2001 answers");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["GET /accounts/%2B15550100 HTTP/1.1"],
+        "the request carried the caller's number"
+    );
+
+    // The service is down (nothing listens on its port any more): the fallback plays
+    // and the IVR hangs up.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = down.local_addr().unwrap().to_string();
+    drop(down);
+    std::fs::write(dir.path().join("main.yaml"), lookup_flow(&dead)).unwrap();
+    let reloaded = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("IVR flows reloaded") {
+        assert!(
+            std::time::Instant::now() < reloaded,
+            "no reload\n{}",
+            server.stderr_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let caller = Sipp::new("uac_call_wait_bye.xml")
+        .service("100")
+        .timeout_secs(30)
+        .run(&server);
+    caller.assert_ok(&server, "CRM down: fallback, then hang-up");
+    let rows = server.calls().unwrap();
+    let last = rows.last().unwrap();
+    let trace = last.ivr_trace.clone().unwrap_or_default();
+    assert!(trace.contains("main/fallback"), "{trace}");
+    assert_eq!(last.target, None, "{last:#?}");
+}

@@ -365,6 +365,7 @@ impl Call {
             self.shared.prompts.clone(),
             rate,
             self.shared.http.clone(),
+            self.shared.config.clock_offset,
         );
         let mut session = match session {
             Ok(s) => s,
@@ -1122,7 +1123,13 @@ fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<
         .filter_map(|(name, value)| {
             let name: String = name
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .collect();
             let value: String = value
                 .chars()
@@ -1160,7 +1167,10 @@ mod tests {
         assert_eq!(
             headers,
             vec![
-                ("X-Switchboard-customer-name".to_string(), "AdaX-Evil: 1".to_string()),
+                (
+                    "X-Switchboard-customer-name".to_string(),
+                    "AdaX-Evil: 1".to_string()
+                ),
                 ("X-Switchboard-tier".to_string(), "gold".to_string()),
             ]
         );

@@ -39,6 +39,8 @@ pub struct IvrSession {
     prompts: Arc<PromptCache>,
     rate: SampleRate,
     http: reqwest::Client,
+    /// Added to the real time the flow sees (the `--clock` test option); zero in service.
+    clock_offset: jiff::SignedDuration,
 }
 
 impl IvrSession {
@@ -52,6 +54,7 @@ impl IvrSession {
         prompts: Arc<PromptCache>,
         rate: SampleRate,
         http: reqwest::Client,
+        clock_offset: jiff::SignedDuration,
     ) -> Result<IvrSession, String> {
         let interp = Interpreter::new(flows, flow).map_err(|e| e.to_string())?;
         let (http_results, http_inbox) = mpsc::unbounded_channel();
@@ -65,7 +68,13 @@ impl IvrSession {
             prompts,
             rate,
             http,
+            clock_offset,
         })
+    }
+
+    /// The time the flow lives in.
+    fn now(&self) -> Timestamp {
+        Timestamp::now() + self.clock_offset
     }
 
     /// Whether the flow still wants input.
@@ -102,7 +111,7 @@ impl IvrSession {
     /// Waits for the next input the flow needs. Never returns while nothing can happen.
     pub async fn next_input(&mut self) -> Event {
         let timer = self.interp.timer().map(|at| {
-            let wait = at.duration_since(Timestamp::now());
+            let wait = at.duration_since(self.now());
             tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
         });
         // The timer branch never closes, so the select always has a branch left.
@@ -118,7 +127,7 @@ impl IvrSession {
 
     /// Feeds one event and carries out what the flow asks; returns what the call must do.
     pub fn feed(&mut self, event: Event) -> Vec<IvrStep> {
-        self.interp.handle(Timestamp::now(), event);
+        self.interp.handle(self.now(), event);
         let mut steps = Vec::new();
         while let Some(action) = self.interp.poll() {
             match action {
@@ -145,8 +154,9 @@ impl IvrSession {
                     // Queues are not connected to calls yet: the flow takes its
                     // failure path (voicemail, operator…), as it would with no agents.
                     warn!(%queue, "queue step reached; queues are not connected to calls yet");
+                    let now = self.now();
                     self.interp.handle(
-                        Timestamp::now(),
+                        now,
                         Event::QueueResult(QueueResult::Failed {
                             reason: "queues are not connected to calls yet".into(),
                         }),
@@ -154,8 +164,9 @@ impl IvrSession {
                 }
                 Action::Record { mailbox, .. } => {
                     warn!(%mailbox, "voicemail step reached; recording is not available yet");
+                    let now = self.now();
                     self.interp
-                        .handle(Timestamp::now(), Event::RecordingFinished { file: None });
+                        .handle(now, Event::RecordingFinished { file: None });
                 }
                 // No call recording exists yet, so there is nothing to pause.
                 Action::PauseRecording | Action::ResumeRecording => {}

@@ -224,6 +224,9 @@ pub struct Config {
     /// IVR flow files (every *.yaml) and the prompt root they name files under.
     pub ivr_flows: PathBuf,
     pub ivr_prompts: PathBuf,
+    /// How far the IVR's clock is set from the real one (`--clock`, for testing business
+    /// hours); zero in service.
+    pub clock_offset: jiff::SignedDuration,
 }
 
 /// Command-line overrides, so several servers can run side by side.
@@ -232,6 +235,8 @@ pub struct Overrides {
     pub sip_listen: Option<SocketAddr>,
     pub rtp_ports: Option<(u16, u16)>,
     pub data_dir: Option<PathBuf>,
+    /// Run the IVR's clock as if it were this time now.
+    pub clock: Option<jiff::Timestamp>,
 }
 
 impl Config {
@@ -292,6 +297,9 @@ impl Config {
         }
         if let Some(d) = &o.data_dir {
             self.data_dir = d.clone();
+        }
+        if let Some(t) = o.clock {
+            self.clock_offset = t.duration_since(jiff::Timestamp::now());
         }
     }
 }
@@ -664,6 +672,7 @@ impl Validator {
             dids,
             ivr_flows: PathBuf::from(raw.ivr.flows.as_deref().unwrap_or("ivr-flows")),
             ivr_prompts: PathBuf::from(raw.ivr.prompts.as_deref().unwrap_or("prompts")),
+            clock_offset: jiff::SignedDuration::ZERO,
         })
     }
 }
@@ -813,6 +822,7 @@ dids:
             sip_listen: Some("127.0.0.5:5070".parse().unwrap()),
             rtp_ports: Some((31000, 31099)),
             data_dir: Some("/tmp/x".into()),
+            clock: None,
         });
         assert_eq!(c.listeners.len(), 2);
         assert!(c.listeners.iter().all(|l| l.addr.port() == 5070));

@@ -174,6 +174,8 @@ pub struct ServerConfig {
     pub flow_dids: Vec<(String, String)>,
     /// The `ivr:` section: flow directory and prompt root.
     pub ivr: Option<(PathBuf, PathBuf)>,
+    /// More command-line arguments for `serve` (e.g. `--clock`).
+    pub extra_args: Vec<String>,
     /// How many RTP ports the server gets.
     pub rtp_port_count: u16,
     /// Pass listeners, RTP ports and data dir as command-line flags instead of
@@ -227,6 +229,7 @@ impl Default for ServerConfig {
             shipped_demo: false,
             flow_dids: Vec::new(),
             ivr: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -375,6 +378,9 @@ impl Server {
             std::fs::write(&config_path, &yaml).unwrap();
         }
 
+        cmd.args(&config.extra_args);
+        // IVR web requests in tests go to loopback servers, never through a proxy.
+        cmd.env("NO_PROXY", "127.0.0.1,localhost,::1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
