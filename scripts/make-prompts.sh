@@ -25,4 +25,13 @@ for name in "${!TEXT[@]}"; do
   espeak-ng -v en-us -s 150 -w "$tmp/$name.wav" "${TEXT[$name]}"
   sox "$tmp/$name.wav" -r 8000 -c 1 -b 16 "$out/$name.wav" norm -3
 done
-echo "wrote ${#TEXT[@]} prompts to $out"
+# Music on hold: a gentle arpeggio, 8 s, looped by the player.
+mkdir -p prompts/moh
+notes=(523.25 659.25 783.99 659.25 587.33 698.46 880.00 698.46)
+parts=()
+for i in "${!notes[@]}"; do
+  sox -n -r 8000 -c 1 -b 16 "$tmp/n$i.wav" synth 1 sine "${notes[$i]}" fade h 0.05 1 0.3 vol 0.3
+  parts+=("$tmp/n$i.wav")
+done
+sox "${parts[@]}" prompts/moh/default.wav
+echo "wrote ${#TEXT[@]} prompts to $out and music on hold to prompts/moh/default.wav"

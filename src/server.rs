@@ -36,8 +36,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let flows = load_flows(&config)?;
     let store = Store::open(&config.data_dir).await?;
+    let acd = crate::call::acd::start(&config, store.clone())?;
     let (sw, inbound, commands) =
-        switch::start(config.clone(), store.clone(), flows.clone()).await?;
+        switch::start(config.clone(), store.clone(), flows.clone(), acd).await?;
     let pid_file = config.data_dir.join(PID_FILE);
     std::fs::write(&pid_file, std::process::id().to_string())?;
     for (t, a) in sw.local_addrs() {
@@ -86,9 +87,23 @@ fn load_flows(config: &Config) -> anyhow::Result<Option<FlowsHandle>> {
         }
         return Ok(None);
     }
+    // Flows may only name the queues and skills this configuration has.
+    let queues = config.queues.iter().map(|q| q.name.clone()).collect();
+    let skills = config
+        .users
+        .iter()
+        .flat_map(|u| u.skills.iter().map(|(s, _)| s.clone()))
+        .chain(
+            config
+                .queues
+                .iter()
+                .flat_map(|q| q.skills.iter().map(|(s, _)| s.clone())),
+        )
+        .collect();
     let opts = ivr::Options {
         prompt_root: Some(config.ivr_prompts.clone()),
-        ..Default::default()
+        queues: (!config.queues.is_empty()).then_some(queues),
+        skills: (!config.queues.is_empty()).then_some(skills),
     };
     let flows = reload::start(config.ivr_flows.clone(), opts, Duration::from_secs(1)).map_err(
         |report| {

@@ -303,3 +303,67 @@ fn an_http_lookup_routes_the_call_and_falls_back_when_the_service_is_down() {
     assert!(trace.contains("main/fallback"), "{trace}");
     assert_eq!(last.target, None, "{last:#?}");
 }
+
+#[test]
+fn the_billing_key_queues_the_caller_for_an_agent_then_the_survey_follows() {
+    require_pcap();
+    let server = Server::start_with(ServerConfig {
+        // The shipped demo: flow main on DID 100, queues billing and support.
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    // Agent 2003 is registered; 2001 (the better billing agent) is not, so the ACD's
+    // offer to 2001 finds no phone and moves on: the call still reaches an agent.
+    let agent = server.start_callee("2003", "uas_answer_then_bye.xml", &["-d", "2000"]);
+    let caller = Sipp::new("uac_ivr_queue_survey.xml")
+        .service("100")
+        .timeout_secs(60)
+        .run(&server);
+    caller.assert_ok(&server, "key 1 → billing queue → agent → survey → goodbye");
+    agent
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "agent 2003 answers, talks, hangs up");
+
+    let rec = server.single_call();
+    assert_eq!(rec.flow.as_deref(), Some("main"), "{rec:#?}");
+    assert_eq!(rec.target.as_deref(), Some("2003"), "{rec:#?}");
+    assert_eq!(
+        rec.hangup_by.as_deref(),
+        Some("switchboard"),
+        "the IVR said goodbye: {rec:#?}"
+    );
+    let trace = rec.ivr_trace.clone().unwrap_or_default();
+    for step in [
+        "main/main_menu",
+        "main/billing",
+        "main/survey",
+        "csat = \"5\"",
+        "resolved = \"yes\"",
+    ] {
+        assert!(trace.contains(step), "trace lacks {step:?}:\n{trace}");
+    }
+
+    // The queue log tells the same story, joined to the call record by its id.
+    let uuid = rec.call_uuid.clone().unwrap();
+    let rows = sqlite_query(
+        &server.db_path(),
+        &format!(
+            "SELECT event, queue, agent FROM queue_log WHERE call_uuid = '{uuid}' ORDER BY id"
+        ),
+    )
+    .unwrap();
+    let events: Vec<String> = rows
+        .iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect();
+    for e in ["ENTER", "OFFER", "CONNECT", "COMPLETE_AGENT"] {
+        assert!(
+            events.iter().any(|x| x == e),
+            "queue log lacks {e}: {events:?}"
+        );
+    }
+    assert!(
+        rows.iter().all(|r| r[1].as_deref() == Some("billing")),
+        "{rows:?}"
+    );
+}

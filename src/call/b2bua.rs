@@ -15,9 +15,12 @@ use rsip::{Header, Method, Request, Response, SipMessage};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::acd::AcdMsg;
 use super::ivr::{IvrSession, IvrStep};
 use super::switch::Shared;
 use super::{as_msg, CallEvent, CallKey, SwitchHandle};
+use crate::acd::{CallEnd, CallId};
+use crate::ivr::interpreter::QueueResult;
 use crate::ivr::interpreter::TransferTarget;
 use crate::ivr::FlowSet;
 use crate::media::codec::Codec;
@@ -63,6 +66,16 @@ struct Fork {
     invite: Request,
     peer: Peer,
     final_code: Option<u16>,
+}
+
+/// A call in an ACD queue, as this call task sees it.
+struct Queued {
+    acd: super::acd::AcdHandle,
+    from_acd: mpsc::UnboundedReceiver<AcdMsg>,
+    /// The agent whose phones ring for this call now.
+    offered: Option<String>,
+    /// An agent answered: the legs are bridged.
+    connected: bool,
 }
 
 /// A request from one leg waiting for the other leg's answer.
@@ -119,6 +132,8 @@ struct Call {
     ring_deadline: Option<tokio::time::Instant>,
     /// The IVR session while the caller is in a flow (and its endpoint until the bridge).
     ivr: Option<IvrSession>,
+    /// While the caller is in an ACD queue (waiting, ringing an agent, or connected).
+    queue: Option<Queued>,
     /// ACKs sent for 2xx answers to re-originated re-INVITEs, by transaction, so a
     /// retransmitted 2xx is acknowledged again.
     reinvite_acks: HashMap<TxId, (Request, Peer)>,
@@ -196,6 +211,7 @@ async fn run(mut s: CallSetup) {
         reinvite_acks: HashMap::new(),
         ring_deadline: None,
         ivr: None,
+        queue: None,
     };
     let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
     match route {
@@ -219,6 +235,7 @@ async fn run(mut s: CallSetup) {
             ev = s.events.recv() => Input::Sip(ev),
             _ = sleep_until_opt(call.ring_deadline) => Input::RingTimeout,
             ev = next_ivr_input(&mut call.ivr) => Input::Ivr(ev),
+            msg = next_acd_msg(&mut call.queue) => Input::Acd(msg),
         };
         let outcome = match input {
             Input::Sip(None) => Some(End {
@@ -237,6 +254,7 @@ async fn run(mut s: CallSetup) {
                 }
             }
             Input::Ivr(ev) => call.on_ivr_input(ev).await,
+            Input::Acd(msg) => call.on_acd(msg).await,
         };
         if let Some(end) = outcome {
             break end;
@@ -252,6 +270,17 @@ enum Input {
     Sip(Option<CallEvent>),
     RingTimeout,
     Ivr(crate::ivr::Event),
+    Acd(AcdMsg),
+}
+
+async fn next_acd_msg(queue: &mut Option<Queued>) -> AcdMsg {
+    match queue {
+        Some(q) => match q.from_acd.recv().await {
+            Some(msg) => msg,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
@@ -366,6 +395,7 @@ impl Call {
             rate,
             self.shared.http.clone(),
             self.shared.config.clock_offset,
+            self.shared.acd.is_some(),
         );
         let mut session = match session {
             Ok(s) => s,
@@ -391,6 +421,81 @@ impl Call {
         }
     }
 
+    /// What the ACD decided for this queued call.
+    async fn on_acd(&mut self, msg: AcdMsg) -> Option<End> {
+        match msg {
+            AcdMsg::Offer { agent } => {
+                let phones = self.sw.lookup(&agent).await;
+                let q = self.queue.as_mut()?;
+                if phones.is_empty() {
+                    // Nobody registered for that agent: next agent, please.
+                    q.acd.declined(CallId(self.key), &agent);
+                    return None;
+                }
+                q.offered = Some(agent.clone());
+                self.rec.target = Some(agent);
+                self.forks.clear();
+                self.phase = Phase::Ringing;
+                for b in &phones {
+                    self.start_fork(b).await;
+                }
+                None
+            }
+            AcdMsg::CancelOffer { .. } => {
+                if let Some(q) = &mut self.queue {
+                    q.offered = None;
+                }
+                self.cancel_forks(None);
+                self.phase = Phase::Ivr;
+                None
+            }
+            AcdMsg::Overflow { reason } => {
+                info!(%reason, "left the queue unanswered");
+                self.queue = None;
+                self.phase = Phase::Ivr;
+                let steps =
+                    self.ivr
+                        .as_mut()?
+                        .feed(crate::ivr::Event::QueueResult(QueueResult::Failed {
+                            reason,
+                        }));
+                self.on_ivr_steps(steps).await
+            }
+        }
+    }
+
+    /// The agent hung up a queue call: the caller goes back to the flow (post-call survey)
+    /// on a new endpoint made from the bridge's ports.
+    async fn back_to_flow_after_agent(&mut self) -> Option<End> {
+        if let Some(q) = self.queue.take() {
+            q.acd.ended(CallId(self.key), CallEnd::Agent);
+        }
+        self.b_dialog = None;
+        self.phase = Phase::Ivr;
+        let (a_ports, b_ports, stats) = self.relay.take()?.release().await?;
+        self.rec.a_rtp_in += stats.a_in;
+        self.rec.a_rtp_out += stats.a_out;
+        self.rec.b_rtp_in += stats.b_in;
+        self.rec.b_rtp_out += stats.b_out;
+        self.b_ports = Some(b_ports);
+        let codec = self
+            .a_offer
+            .codecs
+            .iter()
+            .find_map(|pt| Codec::from_payload_type(*pt))?;
+        let (events, media) = mpsc::unbounded_channel();
+        let leg = LegMedia {
+            remote: self.a_offer.rtp,
+            codec,
+            telephone_event: self.a_offer.telephone_event,
+        };
+        let endpoint = endpoint::spawn(a_ports, leg, events);
+        let ivr = self.ivr.as_mut()?;
+        ivr.set_endpoint(endpoint, media);
+        let steps = ivr.feed(crate::ivr::Event::AgentHungUp);
+        self.on_ivr_steps(steps).await
+    }
+
     async fn on_ivr_input(&mut self, event: crate::ivr::Event) -> Option<End> {
         let steps = self.ivr.as_mut()?.feed(event);
         self.on_ivr_steps(steps).await
@@ -401,6 +506,35 @@ impl Call {
             match step {
                 IvrStep::Finished(outcome) => {
                     debug!(?outcome, "flow finished");
+                }
+                IvrStep::Enqueue {
+                    queue,
+                    skills,
+                    priority,
+                } => {
+                    let Some(acd) = self.shared.acd.clone() else {
+                        continue; // the session only asks when there is an ACD
+                    };
+                    let (tx, from_acd) = mpsc::unbounded_channel();
+                    info!(%queue, priority, "queued");
+                    self.rec.queue = Some(queue.clone());
+                    acd.enqueue(
+                        CallId(self.key),
+                        &self.rec.call_uuid,
+                        &queue,
+                        skills,
+                        priority,
+                        tx,
+                    );
+                    self.queue = Some(Queued {
+                        acd,
+                        from_acd,
+                        offered: None,
+                        connected: false,
+                    });
+                    if let Some(ivr) = &self.ivr {
+                        ivr.hold_music();
+                    }
                 }
                 IvrStep::Hangup => {
                     self.hangup_both(Some(Side::A)).await;
@@ -768,6 +902,17 @@ impl Call {
         self.phase = Phase::Answered;
         self.rec.bridged_ms = Some(now_ms());
         info!("answered");
+        let agent = self.queue.as_mut().and_then(|q| {
+            q.connected = true;
+            q.acd.answered(CallId(self.key), q.offered.as_deref()?);
+            q.offered.clone()
+        });
+        if let (Some(agent), Some(ivr)) = (agent, &mut self.ivr) {
+            let steps = ivr.feed(crate::ivr::Event::QueueResult(QueueResult::Connected {
+                agent,
+            }));
+            return self.on_ivr_steps(steps).await;
+        }
         None
     }
 
@@ -796,6 +941,17 @@ impl Call {
     async fn on_fork_final(&mut self, tx: TxId, code: u16) -> Option<End> {
         let fork = self.forks.iter_mut().find(|f| f.tx == tx)?;
         fork.final_code = Some(code);
+        if let Some(q) = &mut self.queue {
+            // An agent's phones did not answer: the ACD decides what next (the caller
+            // keeps its place). A cancelled offer was already withdrawn.
+            if self.forks.iter().all(|f| f.final_code.is_some()) {
+                if let Some(agent) = q.offered.take() {
+                    q.acd.declined(CallId(self.key), &agent);
+                }
+                self.phase = Phase::Ivr;
+            }
+            return None;
+        }
         if self.phase != Phase::Ringing || self.forks.iter().any(|f| f.final_code.is_none()) {
             return None;
         }
@@ -879,6 +1035,12 @@ impl Call {
         match req.method {
             Method::Bye => {
                 reply(&self.sw, 200);
+                let agent_left = side == Side::B
+                    && self.queue.as_ref().is_some_and(|q| q.connected)
+                    && self.ivr.as_ref().is_some_and(|i| i.is_running());
+                if agent_left {
+                    return self.back_to_flow_after_agent().await;
+                }
                 let other = other(side);
                 self.hangup_both(Some(other)).await;
                 // A caller leaving before the bridge: in the flow, or while the
@@ -893,6 +1055,14 @@ impl Call {
                             Some("caller hung up while the transfer rang"),
                         )
                     }
+                };
+                // A caller still waiting in a queue abandoned it.
+                let (disposition, reason) = match &self.queue {
+                    Some(q) if !q.connected => {
+                        self.cancel_forks(None);
+                        (Disposition::Abandoned, Some("caller hung up in the queue"))
+                    }
+                    _ => (disposition, reason),
                 };
                 if let Some(ivr) = &mut self.ivr {
                     if ivr.is_running() {
@@ -1074,7 +1244,14 @@ impl Call {
         }
     }
 
-    async fn finish(self, end: End) {
+    async fn finish(mut self, end: End) {
+        if let Some(q) = self.queue.take() {
+            if q.connected {
+                q.acd.ended(CallId(self.key), CallEnd::Caller);
+            } else {
+                q.acd.abandoned(CallId(self.key));
+            }
+        }
         let stats = match self.relay {
             Some(relay) => relay.stop().await,
             None => Default::default(),
@@ -1088,10 +1265,10 @@ impl Call {
         rec.disposition = Some(end.disposition);
         rec.final_code = end.code;
         rec.reason = end.reason;
-        rec.a_rtp_in = stats.a_in;
-        rec.a_rtp_out = stats.a_out;
-        rec.b_rtp_in = stats.b_in;
-        rec.b_rtp_out = stats.b_out;
+        rec.a_rtp_in += stats.a_in;
+        rec.a_rtp_out += stats.a_out;
+        rec.b_rtp_in += stats.b_in;
+        rec.b_rtp_out += stats.b_out;
         info!(
             disposition = end.disposition.as_str(),
             code = end.code,

@@ -20,10 +20,20 @@ use crate::media::endpoint::{EndpointEvent, EndpointHandle};
 use crate::media::mixer::SampleRate;
 use crate::media::prompt::{Playlist, PromptCache};
 
+/// The play id of music on hold: never a flow's, so its (endless) playing never
+/// answers a flow's prompt.
+const HOLD_MUSIC: u64 = u64::MAX;
+
 /// What the call task must do for the flow.
 #[derive(Debug)]
 pub enum IvrStep {
     Transfer(TransferTarget),
+    /// Put the caller in an ACD queue; answer with `QueueResult` through `feed`.
+    Enqueue {
+        queue: String,
+        skills: Vec<(String, u8)>,
+        priority: i32,
+    },
     Hangup,
     /// The flow is over (after a transfer or a hang-up): its trace goes into the record.
     Finished(Outcome),
@@ -41,6 +51,8 @@ pub struct IvrSession {
     http: reqwest::Client,
     /// Added to the real time the flow sees (the `--clock` test option); zero in service.
     clock_offset: jiff::SignedDuration,
+    /// Whether an ACD takes `queue` steps.
+    queues: bool,
 }
 
 impl IvrSession {
@@ -55,6 +67,7 @@ impl IvrSession {
         rate: SampleRate,
         http: reqwest::Client,
         clock_offset: jiff::SignedDuration,
+        queues: bool,
     ) -> Result<IvrSession, String> {
         let interp = Interpreter::new(flows, flow).map_err(|e| e.to_string())?;
         let (http_results, http_inbox) = mpsc::unbounded_channel();
@@ -69,6 +82,7 @@ impl IvrSession {
             rate,
             http,
             clock_offset,
+            queues,
         })
     }
 
@@ -86,6 +100,29 @@ impl IvrSession {
         if let Some(e) = &self.endpoint {
             e.stop();
         }
+    }
+
+    /// Music on hold while the caller waits in a queue: `moh/default.wav` under the
+    /// prompt root, looping (silence if there is none).
+    pub fn hold_music(&self) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        let path = self.prompt_root.join("moh/default.wav");
+        match self.prompts.get(&path, self.rate) {
+            Ok(music) => endpoint.play(HOLD_MUSIC, Playlist::new().then(music).looping(true)),
+            Err(e) => warn!(file = %path.display(), error = %e, "no music on hold"),
+        }
+    }
+
+    /// Gives the session a new endpoint (the caller is back from an agent).
+    pub fn set_endpoint(
+        &mut self,
+        endpoint: EndpointHandle,
+        media: mpsc::UnboundedReceiver<EndpointEvent>,
+    ) {
+        self.endpoint = Some(endpoint);
+        self.media = media;
     }
 
     /// Hands the media endpoint over (to release its ports for a bridge).
@@ -150,15 +187,25 @@ impl IvrSession {
                     body,
                     timeout,
                 } => self.request(id, method, url, headers, body, timeout),
+                Action::Enqueue {
+                    queue,
+                    skills,
+                    priority,
+                    ..
+                } if self.queues => steps.push(IvrStep::Enqueue {
+                    queue,
+                    skills,
+                    priority,
+                }),
                 Action::Enqueue { queue, .. } => {
-                    // Queues are not connected to calls yet: the flow takes its
-                    // failure path (voicemail, operator…), as it would with no agents.
-                    warn!(%queue, "queue step reached; queues are not connected to calls yet");
+                    // No ACD is configured: the flow takes its failure path
+                    // (voicemail, operator…), as it would with no agents.
+                    warn!(%queue, "queue step reached, but no queues are configured");
                     let now = self.now();
                     self.interp.handle(
                         now,
                         Event::QueueResult(QueueResult::Failed {
-                            reason: "queues are not connected to calls yet".into(),
+                            reason: "no queues are configured".into(),
                         }),
                     );
                 }

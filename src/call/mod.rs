@@ -4,6 +4,7 @@
 //! Follow one call: `sip::transport` → [`switch`] (admission, registrar, dispatch by
 //! transaction and Call-ID) → [`b2bua`] (two dialogs, the RTP relay, the record) → `store`.
 
+pub mod acd;
 pub mod b2bua;
 pub mod ivr;
 pub mod switch;

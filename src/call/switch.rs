@@ -41,6 +41,8 @@ pub struct Shared {
     pub prompts: Arc<PromptCache>,
     /// For the IVR's web requests.
     pub http: reqwest::Client,
+    /// The ACD, when queues are configured.
+    pub acd: Option<super::acd::AcdHandle>,
     /// Our address per transport, for Contact headers.
     pub local: Vec<(Transport, SocketAddr)>,
 }
@@ -98,6 +100,7 @@ pub async fn start(
     config: Config,
     store: Store,
     flows: Option<FlowsHandle>,
+    acd: Option<super::acd::AcdHandle>,
 ) -> anyhow::Result<(
     Switch,
     mpsc::Receiver<Inbound>,
@@ -126,6 +129,7 @@ pub async fn start(
         flows,
         prompts: Arc::new(PromptCache::new()),
         http: reqwest::Client::new(),
+        acd,
         local: bound.local.clone(),
     });
     Ok((

@@ -72,6 +72,8 @@ struct RawConfig {
     dids: Vec<RawDid>,
     #[serde(default)]
     ivr: RawIvr,
+    #[serde(default)]
+    queues: Vec<RawQueue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +124,28 @@ struct RawUser {
     password: Spanned<String>,
     #[serde(default)]
     role: Option<Spanned<String>>,
+    /// Skill name → level 1–10 (agents).
+    #[serde(default)]
+    skills: std::collections::BTreeMap<String, Spanned<u8>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    name: Spanned<String>,
+    /// Required of every agent: skill name → minimum level.
+    #[serde(default)]
+    skills: std::collections::BTreeMap<String, Spanned<u8>>,
+    #[serde(default)]
+    strategy: Option<Spanned<String>>,
+    #[serde(default)]
+    ring_timeout_secs: Option<u64>,
+    #[serde(default)]
+    wrap_up_secs: Option<u64>,
+    #[serde(default)]
+    max_wait_secs: Option<u64>,
+    /// Extensions that are members (logged in and ready at start-up).
+    members: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +202,28 @@ pub struct User {
     pub name: String,
     pub password: String,
     pub role: Role,
+    pub skills: Vec<(String, u8)>,
+}
+
+/// How a queue picks among its available agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueStrategy {
+    LongestIdle,
+    FewestCalls,
+    RoundRobin,
+    BestSkill,
+    RingAll,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub name: String,
+    pub skills: Vec<(String, u8)>,
+    pub strategy: QueueStrategy,
+    pub ring_timeout_secs: u64,
+    pub wrap_up_secs: u64,
+    pub max_wait_secs: Option<u64>,
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +270,8 @@ pub struct Config {
     /// IVR flow files (every *.yaml) and the prompt root they name files under.
     pub ivr_flows: PathBuf,
     pub ivr_prompts: PathBuf,
+    /// ACD queues.
+    pub queues: Vec<Queue>,
     /// How far the IVR's clock is set from the real one (`--clock`, for testing business
     /// hours); zero in service.
     pub clock_offset: jiff::SignedDuration,
@@ -425,6 +473,29 @@ impl Validator {
         });
     }
 
+    /// Skill levels, each checked to be 1–10.
+    fn skills(
+        &mut self,
+        raw: &std::collections::BTreeMap<String, Spanned<u8>>,
+        what: &str,
+    ) -> Vec<(String, u8)> {
+        let mut out = Vec::new();
+        for (name, level) in raw {
+            if !(1..=10).contains(&level.value) {
+                self.error(
+                    level,
+                    format!(
+                        "skill \"{name}\" has {what} {}; levels go from 1 to 10",
+                        level.value
+                    ),
+                );
+            } else {
+                out.push((name.clone(), level.value));
+            }
+        }
+        out
+    }
+
     fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
         let mut listeners = Vec::new();
         for l in &raw.sip.listen {
@@ -587,11 +658,13 @@ impl Validator {
                     }
                 },
             };
+            let skills = self.skills(&u.skills, "level");
             users.push(User {
                 extension: ext.value.clone(),
                 name: u.name.clone().unwrap_or_else(|| ext.value.clone()),
                 password: u.password.value.clone(),
                 role,
+                skills,
             });
         }
 
@@ -646,6 +719,54 @@ impl Validator {
             });
         }
 
+        let mut queues = Vec::new();
+        let mut queue_names = HashSet::new();
+        for q in &raw.queues {
+            if !queue_names.insert(q.name.value.clone()) {
+                self.error(
+                    &q.name,
+                    format!("queue \"{}\" is defined twice", q.name.value),
+                );
+            }
+            let strategy = match q.strategy.as_ref().map(|s| (s, s.value.as_str())) {
+                None | Some((_, "best_skill")) => QueueStrategy::BestSkill,
+                Some((_, "longest_idle")) => QueueStrategy::LongestIdle,
+                Some((_, "fewest_calls")) => QueueStrategy::FewestCalls,
+                Some((_, "round_robin")) => QueueStrategy::RoundRobin,
+                Some((_, "ring_all")) => QueueStrategy::RingAll,
+                Some((at, other)) => {
+                    self.error(
+                        at,
+                        format!(
+                            "strategy \"{other}\" is unknown; use best_skill, longest_idle, \
+                             fewest_calls, round_robin or ring_all"
+                        ),
+                    );
+                    QueueStrategy::BestSkill
+                }
+            };
+            for m in &q.members {
+                if !extensions.contains(&m.value) {
+                    self.error(
+                        m,
+                        format!(
+                            "queue \"{}\" lists member \"{}\", which is not a configured user",
+                            q.name.value, m.value
+                        ),
+                    );
+                }
+            }
+            queues.push(Queue {
+                name: q.name.value.clone(),
+                skills: self.skills(&q.skills, "minimum level"),
+                strategy,
+                ring_timeout_secs: q.ring_timeout_secs.unwrap_or(15),
+                wrap_up_secs: q.wrap_up_secs.unwrap_or(10),
+                max_wait_secs: q.max_wait_secs,
+                members: q.members.iter().map(|m| m.value.clone()).collect(),
+            });
+        }
+
         let data_dir = raw
             .data_dir
             .as_ref()
@@ -673,6 +794,7 @@ impl Validator {
             ivr_flows: PathBuf::from(raw.ivr.flows.as_deref().unwrap_or("ivr-flows")),
             ivr_prompts: PathBuf::from(raw.ivr.prompts.as_deref().unwrap_or("prompts")),
             clock_offset: jiff::SignedDuration::ZERO,
+            queues,
         })
     }
 }

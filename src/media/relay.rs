@@ -102,6 +102,14 @@ enum Control {
         rtcp: SocketAddr,
     },
     Stop(oneshot::Sender<()>),
+    /// End relaying and hand both legs' ports back (a caller returning to the IVR).
+    Release(oneshot::Sender<(MediaPorts, MediaPorts)>),
+}
+
+/// How the relay task was asked to end.
+enum Ending {
+    Stopped(oneshot::Sender<()>),
+    Released(oneshot::Sender<(MediaPorts, MediaPorts)>),
 }
 
 /// Controls a running relay. Clones control the same relay; the relay ends
@@ -127,6 +135,15 @@ impl RelayHandle {
     /// The counters so far.
     pub fn stats(&self) -> RelayStats {
         self.counters.snapshot()
+    }
+
+    /// Stops relaying and hands back both legs' ports (still bound) with the counters,
+    /// e.g. to put the caller back into the IVR when the agent hangs up.
+    pub async fn release(self) -> Option<(MediaPorts, MediaPorts, RelayStats)> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Control::Release(tx)).ok()?;
+        let (a, b) = rx.await.ok()?;
+        Some((a, b, self.stats()))
     }
 
     /// Stops the relay and returns the final counters. When this returns the
@@ -260,16 +277,23 @@ impl Relay {
                 Err(e) => tracing::trace!(error = %e, "RTP receive error"),
             }
         };
-        // Close the sockets (returning the ports) before confirming the stop.
-        drop(self);
-        if let Some(done) = stopped_by {
-            let _ = done.send(());
+        match stopped_by {
+            Some(Ending::Released(back)) => {
+                let [a, b] = self.legs;
+                let _ = back.send((a.ports, b.ports));
+            }
+            Some(Ending::Stopped(done)) => {
+                // Close the sockets (returning the ports) before confirming the stop.
+                drop(self);
+                let _ = done.send(());
+            }
+            None => {}
         }
     }
 
     /// Applies a control message; `Break` ends the relay, carrying the stop
     /// acknowledgement if there is one (`None` msg: every handle dropped).
-    fn control(&mut self, msg: Option<Control>) -> ControlFlow<Option<oneshot::Sender<()>>> {
+    fn control(&mut self, msg: Option<Control>) -> ControlFlow<Option<Ending>> {
         match msg {
             Some(Control::SetRemote { side, rtp, rtcp }) => {
                 let leg = &mut self.legs[side.idx()];
@@ -281,7 +305,8 @@ impl Relay {
                 }
                 ControlFlow::Continue(())
             }
-            Some(Control::Stop(done)) => ControlFlow::Break(Some(done)),
+            Some(Control::Stop(done)) => ControlFlow::Break(Some(Ending::Stopped(done))),
+            Some(Control::Release(back)) => ControlFlow::Break(Some(Ending::Released(back))),
             None => ControlFlow::Break(None),
         }
     }

@@ -92,6 +92,22 @@ pub struct CallRecord {
     /// The IVR flow that answered the call, and the steps it took (secure input masked).
     pub flow: Option<String>,
     pub ivr_trace: Option<String>,
+    /// The ACD queue the call waited in, if any.
+    pub queue: Option<String>,
+}
+
+/// One row of the queue event log (like Asterisk's queue_log): ENTER, OFFER, CONNECT,
+/// ABANDON, COMPLETE_AGENT… with the wait or talk time the event closes.
+#[derive(Debug, Clone, Default)]
+pub struct QueueEvent {
+    pub at_ms: i64,
+    pub queue: Option<String>,
+    pub call_uuid: Option<String>,
+    pub agent: Option<String>,
+    pub event: String,
+    pub wait_ms: Option<i64>,
+    pub talk_ms: Option<i64>,
+    pub detail: Option<String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -130,16 +146,30 @@ CREATE TABLE IF NOT EXISTS calls (
     b_rtp_out INTEGER NOT NULL DEFAULT 0,
     bridged_ms INTEGER,
     flow TEXT,
-    ivr_trace TEXT
+    ivr_trace TEXT,
+    queue TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
+CREATE TABLE IF NOT EXISTS queue_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    queue TEXT,
+    call_uuid TEXT,
+    agent TEXT,
+    event TEXT NOT NULL,
+    wait_ms INTEGER,
+    talk_ms INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_log_at ON queue_log (at_ms);
 ";
 
 /// Columns added after the first release of the schema, with their types.
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 4] = [
     ("bridged_ms", "INTEGER"),
     ("flow", "TEXT"),
     ("ivr_trace", "TEXT"),
+    ("queue", "TEXT"),
 ];
 
 #[derive(Clone)]
@@ -182,8 +212,8 @@ impl Store {
             "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
                source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
                ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
-               bridged_ms, flow, ivr_trace)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               bridged_ms, flow, ivr_trace, queue)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.call_uuid)
         .bind(&r.a_call_id)
@@ -212,6 +242,25 @@ impl Store {
         .bind(r.bridged_ms)
         .bind(&r.flow)
         .bind(&r.ivr_trace)
+        .bind(&r.queue)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn write_queue_event(&self, e: &QueueEvent) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO queue_log (at_ms, queue, call_uuid, agent, event, wait_ms, talk_ms, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at_ms)
+        .bind(&e.queue)
+        .bind(&e.call_uuid)
+        .bind(&e.agent)
+        .bind(&e.event)
+        .bind(e.wait_ms)
+        .bind(e.talk_ms)
+        .bind(&e.detail)
         .execute(&self.pool)
         .await?;
         Ok(())

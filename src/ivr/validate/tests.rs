@@ -162,10 +162,21 @@ const DEMO_PROMPTS: &[&str] = &[
 
 #[test]
 fn the_demo_flows_are_clean() {
+    // The queues and skills the shipped configuration defines, as the server checks.
+    let config = crate::config::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/switchboard.yaml"),
+    )
+    .expect("the demo configuration loads");
+    let queues: Vec<&str> = config.queues.iter().map(|q| q.name.as_str()).collect();
+    let skills: Vec<&str> = config
+        .users
+        .iter()
+        .flat_map(|u| u.skills.iter().map(|(s, _)| s.as_str()))
+        .collect();
     let opts = Options {
         prompt_root: None,
-        queues: known(&["billing", "support"]),
-        skills: known(&["billing", "technical"]),
+        queues: known(&queues),
+        skills: known(&skills),
     };
     let (set, report) = load_dir(&demo_dir(), &opts);
     assert!(report.errors.is_empty(), "{:#?}", report.errors);

@@ -6,7 +6,8 @@
 //! and the end packet (E bit) repeated three times. Packets can be lost,
 //! duplicated and reordered, so a press is identified by its timestamp, not
 //! by the marker: it is reported once, when its first end packet arrives;
-//! later packets with that timestamp or an older one are ignored. If every
+//! later packets with that timestamp or an older one are ignored, except a start
+//! packet (marker set) under another timestamp, which begins a new press. If every
 //! end packet is lost, the press is still reported, with the last duration
 //! seen, when the next press starts or after [`END_TIMEOUT`] without packets.
 //!
@@ -228,11 +229,15 @@ impl TelephoneEventReceiver {
         let Some(key) = Key::from_event(event.event) else {
             return;
         };
-        if self
-            .last_done
-            .is_some_and(|done| !is_later(timestamp, done))
-        {
-            return; // A retransmitted end, or a straggler of a finished press.
+        if let Some(done) = self.last_done {
+            // A start packet (marker) under another timestamp than the last press is a
+            // new press even if its timestamp went backwards: some senders (gateways,
+            // replayed captures) restart their event clock without a new SSRC.
+            let restarted = marker && timestamp != done;
+            let ongoing = self.current.is_some_and(|c| c.timestamp == timestamp);
+            if !is_later(timestamp, done) && !restarted && !ongoing {
+                return; // A retransmitted end, or a straggler of a finished press.
+            }
         }
         let current = match self.current {
             Some(mut current) if current.timestamp == timestamp => {
@@ -541,6 +546,39 @@ mod tests {
             assert_eq!(drain(&mut rx), [digit(key, 120)], "{key}");
             timestamp = timestamp.wrapping_add(8000);
         }
+    }
+
+    /// A sender whose event clock goes backwards under the same SSRC (a replayed
+    /// capture, some gateways): each new start packet is still a new press, while
+    /// retransmissions of the last press stay ignored.
+    #[test]
+    fn a_start_packet_under_an_older_timestamp_is_a_new_press() {
+        let t0 = Instant::now();
+        let mut rx = TelephoneEventReceiver::new(8000);
+        let mut press = |key: Key, ts: u32, at: u64| {
+            for packet in EventTrain::new(key, ms(100), 10, ts, 8000) {
+                rx.on_packet(
+                    t0 + ms(at) + packet.send_at,
+                    7,
+                    packet.timestamp,
+                    packet.marker,
+                    &packet.payload,
+                )
+                .unwrap();
+            }
+            drain(&mut rx)
+        };
+        assert_eq!(press(Key::Num5, 43_200, 0), [digit(Key::Num5, 100)]);
+        assert_eq!(press(Key::Num1, 13_280, 1_000), [digit(Key::Num1, 100)]);
+        // The same press again (every packet a retransmission): nothing new.
+        let again: Vec<_> = EventTrain::new(Key::Num1, ms(100), 10, 13_280, 8000)
+            .filter(|p| !p.marker)
+            .collect();
+        for p in again {
+            rx.on_packet(t0 + ms(2_000), 7, p.timestamp, p.marker, &p.payload)
+                .unwrap();
+        }
+        assert!(drain(&mut rx).is_empty());
     }
 
     #[test]
