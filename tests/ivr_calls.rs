@@ -343,6 +343,13 @@ fn the_billing_key_queues_the_caller_for_an_agent_then_the_survey_follows() {
         assert!(trace.contains(step), "trace lacks {step:?}:\n{trace}");
     }
 
+    assert_eq!(rec.queue.as_deref(), Some("billing"), "{rec:#?}");
+    assert_eq!(
+        (rec.csat, rec.resolved),
+        (Some(5), Some(1)),
+        "survey answers: {rec:#?}"
+    );
+
     // The queue log tells the same story, joined to the call record by its id.
     let uuid = rec.call_uuid.clone().unwrap();
     let rows = sqlite_query(
@@ -366,4 +373,87 @@ fn the_billing_key_queues_the_caller_for_an_agent_then_the_survey_follows() {
         rows.iter().all(|r| r[1].as_deref() == Some("billing")),
         "{rows:?}"
     );
+}
+
+#[test]
+fn a_voicemail_is_recorded_into_the_data_directory_and_linked_from_the_record() {
+    require_pcap();
+    let flow = r#"
+name: main
+entry: message
+prompts: en
+nodes:
+  message:
+    voicemail:
+      mailbox: sales
+      greeting: [leave_message]
+      max_secs: 3
+      silence_secs: 2
+      next: bye
+  bye:
+    hangup:
+"#;
+    let dir = flows_dir(&[("main", flow)]);
+    let server = Server::start_with(config_with_flows(dir.path()));
+    // The caller talks (the g711a speech capture) from the start and waits for our BYE.
+    let caller = Sipp::new("uac_call_wait_bye.xml")
+        .service("100")
+        .timeout_secs(40)
+        .run(&server);
+    caller.assert_ok(&server, "greeting, beep, message, goodbye");
+    let rec = server.single_call();
+    let file = rec.voicemail.clone().expect("the record links the message");
+    assert!(file.starts_with("voicemail/sales/"), "{file}");
+    let path = server.data_dir.join(&file);
+    let reader =
+        hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = reader.spec();
+    assert_eq!((spec.channels, spec.sample_rate), (1, 8000));
+    let samples: Vec<i16> = reader.into_samples::<i16>().map(|s| s.unwrap()).collect();
+    let seconds = samples.len() as f64 / 8000.0;
+    // Stopped by the 3 s maximum (the caller kept talking), give or take a packet.
+    assert!((2.9..=3.1).contains(&seconds), "{seconds} s");
+    let loud = samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
+    assert!(
+        loud > 800,
+        "the message holds the caller's speech ({loud} loud samples)"
+    );
+    let trace = rec.ivr_trace.unwrap_or_default();
+    assert!(trace.contains("main/bye"), "{trace}");
+}
+
+#[test]
+fn a_transfer_to_an_outside_number_goes_out_through_the_trunk() {
+    require_pcap();
+    let flow =
+        "name: main\nentry: out\nnodes:\n  out:\n    transfer:\n      number: \"+15550199\"\n";
+    let dir = flows_dir(&[("main", flow)]);
+    // The carrier's side: a SIPp UAS answering at the trunk's outbound address.
+    let carrier_port = alloc_ports(1);
+    let server = Server::start_with(ServerConfig {
+        trunk_outbound: Some(format!("127.0.0.1:{carrier_port}")),
+        ..config_with_flows(dir.path())
+    });
+    let carrier = Sipp::new("uas_answer.xml")
+        .local_port(carrier_port)
+        .media_port(alloc_ports(4))
+        .args(&["-rtp_echo"])
+        .no_remote()
+        .spawn(&server);
+    assert!(wait_udp_bound(carrier_port, Duration::from_secs(5)));
+    let caller = Sipp::new("uac_call.xml")
+        .service("100")
+        .duration_ms(1_500)
+        .run(&server);
+    caller.assert_ok(&server, "IVR transfer out through the trunk");
+    let carrier_run = carrier.wait(Duration::from_secs(10));
+    carrier_run.assert_ok(&server, "the carrier answers the outgoing call");
+    let invite = &carrier_run.received("INVITE ")[0];
+    assert!(
+        invite.starts_with("INVITE sip:+15550199@127.0.0.1:"),
+        "{invite}"
+    );
+    let rec = server.single_call();
+    assert_eq!(rec.target.as_deref(), Some("+15550199"), "{rec:#?}");
+    rec.assert_media_both_ways(10);
 }

@@ -396,6 +396,8 @@ impl Call {
             self.shared.http.clone(),
             self.shared.config.clock_offset,
             self.shared.acd.is_some(),
+            &self.shared.config.data_dir,
+            &self.rec.call_uuid,
         );
         let mut session = match session {
             Ok(s) => s,
@@ -507,6 +509,7 @@ impl Call {
                 IvrStep::Finished(outcome) => {
                     debug!(?outcome, "flow finished");
                 }
+                IvrStep::Voicemail(file) => self.rec.voicemail = Some(file),
                 IvrStep::Enqueue {
                     queue,
                     skills,
@@ -564,15 +567,40 @@ impl Call {
                     self.ring(&phones).await;
                 }
                 IvrStep::Transfer(TransferTarget::External(number)) => {
-                    self.hangup_both(Some(Side::A)).await;
-                    return Some(End {
-                        by: HangupBy::Switchboard,
-                        disposition: Disposition::Failed,
-                        code: 200,
-                        reason: Some(format!(
-                            "transfer to {number}: calls out through a trunk are not supported yet"
-                        )),
-                    });
+                    // Out through the first trunk that takes outgoing calls.
+                    let trunk = self
+                        .shared
+                        .config
+                        .trunks
+                        .iter()
+                        .find_map(|t| t.outbound.map(|addr| (t.name.clone(), addr)));
+                    let Some((trunk, addr)) = trunk else {
+                        self.hangup_both(Some(Side::A)).await;
+                        return Some(End {
+                            by: HangupBy::Switchboard,
+                            disposition: Disposition::Failed,
+                            code: 200,
+                            reason: Some(format!(
+                                "transfer to {number}: no trunk is configured for outgoing calls"
+                            )),
+                        });
+                    };
+                    info!(%number, %trunk, "transfer out through a trunk");
+                    self.rec.target = Some(number.clone());
+                    if let Some(ivr) = &mut self.ivr {
+                        ivr.stop_playback();
+                    }
+                    let via_trunk = Binding {
+                        contact: format!("sip:{number}@{}", host_port(addr)),
+                        source: Peer {
+                            transport: crate::config::Transport::Udp,
+                            addr,
+                        },
+                        expires_at: std::time::Instant::now(),
+                        call_id: String::new(),
+                        cseq: 0,
+                    };
+                    self.ring(&[via_trunk]).await;
                 }
             }
         }
@@ -1259,6 +1287,7 @@ impl Call {
         let mut rec = self.rec;
         if let Some(ivr) = &self.ivr {
             rec.ivr_trace = Some(ivr.trace_text());
+            (rec.csat, rec.resolved) = ivr.survey();
         }
         rec.ended_ms = now_ms();
         rec.hangup_by = Some(end.by);
@@ -1317,6 +1346,11 @@ fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<
         })
         .take(MAX_HEADERS)
         .collect()
+}
+
+/// `host:port` of an address for a SIP URI (IPv6 in its internal host form).
+fn host_port(addr: std::net::SocketAddr) -> String {
+    format!("{}:{}", host_str(addr.ip()), addr.port())
 }
 
 fn other(side: Side) -> Side {

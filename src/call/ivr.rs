@@ -23,11 +23,23 @@ use crate::media::prompt::{Playlist, PromptCache};
 /// The play id of music on hold: never a flow's, so its (endless) playing never
 /// answers a flow's prompt.
 const HOLD_MUSIC: u64 = u64::MAX;
+/// The play id of the voicemail beep (likewise never a flow's).
+const BEEP: u64 = u64::MAX - 1;
+
+/// The tone before a voicemail: 1 kHz for 300 ms.
+fn beep_tone(rate: SampleRate) -> Arc<[i16]> {
+    let hz = rate.hz() as f32;
+    (0..(rate.hz() * 3 / 10))
+        .map(|i| ((i as f32 * 1000.0 * std::f32::consts::TAU / hz).sin() * 8000.0) as i16)
+        .collect()
+}
 
 /// What the call task must do for the flow.
 #[derive(Debug)]
 pub enum IvrStep {
     Transfer(TransferTarget),
+    /// A voicemail is being recorded into this file (relative to the data directory).
+    Voicemail(String),
     /// Put the caller in an ACD queue; answer with `QueueResult` through `feed`.
     Enqueue {
         queue: String,
@@ -53,6 +65,11 @@ pub struct IvrSession {
     clock_offset: jiff::SignedDuration,
     /// Whether an ACD takes `queue` steps.
     queues: bool,
+    /// Where voicemail goes (the data directory), and this call's id for file names.
+    data_dir: PathBuf,
+    call_uuid: String,
+    /// The message being (or last) recorded, relative to the data directory.
+    voicemail: Option<String>,
 }
 
 impl IvrSession {
@@ -68,6 +85,8 @@ impl IvrSession {
         http: reqwest::Client,
         clock_offset: jiff::SignedDuration,
         queues: bool,
+        data_dir: &Path,
+        call_uuid: &str,
     ) -> Result<IvrSession, String> {
         let interp = Interpreter::new(flows, flow).map_err(|e| e.to_string())?;
         let (http_results, http_inbox) = mpsc::unbounded_channel();
@@ -83,6 +102,9 @@ impl IvrSession {
             http,
             clock_offset,
             queues,
+            data_dir: data_dir.to_path_buf(),
+            call_uuid: call_uuid.to_string(),
+            voicemail: None,
         })
     }
 
@@ -140,6 +162,14 @@ impl IvrSession {
             .join("\n")
     }
 
+    /// The post-call survey's answers, if it ran.
+    pub fn survey(&self) -> (Option<u8>, Option<bool>) {
+        match &self.interp.trace().survey {
+            Some(a) => (a.csat, a.resolved),
+            None => (None, None),
+        }
+    }
+
     /// The variables that may travel with the call (secure ones left out).
     pub fn call_data(&self) -> std::collections::BTreeMap<String, String> {
         self.interp.call_data()
@@ -156,6 +186,9 @@ impl IvrSession {
             Some(ev) = self.media.recv() => match ev {
                 EndpointEvent::Digit(d) => Event::Digit(d),
                 EndpointEvent::PlayFinished(id) => Event::PromptFinished { play: id },
+                EndpointEvent::RecordingDone { .. } => Event::RecordingFinished {
+                    file: self.voicemail.clone(),
+                },
             },
             Some(ev) = self.http_inbox.recv() => ev,
             _ = sleep_until_opt(timer) => Event::Timer,
@@ -209,11 +242,32 @@ impl IvrSession {
                         }),
                     );
                 }
-                Action::Record { mailbox, .. } => {
-                    warn!(%mailbox, "voicemail step reached; recording is not available yet");
-                    let now = self.now();
-                    self.interp
-                        .handle(now, Event::RecordingFinished { file: None });
+                Action::Record {
+                    mailbox,
+                    beep,
+                    max,
+                    silence,
+                } => {
+                    let name: String = mailbox
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    let relative = format!("voicemail/{name}/{}.wav", self.call_uuid);
+                    if let Some(endpoint) = &self.endpoint {
+                        if beep {
+                            endpoint.play(BEEP, Playlist::new().then(beep_tone(self.rate)));
+                        }
+                        endpoint.record(self.data_dir.join(&relative), max, silence);
+                    }
+                    info!(file = %relative, "recording a voicemail");
+                    self.voicemail = Some(relative.clone());
+                    steps.push(IvrStep::Voicemail(relative));
                 }
                 // No call recording exists yet, so there is nothing to pause.
                 Action::PauseRecording | Action::ResumeRecording => {}

@@ -113,6 +113,9 @@ struct RawCalls {
 struct RawTrunk {
     name: Spanned<String>,
     peers: Vec<Spanned<String>>,
+    /// Where calls out through this trunk go (host:port).
+    #[serde(default)]
+    outbound: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +233,8 @@ pub struct Queue {
 pub struct Trunk {
     pub name: String,
     pub peers: Vec<IpNet>,
+    /// The trunk's address for outgoing calls, if it takes any.
+    pub outbound: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -613,9 +618,23 @@ impl Validator {
                     ),
                 }
             }
+            let outbound = t.outbound.as_ref().and_then(|o| match o.value.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.error(
+                        o,
+                        format!(
+                            "\"{}\" is not an address:port for outgoing calls (e.g. 203.0.113.5:5060)",
+                            o.value
+                        ),
+                    );
+                    None
+                }
+            });
             trunks.push(Trunk {
                 name: t.name.value.clone(),
                 peers,
+                outbound,
             });
         }
 

@@ -19,17 +19,40 @@ use super::ports::MediaPorts;
 use super::prompt::{Player, PlayerEvent, Playlist};
 
 /// What the leg did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EndpointEvent {
     /// The caller pressed a key.
     Digit(char),
     /// The playlist started with this id played to its end.
     PlayFinished(u64),
+    /// A recording ended (maximum length or silence); the file is complete.
+    RecordingDone { seconds: f64 },
 }
 
+/// A message being recorded from the leg (voicemail).
+struct Recording {
+    writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    samples: u64,
+    max_samples: u64,
+    silent_samples: u64,
+    silence_samples: u64,
+    rate: u32,
+}
+
+/// Below this mean absolute level a frame counts as silence (about −40 dBFS).
+const SILENCE_LEVEL: i32 = 330;
+
 enum Control {
-    Play { id: u64, playlist: Playlist },
+    Play {
+        id: u64,
+        playlist: Playlist,
+    },
     Stop,
+    Record {
+        path: std::path::PathBuf,
+        max: Duration,
+        silence: Duration,
+    },
     Release(oneshot::Sender<MediaPorts>),
 }
 
@@ -46,6 +69,12 @@ impl EndpointHandle {
 
     pub fn stop(&self) {
         let _ = self.ctl.send(Control::Stop);
+    }
+
+    /// Records what the leg says into a mono WAV at `path` until `max` or `silence`;
+    /// `RecordingDone` follows. Dropping the endpoint mid-message completes the file.
+    pub fn record(&self, path: std::path::PathBuf, max: Duration, silence: Duration) {
+        let _ = self.ctl.send(Control::Record { path, max, silence });
     }
 
     /// Ends the endpoint and hands its ports back (to bridge the leg through a relay).
@@ -100,6 +129,9 @@ async fn run(
     // Only in-band detection needs decoded audio; legs that negotiated telephone-event
     // (every phone and trunk in practice) are heard through it.
     let mut dtmf = DtmfDetector::new(8000, false);
+    let mut decoder = super::codec::Decoder::new(media.codec);
+    let mut pcm = [0i16; super::codec::MAX_SAMPLES];
+    let mut recording: Option<Recording> = None;
     let mut playing: Option<u64> = None;
     let mut latched: Option<SocketAddr> = None;
     let mut out = [0u8; HEADER + MAX_PAYLOAD];
@@ -125,6 +157,38 @@ async fn run(
                     player.stop();
                     while player.poll_event().is_some() {}
                     playing = None;
+                }
+                Some(Control::Record { path, max, silence }) => {
+                    let rate = media.codec.sample_rate();
+                    let spec = hound::WavSpec {
+                        channels: 1,
+                        sample_rate: rate,
+                        bits_per_sample: 16,
+                        sample_format: hound::SampleFormat::Int,
+                    };
+                    let made = path
+                        .parent()
+                        .map(std::fs::create_dir_all)
+                        .unwrap_or(Ok(()))
+                        .map_err(hound::Error::IoError)
+                        .and_then(|_| hound::WavWriter::create(&path, spec));
+                    match made {
+                        Ok(writer) => {
+                            let per_sec = u64::from(rate);
+                            recording = Some(Recording {
+                                writer,
+                                samples: 0,
+                                max_samples: max.as_millis() as u64 * per_sec / 1000,
+                                silent_samples: 0,
+                                silence_samples: silence.as_millis() as u64 * per_sec / 1000,
+                                rate,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "cannot record");
+                            let _ = events.send(EndpointEvent::RecordingDone { seconds: 0.0 });
+                        }
+                    }
                 }
                 Some(Control::Release(reply)) => {
                     let _ = reply.send(ports);
@@ -173,10 +237,22 @@ async fn run(
                     continue;
                 }
                 let pt = pkt[1] & 0x7f;
+                let csrc = usize::from(pkt[0] & 0x0f) * 4;
+                if pt == media.codec.payload_type() && n > HEADER + csrc {
+                    if let Some(rec) = &mut recording {
+                        let Ok(count) = decoder.decode(&pkt[HEADER + csrc..], &mut pcm) else {
+                            continue;
+                        };
+                        if let Some(seconds) = rec.add(&pcm[..count]) {
+                            recording = None;
+                            let _ = events.send(EndpointEvent::RecordingDone { seconds });
+                        }
+                    }
+                    continue;
+                }
                 if Some(pt) != media.telephone_event {
                     continue;
                 }
-                let csrc = usize::from(pkt[0] & 0x0f) * 4;
                 let marker = pkt[1] & 0x80 != 0;
                 let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
                 let pssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
@@ -189,6 +265,30 @@ async fn run(
             // RTCP is read and dropped so the socket buffer never fills.
             _ = ports.rtcp.recv_from(&mut rtcp_buf) => {}
         }
+    }
+}
+
+impl Recording {
+    /// Appends a frame; returns the message length once it is over (max or silence).
+    fn add(&mut self, frame: &[i16]) -> Option<f64> {
+        for &s in frame {
+            let _ = self.writer.write_sample(s);
+        }
+        self.samples += frame.len() as u64;
+        let level =
+            frame.iter().map(|s| i32::from(*s).abs()).sum::<i32>() / frame.len().max(1) as i32;
+        if level < SILENCE_LEVEL {
+            self.silent_samples += frame.len() as u64;
+        } else {
+            self.silent_samples = 0;
+        }
+        let done = self.samples >= self.max_samples
+            || (self.silence_samples > 0 && self.silent_samples >= self.silence_samples);
+        if !done {
+            return None;
+        }
+        let _ = self.writer.flush();
+        Some(self.samples as f64 / f64::from(self.rate))
     }
 }
 

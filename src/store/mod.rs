@@ -94,6 +94,11 @@ pub struct CallRecord {
     pub ivr_trace: Option<String>,
     /// The ACD queue the call waited in, if any.
     pub queue: Option<String>,
+    /// Post-call survey: satisfaction 1–5, and whether the issue was resolved (FCR).
+    pub csat: Option<u8>,
+    pub resolved: Option<bool>,
+    /// A voicemail left in the IVR: its file under the data directory.
+    pub voicemail: Option<String>,
 }
 
 /// One row of the queue event log (like Asterisk's queue_log): ENTER, OFFER, CONNECT,
@@ -147,7 +152,10 @@ CREATE TABLE IF NOT EXISTS calls (
     bridged_ms INTEGER,
     flow TEXT,
     ivr_trace TEXT,
-    queue TEXT
+    queue TEXT,
+    csat INTEGER,
+    resolved INTEGER,
+    voicemail TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
 CREATE TABLE IF NOT EXISTS queue_log (
@@ -165,11 +173,14 @@ CREATE INDEX IF NOT EXISTS queue_log_at ON queue_log (at_ms);
 ";
 
 /// Columns added after the first release of the schema, with their types.
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 7] = [
     ("bridged_ms", "INTEGER"),
     ("flow", "TEXT"),
     ("ivr_trace", "TEXT"),
     ("queue", "TEXT"),
+    ("csat", "INTEGER"),
+    ("resolved", "INTEGER"),
+    ("voicemail", "TEXT"),
 ];
 
 #[derive(Clone)]
@@ -212,8 +223,8 @@ impl Store {
             "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
                source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
                ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
-               bridged_ms, flow, ivr_trace, queue)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.call_uuid)
         .bind(&r.a_call_id)
@@ -243,6 +254,9 @@ impl Store {
         .bind(&r.flow)
         .bind(&r.ivr_trace)
         .bind(&r.queue)
+        .bind(r.csat.map(i64::from))
+        .bind(r.resolved)
+        .bind(&r.voicemail)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -176,6 +176,8 @@ pub struct ServerConfig {
     pub ivr: Option<(PathBuf, PathBuf)>,
     /// More command-line arguments for `serve` (e.g. `--clock`).
     pub extra_args: Vec<String>,
+    /// `outbound:` of the first trunk (where calls out go).
+    pub trunk_outbound: Option<String>,
     /// How many RTP ports the server gets.
     pub rtp_port_count: u16,
     /// Pass listeners, RTP ports and data dir as command-line flags instead of
@@ -230,6 +232,7 @@ impl Default for ServerConfig {
             flow_dids: Vec::new(),
             ivr: None,
             extra_args: Vec::new(),
+            trunk_outbound: None,
         }
     }
 }
@@ -272,6 +275,13 @@ impl ServerConfig {
         for (name, peers) in &self.trunks {
             let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
             writeln!(y, "  - name: {name}\n    peers: [{}]", peers.join(", ")).unwrap();
+            if let Some(out) = self
+                .trunk_outbound
+                .as_ref()
+                .filter(|_| name == &self.trunks[0].0)
+            {
+                writeln!(y, "    outbound: \"{out}\"").unwrap();
+            }
         }
         if self.trunks.is_empty() {
             y.truncate(y.len() - "trunks:\n".len());
@@ -1129,6 +1139,10 @@ pub struct CallRecord {
     pub bridged_ms: Option<i64>,
     pub flow: Option<String>,
     pub ivr_trace: Option<String>,
+    pub queue: Option<String>,
+    pub csat: Option<i64>,
+    pub resolved: Option<i64>,
+    pub voicemail: Option<String>,
 }
 
 pub const CALL_COLUMNS: &[&str] = &[
@@ -1160,6 +1174,10 @@ pub const CALL_COLUMNS: &[&str] = &[
     "bridged_ms",
     "flow",
     "ivr_trace",
+    "queue",
+    "csat",
+    "resolved",
+    "voicemail",
 ];
 
 const FIELD_SEP: char = '\u{1f}';
@@ -1260,6 +1278,10 @@ pub fn query_calls(db: &Path) -> Result<Vec<CallRecord>, String> {
                 bridged_ms: i("bridged_ms")?,
                 flow: s("flow"),
                 ivr_trace: s("ivr_trace"),
+                queue: s("queue"),
+                csat: i("csat")?,
+                resolved: i("resolved")?,
+                voicemail: s("voicemail"),
             })
         })
         .collect()
