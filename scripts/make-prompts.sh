@@ -25,6 +25,31 @@ for name in "${!TEXT[@]}"; do
   espeak-ng -v en-us -s 150 -w "$tmp/$name.wav" "${TEXT[$name]}"
   sox "$tmp/$name.wav" -r 8000 -c 1 -b 16 "$out/$name.wav" norm -3
 done
+# The prompt set the `say` prompts use (numbers, digits, dates): one word or phrase each.
+say() { # say DIR NAME TEXT
+  mkdir -p "$out/$1"
+  espeak-ng -v en-us -s 160 -w "$tmp/say.wav" "$3"
+  sox "$tmp/say.wav" -r 8000 -c 1 -b 16 "$out/$1/$2.wav" norm -3
+}
+ones=(zero one two three four five six seven eight nine ten eleven twelve thirteen
+  fourteen fifteen sixteen seventeen eighteen nineteen twenty)
+for i in $(seq 0 9); do say digits "$i" "${ones[$i]}"; done
+say digits star star
+say digits hash hash
+for i in $(seq 0 20); do say numbers "$i" "${ones[$i]}"; done
+tens=([30]=thirty [40]=forty [50]=fifty [60]=sixty [70]=seventy [80]=eighty [90]=ninety)
+for t in 30 40 50 60 70 80 90; do say numbers "$t" "${tens[$t]}"; done
+say numbers hundred hundred
+say numbers thousand thousand
+say numbers million million
+months=(January February March April May June July August September October November December)
+for m in $(seq 1 12); do say months "$m" "${months[$((m - 1))]}"; done
+ordinals=(first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth
+  thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth
+  "twenty first" "twenty second" "twenty third" "twenty fourth" "twenty fifth"
+  "twenty sixth" "twenty seventh" "twenty eighth" "twenty ninth" thirtieth "thirty first")
+for d in $(seq 1 31); do say ordinals "$d" "${ordinals[$((d - 1))]}"; done
+
 # Music on hold: a gentle arpeggio, 8 s, looped by the player.
 mkdir -p prompts/moh
 notes=(523.25 659.25 783.99 659.25 587.33 698.46 880.00 698.46)

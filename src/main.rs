@@ -87,17 +87,13 @@ const DEFAULT_FLOWS: &str = "ivr-flows";
 
 /// Checks every flow in the directory; errors go to stderr, warnings to stdout so that a
 /// clean check prints nothing on stderr. Returns whether there were no errors.
-fn check_flows(dir: Option<PathBuf>, prompts: Option<PathBuf>) -> (bool, Vec<String>) {
+fn check_flows(dir: Option<PathBuf>, opts: ivr::Options) -> (bool, Vec<String>) {
     let explicit = dir.is_some();
     let dir = dir.unwrap_or_else(|| PathBuf::from(DEFAULT_FLOWS));
     if !explicit && !dir.is_dir() {
         // No flows next to this configuration: nothing to check.
         return (true, Vec::new());
     }
-    let opts = ivr::Options {
-        prompt_root: prompts,
-        ..Default::default()
-    };
     let (set, report) = ivr::validate::load_dir(&dir, &opts);
     for w in &report.warnings {
         println!(
@@ -211,7 +207,14 @@ fn main() -> ExitCode {
                     .map(|c| c.ivr_prompts.clone())
                     .filter(|p| p.is_dir())
             });
-            let (flows_ok, names) = check_flows(flows, prompts);
+            // A configuration's own flows are held to its queues and skills, as the
+            // server does when it loads them.
+            let mut opts = match loaded.as_ref().filter(|_| own_flows) {
+                Some(c) => server::flow_options(c),
+                None => ivr::Options::default(),
+            };
+            opts.prompt_root = prompts;
+            let (flows_ok, names) = check_flows(flows, opts);
             let mut dids_ok = true;
             if let Some(c) = loaded.as_ref().filter(|_| own_flows) {
                 for e in c.unknown_flows(|f| names.iter().any(|n| n == f)) {

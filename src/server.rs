@@ -87,24 +87,7 @@ fn load_flows(config: &Config) -> anyhow::Result<Option<FlowsHandle>> {
         }
         return Ok(None);
     }
-    // Flows may only name the queues and skills this configuration has.
-    let queues = config.queues.iter().map(|q| q.name.clone()).collect();
-    let skills = config
-        .users
-        .iter()
-        .flat_map(|u| u.skills.iter().map(|(s, _)| s.clone()))
-        .chain(
-            config
-                .queues
-                .iter()
-                .flat_map(|q| q.skills.iter().map(|(s, _)| s.clone())),
-        )
-        .collect();
-    let opts = ivr::Options {
-        prompt_root: Some(config.ivr_prompts.clone()),
-        queues: (!config.queues.is_empty()).then_some(queues),
-        skills: (!config.queues.is_empty()).then_some(skills),
-    };
+    let opts = flow_options(config);
     let flows = reload::start(config.ivr_flows.clone(), opts, Duration::from_secs(1)).map_err(
         |report| {
             let errors: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
@@ -118,6 +101,23 @@ fn load_flows(config: &Config) -> anyhow::Result<Option<FlowsHandle>> {
     }
     info!(dir = %config.ivr_flows.display(), flows = current.len(), "IVR flows loaded");
     Ok(Some(flows))
+}
+
+/// How a configuration's flows are checked: prompt files under its prompt root, and only
+/// the queues and skills it defines (when it defines queues).
+pub fn flow_options(config: &Config) -> ivr::Options {
+    let queues = config.queues.iter().map(|q| q.name.clone()).collect();
+    let skills = config
+        .users
+        .iter()
+        .flat_map(|u| u.skills.iter().map(|(s, _)| s.clone()))
+        .chain(config.queues.iter().flat_map(|q| q.skills.iter().map(|(s, _)| s.clone())))
+        .collect();
+    ivr::Options {
+        prompt_root: Some(config.ivr_prompts.clone()),
+        queues: (!config.queues.is_empty()).then_some(queues),
+        skills: (!config.queues.is_empty()).then_some(skills),
+    }
 }
 
 async fn reload_on_sighup(flows: FlowsHandle) {
