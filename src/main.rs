@@ -51,6 +51,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         prompts: Option<PathBuf>,
     },
+    /// Queue metrics from the event log: service level, ASA, abandon rate, AHT.
+    Report {
+        /// The server's data directory.
+        #[arg(long, value_name = "DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Service-level threshold: answered within this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 20)]
+        threshold_secs: u64,
+    },
     /// Ask the server running on a data directory to reload its IVR flows now (SIGHUP).
     Reload {
         /// The running server's data directory.
@@ -226,6 +235,30 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            }
+        }
+        Command::Report {
+            data_dir,
+            threshold_secs,
+        } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let events = rt.block_on(async {
+                let store = switchboard::store::Store::open(&data_dir).await?;
+                store.queue_events().await
+            });
+            match events {
+                Ok(events) => {
+                    let threshold = std::time::Duration::from_secs(threshold_secs);
+                    println!(
+                        "{}",
+                        switchboard::store::report::queue_report(&events, threshold)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard report: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Reload { data_dir } => match server::request_reload(&data_dir) {

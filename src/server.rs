@@ -111,7 +111,12 @@ pub fn flow_options(config: &Config) -> ivr::Options {
         .users
         .iter()
         .flat_map(|u| u.skills.iter().map(|(s, _)| s.clone()))
-        .chain(config.queues.iter().flat_map(|q| q.skills.iter().map(|(s, _)| s.clone())))
+        .chain(
+            config
+                .queues
+                .iter()
+                .flat_map(|q| q.skills.iter().map(|(s, _)| s.clone())),
+        )
         .collect();
     ivr::Options {
         prompt_root: Some(config.ivr_prompts.clone()),

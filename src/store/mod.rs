@@ -5,6 +5,8 @@
 //! task awaits it before it considers the call ended, so a crash after a call ends never
 //! loses its record. Records are written once, complete; nothing here is updated in place.
 
+pub mod report;
+
 use std::path::Path;
 use std::str::FromStr;
 
@@ -114,6 +116,17 @@ pub struct QueueEvent {
     pub talk_ms: Option<i64>,
     pub detail: Option<String>,
 }
+
+type QueueEventRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -278,6 +291,29 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The whole queue event log, oldest first.
+    pub async fn queue_events(&self) -> anyhow::Result<Vec<QueueEvent>> {
+        let rows: Vec<QueueEventRow> = sqlx::query_as(
+            "SELECT at_ms, queue, call_uuid, agent, event, wait_ms, talk_ms, detail
+             FROM queue_log ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueueEvent {
+                at_ms: r.0,
+                queue: r.1,
+                call_uuid: r.2,
+                agent: r.3,
+                event: r.4,
+                wait_ms: r.5,
+                talk_ms: r.6,
+                detail: r.7,
+            })
+            .collect())
     }
 
     pub async fn count_calls(&self) -> anyhow::Result<i64> {

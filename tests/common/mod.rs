@@ -178,6 +178,8 @@ pub struct ServerConfig {
     pub extra_args: Vec<String>,
     /// `outbound:` of the first trunk (where calls out go).
     pub trunk_outbound: Option<String>,
+    /// More top-level YAML lines (e.g. a `queues:` section).
+    pub extra_yaml: Vec<String>,
     /// How many RTP ports the server gets.
     pub rtp_port_count: u16,
     /// Pass listeners, RTP ports and data dir as command-line flags instead of
@@ -233,6 +235,7 @@ impl Default for ServerConfig {
             ivr: None,
             extra_args: Vec::new(),
             trunk_outbound: None,
+            extra_yaml: Vec::new(),
         }
     }
 }
@@ -302,6 +305,9 @@ impl ServerConfig {
         }
         for (number, flow) in &self.flow_dids {
             writeln!(y, "  - {{ number: \"{number}\", flow: \"{flow}\" }}").unwrap();
+        }
+        for line in &self.extra_yaml {
+            writeln!(y, "{line}").unwrap();
         }
         if let Some((flows, prompts)) = &self.ivr {
             writeln!(

@@ -1,0 +1,236 @@
+//! The ACD with real phones: callers come in through the IVR, wait in skill-based
+//! queues, and reach the agent the strategy picks; the queue log and the metrics
+//! computed from it agree with what happened.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn each_caller_reaches_the_agent_best_skill_routing_picks() {
+    require_pcap();
+    // The shipped demo: billing = 2001 (level 5), 2003 (3); support = 2002 (5),
+    // 2003 (3), 2001 (2). Strategy best skill.
+    let server = Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    let agents: Vec<_> = ["2001", "2002", "2003"]
+        .iter()
+        .map(|ext| server.start_callee(ext, "uas_answer_then_bye.xml", &["-d", "4000"]))
+        .collect();
+    // Billing and support callers at once: the best agent of each queue.
+    let billing = Sipp::new("uac_ivr_key1.xml")
+        .service("100")
+        .duration_ms(9_000)
+        .spawn(&server);
+    let support = Sipp::new("uac_ivr_key2.xml")
+        .service("100")
+        .duration_ms(9_000)
+        .spawn(&server);
+    std::thread::sleep(Duration::from_millis(2_000));
+    // A second billing caller while 2001 talks: the next best billing agent, 2003.
+    let billing2 = Sipp::new("uac_ivr_key1.xml")
+        .service("100")
+        .duration_ms(7_000)
+        .run(&server);
+    billing2.assert_ok(&server, "second billing caller");
+    billing
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "billing caller");
+    support
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "support caller");
+    for a in agents {
+        a.wait(Duration::from_secs(20))
+            .assert_ok(&server, "agent answers and hangs up");
+    }
+
+    let mut rows = server.wait_for_calls(3, Duration::from_secs(10));
+    rows.sort_by_key(|r| r.arrived_ms);
+    let routed: Vec<(Option<&str>, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.queue.as_deref(), r.target.as_deref()))
+        .collect();
+    let first_two: BTreeMap<_, _> = routed[..2].iter().copied().collect();
+    assert_eq!(
+        first_two.get(&Some("billing")),
+        Some(&Some("2001")),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        first_two.get(&Some("support")),
+        Some(&Some("2002")),
+        "{rows:#?}"
+    );
+    assert_eq!(routed[2], (Some("billing"), Some("2003")), "{rows:#?}");
+
+    // The queue log's CONNECT rows name the same agents.
+    let connects = sqlite_query(
+        &server.db_path(),
+        "SELECT queue, agent FROM queue_log WHERE event = 'CONNECT' ORDER BY id",
+    )
+    .unwrap();
+    let connects: Vec<(String, String)> = connects
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert_eq!(connects.len(), 3, "{connects:?}");
+    for pair in [
+        ("billing", "2001"),
+        ("support", "2002"),
+        ("billing", "2003"),
+    ] {
+        assert!(
+            connects
+                .iter()
+                .any(|(q, a)| (q.as_str(), a.as_str()) == pair),
+            "{pair:?} not in {connects:?}"
+        );
+    }
+}
+
+const CALLERS: u32 = 200;
+
+#[test]
+fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.yaml"),
+        "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
+    )
+    .unwrap();
+    let server = Server::start_with(ServerConfig {
+        rtp_port_count: 1_000,
+        dids: Vec::new(),
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((
+            dir.path().to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        extra_yaml: vec![
+            "queues:".into(),
+            "  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\", \"2002\", \"2003\"] }".into(),
+        ],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..ServerConfig::default()
+    });
+    // Three agents, each answering one call after another: 0.5 s of talk, then BYE.
+    let agents: Vec<_> = ["2001", "2002", "2003"]
+        .iter()
+        .map(|ext| {
+            let port = alloc_ports(1);
+            server.register(ext, port);
+            Sipp::new("uas_answer_then_bye.xml")
+                .local_port(port)
+                .media_port(alloc_ports(4))
+                .calls(CALLERS)
+                .duration_ms(500)
+                .timeout_secs(170)
+                .no_message_trace()
+                .args(&["-rtp_echo"])
+                .no_remote()
+                .spawn(&server)
+        })
+        .collect();
+    // 200 callers within about 3 s: most wait as long as it takes (up to 100 s), the
+    // last 20 arrive behind a long queue and give up after 3 s.
+    let patient = Sipp::new("uac_queue_patience.xml")
+        .service("100")
+        .calls(CALLERS - 20)
+        .timeout_secs(160)
+        .no_message_trace()
+        .args(&["-r", "100", "-l", &CALLERS.to_string()])
+        .spawn(&server);
+    std::thread::sleep(Duration::from_millis(2_000));
+    let impatient = Sipp::new("uac_queue_impatient.xml")
+        .service("100")
+        .calls(20)
+        .timeout_secs(60)
+        .no_message_trace()
+        .args(&["-r", "20"])
+        .run(&server);
+    impatient.assert_ok(&server, "20 impatient callers");
+    patient
+        .wait(Duration::from_secs(150))
+        .assert_ok(&server, "180 patient callers");
+    for a in agents {
+        a.kill();
+    }
+
+    let rows = server.wait_for_calls(CALLERS as usize, Duration::from_secs(20));
+    assert_eq!(
+        rows.len(),
+        CALLERS as usize,
+        "one record per caller, none lost"
+    );
+    let connected: Vec<&CallRecord> = rows.iter().filter(|r| r.bridged_ms.is_some()).collect();
+    let abandoned = rows
+        .iter()
+        .filter(|r| r.disposition.as_deref() == Some("abandoned"))
+        .count();
+    assert_eq!(
+        connected.len() + abandoned,
+        CALLERS as usize,
+        "every call ends connected or abandoned"
+    );
+    assert_eq!(
+        (connected.len(), abandoned),
+        (CALLERS as usize - 20, 20),
+        "the patient callers were all served; the impatient ones all gave up"
+    );
+
+    // No agent was ever on two calls at once.
+    let mut by_agent: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for r in &connected {
+        by_agent
+            .entry(r.target.as_deref().unwrap())
+            .or_default()
+            .push((r.bridged_ms.unwrap(), r.ended_ms.unwrap()));
+    }
+    for (agent, mut spans) in by_agent {
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "agent {agent} double-booked: {w:?}");
+        }
+    }
+
+    // Service level and ASA from the event log, by hand…
+    let log = sqlite_query(
+        &server.db_path(),
+        "SELECT event, wait_ms FROM queue_log WHERE event IN ('CONNECT', 'ABANDON')",
+    )
+    .unwrap();
+    let waits = |event: &str| -> Vec<i64> {
+        log.iter()
+            .filter(|r| r[0].as_deref() == Some(event))
+            .map(|r| r[1].as_deref().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (answered, gave_up) = (waits("CONNECT"), waits("ABANDON"));
+    assert_eq!(answered.len(), connected.len());
+    assert_eq!(gave_up.len(), abandoned);
+    let within = answered.iter().filter(|w| **w <= 10_000).count();
+    let service_level = 100.0 * within as f64 / (answered.len() + gave_up.len()) as f64;
+    let asa = answered.iter().sum::<i64>() as f64 / answered.len() as f64 / 1000.0;
+    // …equal what `switchboard report` computes from the same log.
+    let report = std::process::Command::new(switchboard_bin())
+        .args(["report", "--threshold-secs", "10", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("service level (10 s): {service_level:.1}%")),
+        "expected {service_level:.1}%:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("average speed of answer: {asa:.3} s")),
+        "expected {asa:.3} s:\n{text}"
+    );
+}
