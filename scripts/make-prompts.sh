@@ -18,6 +18,15 @@ declare -A TEXT=(
   [survey_csat]="Before you go: how satisfied were you with this call? Press 1 to 5, 5 being very satisfied."
   [survey_resolved]="Was your issue resolved? Press 1 for yes, 2 for no."
   [thanks]="Thank you. Goodbye."
+  [agent_logged_in]="You are logged in."
+  [agent_logged_out]="You are logged out."
+  [agent_not_ready]="You are not ready."
+  [agent_ready]="You are ready."
+  [agent_wrapup_ended]="Wrap up ended. You are ready."
+  [agent_refused]="That did not work."
+  [queue_position]="You are caller number"
+  [queue_wait]="Your estimated wait is about"
+  [minutes]="minutes"
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -234,3 +234,74 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
         "expected {asa:.3} s:\n{text}"
     );
 }
+
+/// An agent dials a feature code from its phone.
+fn feature(server: &Server, agent: &str, code: &str) {
+    Sipp::new("uac_user_feature.xml")
+        .service(code)
+        .args(&["-key", "agent", agent])
+        .auth(agent, &format!("secret{agent}"))
+        .run(server)
+        .assert_ok(server, &format!("{agent} dials {code}"));
+}
+
+#[test]
+fn agents_pause_and_resume_themselves_with_feature_codes() {
+    require_pcap();
+    let server = Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    // 2001, the best billing agent, takes a break (*52): a billing caller gets 2003.
+    feature(&server, "2001", "*52");
+    let agents: Vec<_> = ["2001", "2003"]
+        .iter()
+        .map(|ext| server.start_callee(ext, "uas_answer_then_bye.xml", &["-d", "1000"]))
+        .collect();
+    Sipp::new("uac_ivr_key1.xml")
+        .service("100")
+        .duration_ms(5_000)
+        .run(&server)
+        .assert_ok(&server, "billing caller while 2001 is on a break");
+    let log = |event: &str| {
+        sqlite_query(
+            &server.db_path(),
+            &format!("SELECT agent, detail FROM queue_log WHERE event = '{event}' ORDER BY id"),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        log("PAUSE"),
+        vec![vec![Some("2001".into()), Some("break".into())]]
+    );
+    let connects = log("CONNECT");
+    assert_eq!(connects.len(), 1);
+    assert_eq!(connects[0][0].as_deref(), Some("2003"), "2001 is paused");
+
+    // Back from the break (*53): unpaused in the log, and the feature calls are recorded
+    // as the agent's own calls.
+    feature(&server, "2001", "*53");
+    assert_eq!(log("UNPAUSE").len(), 1);
+    drop(agents);
+    let rows = server.calls().unwrap();
+    let features: Vec<_> = rows
+        .iter()
+        .filter(|r| r.target.as_deref().is_some_and(|t| t.starts_with('*')))
+        .map(|r| (r.caller_user.clone(), r.target.clone(), r.hangup_by.clone()))
+        .collect();
+    assert_eq!(
+        features,
+        vec![
+            (
+                Some("2001".into()),
+                Some("*52".into()),
+                Some("switchboard".into())
+            ),
+            (
+                Some("2001".into()),
+                Some("*53".into()),
+                Some("switchboard".into())
+            ),
+        ]
+    );
+}

@@ -24,7 +24,7 @@ use crate::ivr::interpreter::QueueResult;
 use crate::ivr::interpreter::TransferTarget;
 use crate::ivr::FlowSet;
 use crate::media::codec::Codec;
-use crate::media::endpoint::{self, LegMedia};
+use crate::media::endpoint::{self, EndpointEvent, EndpointHandle, LegMedia};
 use crate::media::mixer::SampleRate;
 use crate::media::ports::MediaPorts;
 use crate::media::relay::{spawn_relay, RelayHandle, Side};
@@ -53,6 +53,8 @@ pub enum Route {
     Ring(Vec<Binding>),
     /// Answer it with an IVR flow (the set in force when the call arrived).
     Flow { flows: Arc<FlowSet>, name: String },
+    /// An agent's feature code, already carried out: answer, say how it went, hang up.
+    Feature { prompt: String },
 }
 
 pub fn spawn(setup: CallSetup) {
@@ -229,6 +231,11 @@ async fn run(mut s: CallSetup) {
                 return call.finish(end).await;
             }
         }
+        Route::Feature { prompt } => {
+            drop(b_ports);
+            let end = call.confirm_feature(a_ports, &prompt, &mut s.events).await;
+            return call.finish(end).await;
+        }
     }
     let end = loop {
         let input = tokio::select! {
@@ -329,12 +336,20 @@ impl Call {
     /// Answers the caller with our own media endpoint and starts the flow. The answer
     /// carries one voice codec (the caller's first) and telephone-event, so a callee the
     /// flow transfers to is offered exactly what the caller speaks.
-    async fn answer_with_ivr(
+    /// Answers the caller with our own media endpoint (IVR, feature codes): one voice
+    /// codec (the caller's first) and telephone-event, so a callee reached later is
+    /// offered exactly what the caller speaks.
+    fn answer_here(
         &mut self,
         a_ports: MediaPorts,
-        flows: Arc<FlowSet>,
-        name: &str,
-    ) -> Result<(), End> {
+    ) -> Result<
+        (
+            EndpointHandle,
+            mpsc::UnboundedReceiver<EndpointEvent>,
+            Codec,
+        ),
+        End,
+    > {
         let codec = self
             .a_offer
             .codecs
@@ -375,7 +390,6 @@ impl Call {
         self.a_answered = true;
         self.phase = Phase::Ivr;
         self.rec.answered_ms = Some(now_ms());
-        self.rec.flow = Some(name.to_string());
 
         let (events, media) = mpsc::unbounded_channel();
         let leg = LegMedia {
@@ -384,6 +398,17 @@ impl Call {
             telephone_event: te,
         };
         let endpoint = endpoint::spawn(a_ports, leg, events);
+        Ok((endpoint, media, codec))
+    }
+
+    async fn answer_with_ivr(
+        &mut self,
+        a_ports: MediaPorts,
+        flows: Arc<FlowSet>,
+        name: &str,
+    ) -> Result<(), End> {
+        let (endpoint, media, codec) = self.answer_here(a_ports)?;
+        self.rec.flow = Some(name.to_string());
         let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
         let session = IvrSession::start(
             flows,
@@ -496,6 +521,63 @@ impl Call {
         ivr.set_endpoint(endpoint, media);
         let steps = ivr.feed(crate::ivr::Event::AgentHungUp);
         self.on_ivr_steps(steps).await
+    }
+
+    /// Plays the feature code's confirmation, then hangs up (or stops if the caller does).
+    async fn confirm_feature(
+        &mut self,
+        a_ports: MediaPorts,
+        prompt: &str,
+        events: &mut mpsc::UnboundedReceiver<CallEvent>,
+    ) -> End {
+        let (endpoint, mut media, codec) = match self.answer_here(a_ports) {
+            Ok(answered) => answered,
+            Err(end) => return end,
+        };
+        let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
+        let path = self.shared.config.ivr_prompts.join(prompt);
+        let playlist = match self.shared.prompts.get(&path, rate) {
+            Ok(audio) => crate::media::prompt::Playlist::new().then(audio),
+            Err(e) => {
+                warn!(prompt = %path.display(), error = %e, "confirmation not played");
+                crate::media::prompt::Playlist::new()
+            }
+        };
+        endpoint.play(1, playlist);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::select! {
+                ev = media.recv() => {
+                    if matches!(ev, Some(EndpointEvent::PlayFinished(_)) | None) {
+                        break;
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Some(CallEvent::Request { tx, req, .. }) if req.method == Method::Bye => {
+                        self.sw.respond(tx, message::response_to(&req, 200, None));
+                        return End {
+                            by: HangupBy::Caller,
+                            disposition: Disposition::Answered,
+                            code: 200,
+                            reason: None,
+                        };
+                    }
+                    Some(CallEvent::Request { tx, req, .. }) => {
+                        self.sw.respond(tx, message::response_to(&req, 200, None));
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.hangup_both(Some(Side::A)).await;
+        End {
+            by: HangupBy::Switchboard,
+            disposition: Disposition::Answered,
+            code: 200,
+            reason: None,
+        }
     }
 
     async fn on_ivr_input(&mut self, event: crate::ivr::Event) -> Option<End> {

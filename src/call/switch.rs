@@ -608,6 +608,11 @@ impl Switch {
             );
             match result {
                 AuthResult::Ok(u) if u == from_user => {
+                    if let Some(prompt) = self.agent_feature(&u, &dialed) {
+                        record.caller_user = Some(u);
+                        record.target = Some(dialed.clone());
+                        return self.admit(tx, req, from, Route::Feature { prompt }, record);
+                    }
                     record.caller_user = Some(u);
                     // A user dials extensions directly, or any DID.
                     if cfg.user(&dialed).is_some() {
@@ -671,6 +676,11 @@ impl Switch {
             }
         };
 
+        self.admit(tx, req, from, route, record);
+    }
+
+    /// Hands an admitted call to a new call task.
+    fn admit(&mut self, tx: TxId, req: Request, from: Peer, route: Route, record: CallRecord) {
         let key = self.next_call;
         self.next_call += 1;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -696,6 +706,36 @@ impl Switch {
             route,
             record,
         });
+    }
+
+    /// An agent's feature code (`*50` log in, `*51` log out, `*52` not ready, `*53` ready,
+    /// `*54` end wrap-up now): carried out at once; the prompt that confirms it is
+    /// returned for the call to play. None when `dialed` is not a feature code.
+    fn agent_feature(&self, agent: &str, dialed: &str) -> Option<String> {
+        use crate::acd::Event;
+        let agent = agent.to_string();
+        let (event, prompt) = match dialed {
+            "*50" => (Event::AgentLogin { agent }, "agent_logged_in"),
+            "*51" => (Event::AgentLogout { agent }, "agent_logged_out"),
+            "*52" => (
+                Event::AgentNotReady {
+                    agent,
+                    reason: "break".into(),
+                },
+                "agent_not_ready",
+            ),
+            "*53" => (Event::AgentReady { agent }, "agent_ready"),
+            "*54" => (Event::EndWrapUp { agent }, "agent_wrapup_ended"),
+            _ => return None,
+        };
+        let prompt = match &self.shared.acd {
+            Some(acd) => {
+                acd.event(event);
+                prompt
+            }
+            None => "agent_refused",
+        };
+        Some(format!("en/{prompt}.wav"))
     }
 
     /// Refuses a call that never reaches a call task, and still leaves its record.
