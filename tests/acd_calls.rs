@@ -305,3 +305,42 @@ fn agents_pause_and_resume_themselves_with_feature_codes() {
         ]
     );
 }
+
+#[test]
+fn a_waiting_caller_hears_its_position_every_few_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.yaml"),
+        "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
+    )
+    .unwrap();
+    // The only member is logged in but has no phone registered: the caller waits.
+    let server = Server::start_with(ServerConfig {
+        dids: Vec::new(),
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((
+            dir.path().to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        extra_yaml: vec![
+            "queues:".into(),
+            "  - { name: billing, announce_every_secs: 2, members: [\"2001\"] }".into(),
+        ],
+        ..ServerConfig::default()
+    });
+    let caller = Sipp::new("uac_call.xml")
+        .service("100")
+        .duration_ms(5_500)
+        .run(&server);
+    caller.assert_ok(&server, "a caller waiting 5.5 s");
+    let log = server.stderr();
+    let announced = log.matches("position announced").count();
+    assert!(
+        announced >= 2,
+        "announcements every 2 s:\n{}",
+        server.stderr_tail(30)
+    );
+    assert!(log.contains("position=1"), "{}", server.stderr_tail(30));
+    let rec = server.single_call();
+    assert_eq!(rec.disposition.as_deref(), Some("abandoned"), "{rec:#?}");
+}

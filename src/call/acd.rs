@@ -24,6 +24,11 @@ pub enum AcdMsg {
     CancelOffer { agent: String },
     /// The call leaves the queue unanswered (maximum wait, nobody logged in…).
     Overflow { reason: String },
+    /// Tell the caller its position (1 = next) and the estimated wait, if known.
+    Announce {
+        position: u32,
+        wait_minutes: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
@@ -116,6 +121,7 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         qc.ring_timeout = Duration::from_secs(q.ring_timeout_secs);
         qc.wrap_up = Duration::from_secs(q.wrap_up_secs);
         qc.max_wait = q.max_wait_secs.map(Duration::from_secs);
+        qc.announce_every = q.announce_every_secs.map(Duration::from_secs);
         router.add_queue(qc)?;
     }
     let now = Instant::now();
@@ -221,7 +227,20 @@ async fn drain(
                 continue;
             }
             // Position announcements need the prompt set's numbers; not spoken yet.
-            Action::Announce { .. } | Action::DialCaller { .. } => continue,
+            Action::Announce {
+                call,
+                position,
+                estimated_wait,
+            } => (
+                call,
+                AcdMsg::Announce {
+                    position,
+                    // Whole minutes, rounded up: "about 2 minutes" for 61 s.
+                    wait_minutes: estimated_wait.map(|w| w.as_secs().div_ceil(60)),
+                },
+            ),
+            // Callbacks are not offered to callers yet, so the router never dials one.
+            Action::DialCaller { .. } => continue,
             Action::Log(row) => {
                 let uuid = row.call.and_then(|c| uuids.get(&c)).cloned();
                 if let Err(e) = store

@@ -476,6 +476,21 @@ impl Call {
                 self.phase = Phase::Ivr;
                 None
             }
+            AcdMsg::Announce {
+                position,
+                wait_minutes,
+            } => {
+                // Only to a caller who is waiting, not while an agent's phone rings.
+                let waiting = self
+                    .queue
+                    .as_ref()
+                    .is_some_and(|q| q.offered.is_none() && !q.connected);
+                if let (true, Some(ivr)) = (waiting, &self.ivr) {
+                    info!(position, ?wait_minutes, "position announced");
+                    ivr.announce(position, wait_minutes);
+                }
+                None
+            }
             AcdMsg::Overflow { reason } => {
                 info!(%reason, "left the queue unanswered");
                 self.queue = None;

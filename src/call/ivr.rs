@@ -25,6 +25,8 @@ use crate::media::prompt::{Playlist, PromptCache};
 const HOLD_MUSIC: u64 = u64::MAX;
 /// The play id of the voicemail beep (likewise never a flow's).
 const BEEP: u64 = u64::MAX - 1;
+/// The play id of a queue position announcement.
+const ANNOUNCEMENT: u64 = u64::MAX - 2;
 
 /// The tone before a voicemail: 1 kHz for 300 ms.
 fn beep_tone(rate: SampleRate) -> Arc<[i16]> {
@@ -182,17 +184,56 @@ impl IvrSession {
             tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
         });
         // The timer branch never closes, so the select always has a branch left.
-        tokio::select! {
-            Some(ev) = self.media.recv() => match ev {
-                EndpointEvent::Digit(d) => Event::Digit(d),
-                EndpointEvent::PlayFinished(id) => Event::PromptFinished { play: id },
-                EndpointEvent::RecordingDone { .. } => Event::RecordingFinished {
-                    file: self.voicemail.clone(),
+        loop {
+            return tokio::select! {
+                Some(ev) = self.media.recv() => match ev {
+                    EndpointEvent::Digit(d) => Event::Digit(d),
+                    // After a queue announcement, back to the music (not the flow's affair).
+                    EndpointEvent::PlayFinished(ANNOUNCEMENT) => {
+                        self.hold_music();
+                        continue;
+                    }
+                    EndpointEvent::PlayFinished(id) => Event::PromptFinished { play: id },
+                    EndpointEvent::RecordingDone { .. } => Event::RecordingFinished {
+                        file: self.voicemail.clone(),
+                    },
                 },
-            },
-            Some(ev) = self.http_inbox.recv() => ev,
-            _ = sleep_until_opt(timer) => Event::Timer,
+                Some(ev) = self.http_inbox.recv() => ev,
+                _ = sleep_until_opt(timer) => Event::Timer,
+            };
         }
+    }
+
+    /// Tells a queued caller its place ("you are caller number 3") and, when known, the
+    /// estimated wait in minutes, then the music resumes.
+    pub fn announce(&self, position: u32, wait_minutes: Option<u64>) {
+        use crate::ivr::model::SayKind;
+        use crate::ivr::say::expand;
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        let lang = self
+            .interp
+            .variables()
+            .get("language")
+            .cloned()
+            .unwrap_or_else(|| "en".into());
+        let mut names = vec!["queue_position".to_string()];
+        names.extend(expand(SayKind::Number, &position.to_string()).unwrap_or_default());
+        if let Some(m) = wait_minutes.filter(|m| *m > 0) {
+            names.push("queue_wait".into());
+            names.extend(expand(SayKind::Number, &m.to_string()).unwrap_or_default());
+            names.push("minutes".into());
+        }
+        let mut playlist = Playlist::new();
+        for name in names {
+            let path = self.prompt_root.join(&lang).join(format!("{name}.wav"));
+            match self.prompts.get(&path, self.rate) {
+                Ok(audio) => playlist = playlist.then(audio),
+                Err(e) => warn!(prompt = %path.display(), error = %e, "announcement part missing"),
+            }
+        }
+        endpoint.play(ANNOUNCEMENT, playlist);
     }
 
     /// Feeds one event and carries out what the flow asks; returns what the call must do.

@@ -147,6 +147,9 @@ struct RawQueue {
     wrap_up_secs: Option<u64>,
     #[serde(default)]
     max_wait_secs: Option<u64>,
+    /// How often a waiting caller hears its position and estimated wait.
+    #[serde(default)]
+    announce_every_secs: Option<u64>,
     /// Extensions that are members (logged in and ready at start-up).
     members: Vec<Spanned<String>>,
 }
@@ -226,6 +229,7 @@ pub struct Queue {
     pub ring_timeout_secs: u64,
     pub wrap_up_secs: u64,
     pub max_wait_secs: Option<u64>,
+    pub announce_every_secs: Option<u64>,
     pub members: Vec<String>,
 }
 
@@ -782,6 +786,7 @@ impl Validator {
                 ring_timeout_secs: q.ring_timeout_secs.unwrap_or(15),
                 wrap_up_secs: q.wrap_up_secs.unwrap_or(10),
                 max_wait_secs: q.max_wait_secs,
+                announce_every_secs: q.announce_every_secs,
                 members: q.members.iter().map(|m| m.value.clone()).collect(),
             });
         }
