@@ -170,16 +170,36 @@ async fn run(
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 let now = Instant::now();
-                let result = match cmd {
+                match cmd {
                     Cmd::Enqueue { call, uuid, queue, skills, priority, to_call } => {
-                        calls.insert(call, to_call);
-                        uuids.insert(call, uuid);
-                        router.handle(Event::CallArrived { call, queue, skills, priority }, now)
+                        let arrived = Event::CallArrived { call, queue, skills, priority };
+                        match router.handle(arrived, now) {
+                            Ok(()) => {
+                                calls.insert(call, to_call);
+                                uuids.insert(call, uuid);
+                            }
+                            // The caller must hear back, or it would wait for ever.
+                            Err(e) => {
+                                warn!(error = %e, "ACD refused a call");
+                                let _ = to_call.send(AcdMsg::Overflow { reason: e.to_string() });
+                            }
+                        }
                     }
-                    Cmd::Event(e) => router.handle(e, now),
-                };
-                if let Err(e) = result {
-                    warn!(error = %e, "ACD refused an event");
+                    Cmd::Event(e) => {
+                        // A call that has left the queue for good needs no channel.
+                        let done = match &e {
+                            Event::CallEnded { call, .. } | Event::CallAbandoned { call } => Some(*call),
+                            _ => None,
+                        };
+                        if let Err(e) = router.handle(e, now) {
+                            warn!(error = %e, "ACD refused an event");
+                        }
+                        if let Some(call) = done {
+                            drain(&mut router, &mut calls, &uuids, &store, epoch, epoch_ms).await;
+                            calls.remove(&call);
+                            uuids.remove(&call);
+                        }
+                    }
                 }
             }
             _ = sleep_until_opt(wake) => router.handle_timeout(Instant::now()),

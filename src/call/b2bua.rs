@@ -68,14 +68,16 @@ struct Fork {
     invite: Request,
     peer: Peer,
     final_code: Option<u16>,
+    /// The ACD agent this phone belongs to, for queue offers.
+    agent: Option<String>,
 }
 
 /// A call in an ACD queue, as this call task sees it.
 struct Queued {
     acd: super::acd::AcdHandle,
     from_acd: mpsc::UnboundedReceiver<AcdMsg>,
-    /// The agent whose phones ring for this call now.
-    offered: Option<String>,
+    /// The agents whose phones ring for this call now (several with ring-all).
+    offered: Vec<String>,
     /// An agent answered: the legs are bridged.
     connected: bool,
 }
@@ -128,10 +130,14 @@ struct Call {
     b_ack: Option<(Request, Peer)>,
     /// Where the callee's SDP answer says to send its media.
     b_remote: Option<std::net::SocketAddr>,
+    /// The codec the caller was answered with when Switchboard answered it itself.
+    a_codec: Option<Codec>,
     phase: Phase,
     relayed: HashMap<TxId, Relayed>,
     /// When the ringing phones give up (no answer).
     ring_deadline: Option<tokio::time::Instant>,
+    /// The agent whose phones `start_fork` is ringing now (queue offers).
+    ringing_agent: Option<String>,
     /// The IVR session while the caller is in a flow (and its endpoint until the bridge).
     ivr: Option<IvrSession>,
     /// While the caller is in an ACD queue (waiting, ringing an agent, or connected).
@@ -208,10 +214,12 @@ async fn run(mut s: CallSetup) {
         b_dialog: None,
         b_ack: None,
         b_remote: None,
+        a_codec: None,
         phase: Phase::Ringing,
         relayed: HashMap::new(),
         reinvite_acks: HashMap::new(),
         ring_deadline: None,
+        ringing_agent: None,
         ivr: None,
         queue: None,
     };
@@ -284,7 +292,10 @@ async fn next_acd_msg(queue: &mut Option<Queued>) -> AcdMsg {
     match queue {
         Some(q) => match q.from_acd.recv().await {
             Some(msg) => msg,
-            None => std::future::pending().await,
+            // The ACD is gone: the caller must not wait on music for ever.
+            None => AcdMsg::Overflow {
+                reason: "the ACD is not available".into(),
+            },
         },
         None => std::future::pending().await,
     }
@@ -326,6 +337,8 @@ impl Call {
             "ringing"
         );
         self.phase = Phase::Ringing;
+        // A new ring (a transfer after an earlier one) starts with no old phones.
+        self.forks.retain(|f| f.final_code.is_none());
         for b in targets {
             self.start_fork(b).await;
         }
@@ -398,6 +411,7 @@ impl Call {
             telephone_event: te,
         };
         let endpoint = endpoint::spawn(a_ports, leg, events);
+        self.a_codec = Some(codec);
         Ok((endpoint, media, codec))
     }
 
@@ -450,7 +464,14 @@ impl Call {
 
     /// What the ACD decided for this queued call.
     async fn on_acd(&mut self, msg: AcdMsg) -> Option<End> {
+        let connected = self.queue.as_ref().is_some_and(|q| q.connected);
         match msg {
+            // A bridged caller is not offered again (a late message from the router).
+            AcdMsg::Offer { .. } | AcdMsg::CancelOffer { .. } | AcdMsg::Announce { .. }
+                if connected =>
+            {
+                None
+            }
             AcdMsg::Offer { agent } => {
                 let phones = self.sw.lookup(&agent).await;
                 let q = self.queue.as_mut()?;
@@ -459,21 +480,27 @@ impl Call {
                     q.acd.declined(CallId(self.key), &agent);
                     return None;
                 }
-                q.offered = Some(agent.clone());
-                self.rec.target = Some(agent);
-                self.forks.clear();
+                q.offered.push(agent.clone());
+                self.rec.target = Some(agent.clone());
+                // Phones of earlier, finished offers are forgotten; ringing ones stay
+                // (ring-all offers several agents at once).
+                self.forks.retain(|f| f.final_code.is_none());
                 self.phase = Phase::Ringing;
+                self.ringing_agent = Some(agent);
                 for b in &phones {
                     self.start_fork(b).await;
                 }
+                self.ringing_agent = None;
                 None
             }
-            AcdMsg::CancelOffer { .. } => {
+            AcdMsg::CancelOffer { agent } => {
                 if let Some(q) = &mut self.queue {
-                    q.offered = None;
+                    q.offered.retain(|a| a != &agent);
                 }
-                self.cancel_forks(None);
-                self.phase = Phase::Ivr;
+                self.cancel_agent_forks(Some(&agent));
+                if self.queue.as_ref().is_some_and(|q| q.offered.is_empty()) {
+                    self.phase = Phase::Ivr;
+                }
                 None
             }
             AcdMsg::Announce {
@@ -481,10 +508,7 @@ impl Call {
                 wait_minutes,
             } => {
                 // Only to a caller who is waiting, not while an agent's phone rings.
-                let waiting = self
-                    .queue
-                    .as_ref()
-                    .is_some_and(|q| q.offered.is_none() && !q.connected);
+                let waiting = self.queue.as_ref().is_some_and(|q| q.offered.is_empty());
                 if let (true, Some(ivr)) = (waiting, &self.ivr) {
                     info!(position, ?wait_minutes, "position announced");
                     ivr.announce(position, wait_minutes);
@@ -493,6 +517,9 @@ impl Call {
             }
             AcdMsg::Overflow { reason } => {
                 info!(%reason, "left the queue unanswered");
+                // Phones still ringing for this call must stop: a late answer must not
+                // bridge a caller who has moved on in the flow.
+                self.cancel_agent_forks(None);
                 self.queue = None;
                 self.phase = Phase::Ivr;
                 let steps =
@@ -506,25 +533,62 @@ impl Call {
         }
     }
 
+    /// Cancels the ringing phones of one offered agent, or of every agent.
+    fn cancel_agent_forks(&mut self, agent: Option<&str>) {
+        for f in &self.forks {
+            let mine = agent.is_none_or(|a| f.agent.as_deref() == Some(a));
+            if mine && f.final_code.is_none() {
+                self.sw.cancel(f.tx);
+            }
+        }
+    }
+
     /// The agent hung up a queue call: the caller goes back to the flow (post-call survey)
     /// on a new endpoint made from the bridge's ports.
     async fn back_to_flow_after_agent(&mut self) -> Option<End> {
         if let Some(q) = self.queue.take() {
             q.acd.ended(CallId(self.key), CallEnd::Agent);
         }
+        // Nothing of the agent's leg carries over.
         self.b_dialog = None;
+        self.b_ack = None;
+        self.b_remote = None;
+        self.forks.clear();
+        self.relayed.clear();
+        self.reinvite_acks.clear();
         self.phase = Phase::Ivr;
-        let (a_ports, b_ports, stats) = self.relay.take()?.release().await?;
+        let resumed = self.resume_flow_media().await;
+        let Some(ivr) = self.ivr.as_mut().filter(|_| resumed) else {
+            // No way to speak to the caller again: end the call rather than leave it mute.
+            self.hangup_both(Some(Side::A)).await;
+            return Some(End {
+                by: HangupBy::Callee,
+                disposition: Disposition::Answered,
+                code: 200,
+                reason: Some("the agent hung up; the caller's media could not be resumed".into()),
+            });
+        };
+        let steps = ivr.feed(crate::ivr::Event::AgentHungUp);
+        self.on_ivr_steps(steps).await
+    }
+
+    /// Takes the caller's ports back from the bridge and gives the flow a new endpoint on
+    /// them, in the codec the caller was answered with.
+    async fn resume_flow_media(&mut self) -> bool {
+        let Some(relay) = self.relay.take() else {
+            return false;
+        };
+        let Some((a_ports, b_ports, stats)) = relay.release().await else {
+            return false;
+        };
         self.rec.a_rtp_in += stats.a_in;
         self.rec.a_rtp_out += stats.a_out;
         self.rec.b_rtp_in += stats.b_in;
         self.rec.b_rtp_out += stats.b_out;
         self.b_ports = Some(b_ports);
-        let codec = self
-            .a_offer
-            .codecs
-            .iter()
-            .find_map(|pt| Codec::from_payload_type(*pt))?;
+        let Some(codec) = self.a_codec else {
+            return false;
+        };
         let (events, media) = mpsc::unbounded_channel();
         let leg = LegMedia {
             remote: self.a_offer.rtp,
@@ -532,10 +596,13 @@ impl Call {
             telephone_event: self.a_offer.telephone_event,
         };
         let endpoint = endpoint::spawn(a_ports, leg, events);
-        let ivr = self.ivr.as_mut()?;
-        ivr.set_endpoint(endpoint, media);
-        let steps = ivr.feed(crate::ivr::Event::AgentHungUp);
-        self.on_ivr_steps(steps).await
+        match self.ivr.as_mut() {
+            Some(ivr) => {
+                ivr.set_endpoint(endpoint, media);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Plays the feature code's confirmation, then hangs up (or stops if the caller does).
@@ -629,7 +696,7 @@ impl Call {
                     self.queue = Some(Queued {
                         acd,
                         from_acd,
-                        offered: None,
+                        offered: Vec::new(),
                         connected: false,
                     });
                     if let Some(ivr) = &self.ivr {
@@ -784,6 +851,7 @@ impl Call {
                 invite: req,
                 peer: b.source,
                 final_code: None,
+                agent: self.ringing_agent.clone(),
             });
         }
     }
@@ -958,6 +1026,22 @@ impl Call {
         let dialog = Dialog::from_response(&self.forks[idx].invite, &resp, peer, contact);
         let ack = dialog.ack(1);
         self.sw.send_ack(ack.clone(), peer);
+        // A queue call: only an answer from an agent still on offer is taken; any other
+        // (a withdrawn offer, the call already bridged or back in the flow) is hung up.
+        let stale_offer = self.queue.as_ref().is_none_or(|q| {
+            q.connected
+                || self.forks[idx]
+                    .agent
+                    .as_ref()
+                    .is_none_or(|a| !q.offered.contains(a))
+        });
+        if self.forks[idx].agent.is_some() && stale_offer && self.phase != Phase::Answered {
+            self.forks[idx].final_code = Some(resp.status_code.code());
+            let mut late = dialog;
+            let bye = late.request(Method::Bye);
+            let _ = self.sw.send(self.key, bye, peer).await;
+            return None;
+        }
         if self.phase == Phase::Answered {
             let mine = self.b_dialog.as_ref().map(|d| d.id.call_id.clone());
             if mine.as_deref() != Some(dialog.id.call_id.as_str()) {
@@ -978,6 +1062,22 @@ impl Call {
         };
         let body = match answer {
             Ok(b) => b,
+            Err(e) if self.queue.is_some() => {
+                // One agent's phone answered with media we cannot use: hang that phone
+                // up; the ACD moves on and the caller keeps waiting.
+                warn!(error = %e, "an agent's answer cannot be used");
+                let mut d = dialog;
+                let bye = d.request(Method::Bye);
+                let _ = self.sw.send(self.key, bye, peer).await;
+                let agent = self.forks[idx].agent.clone();
+                if let (Some(q), Some(agent)) = (&mut self.queue, agent) {
+                    if q.offered.contains(&agent) {
+                        q.offered.retain(|a| a != &agent);
+                        q.acd.declined(CallId(self.key), &agent);
+                    }
+                }
+                return None;
+            }
             Err(e) if self.a_answered => {
                 warn!(error = %e, "the callee's answer cannot be used");
                 let mut d = dialog;
@@ -1027,10 +1127,14 @@ impl Call {
         self.phase = Phase::Answered;
         self.rec.bridged_ms = Some(now_ms());
         info!("answered");
+        let answered_by = self.forks[idx].agent.clone();
         let agent = self.queue.as_mut().and_then(|q| {
+            let agent = answered_by?;
             q.connected = true;
-            q.acd.answered(CallId(self.key), q.offered.as_deref()?);
-            q.offered.clone()
+            // Other offered agents (ring-all) are cancelled with their phones above.
+            q.offered.clear();
+            q.acd.answered(CallId(self.key), &agent);
+            Some(agent)
         });
         if let (Some(agent), Some(ivr)) = (agent, &mut self.ivr) {
             let steps = ivr.feed(crate::ivr::Event::QueueResult(QueueResult::Connected {
@@ -1067,12 +1171,28 @@ impl Call {
         let fork = self.forks.iter_mut().find(|f| f.tx == tx)?;
         fork.final_code = Some(code);
         if let Some(q) = &mut self.queue {
-            // An agent's phones did not answer: the ACD decides what next (the caller
-            // keeps its place). A cancelled offer was already withdrawn.
-            if self.forks.iter().all(|f| f.final_code.is_some()) {
-                if let Some(agent) = q.offered.take() {
+            if q.connected {
+                return None; // the other phones of the agent who answered
+            }
+            // An offered agent's phones all failed: the ACD decides what next (the caller
+            // keeps its place). A withdrawn offer is no longer in `offered`.
+            let agent = self
+                .forks
+                .iter()
+                .find(|f| f.tx == tx)
+                .and_then(|f| f.agent.clone());
+            if let Some(agent) = agent {
+                let all_failed = self
+                    .forks
+                    .iter()
+                    .filter(|f| f.agent.as_deref() == Some(agent.as_str()))
+                    .all(|f| f.final_code.is_some());
+                if all_failed && q.offered.contains(&agent) {
+                    q.offered.retain(|a| a != &agent);
                     q.acd.declined(CallId(self.key), &agent);
                 }
+            }
+            if q.offered.is_empty() {
                 self.phase = Phase::Ivr;
             }
             return None;
@@ -1372,7 +1492,11 @@ impl Call {
     async fn finish(mut self, end: End) {
         if let Some(q) = self.queue.take() {
             if q.connected {
-                q.acd.ended(CallId(self.key), CallEnd::Caller);
+                let by = match end.by {
+                    HangupBy::Callee => CallEnd::Agent,
+                    _ => CallEnd::Caller,
+                };
+                q.acd.ended(CallId(self.key), by);
             } else {
                 q.acd.abandoned(CallId(self.key));
             }

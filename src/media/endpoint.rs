@@ -32,6 +32,11 @@ pub enum EndpointEvent {
 /// A message being recorded from the leg (voicemail).
 struct Recording {
     writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    /// Wall-clock limits too, so a caller who stops sending RTP still ends the message.
+    started: Instant,
+    last_sound: Instant,
+    max: Duration,
+    silence: Duration,
     samples: u64,
     max_samples: u64,
     silent_samples: u64,
@@ -175,8 +180,13 @@ async fn run(
                     match made {
                         Ok(writer) => {
                             let per_sec = u64::from(rate);
+                            let now = Instant::now();
                             recording = Some(Recording {
                                 writer,
+                                started: now,
+                                last_sound: now,
+                                max,
+                                silence,
                                 samples: 0,
                                 max_samples: max.as_millis() as u64 * per_sec / 1000,
                                 silent_samples: 0,
@@ -216,6 +226,10 @@ async fn run(
                         let _ = events.send(EndpointEvent::PlayFinished(id));
                     }
                 }
+                if let Some(seconds) = recording.as_ref().and_then(Recording::timed_out) {
+                    recording = None;
+                    let _ = events.send(EndpointEvent::RecordingDone { seconds });
+                }
                 if dtmf.poll_timeout().is_some_and(|t| t <= Instant::now()) {
                     dtmf.on_timeout(Instant::now());
                     forward_digits(&mut dtmf, &events);
@@ -238,9 +252,26 @@ async fn run(
                 }
                 let pt = pkt[1] & 0x7f;
                 let csrc = usize::from(pkt[0] & 0x0f) * 4;
-                if pt == media.codec.payload_type() && n > HEADER + csrc {
+                // Skip a header extension (X bit) and trim padding (P bit).
+                let mut start = HEADER + csrc;
+                if pkt[0] & 0x10 != 0 {
+                    if n < start + 4 {
+                        continue;
+                    }
+                    let words = usize::from(u16::from_be_bytes([pkt[start + 2], pkt[start + 3]]));
+                    start += 4 + words * 4;
+                }
+                let mut end = n;
+                if pkt[0] & 0x20 != 0 {
+                    end = end.saturating_sub(usize::from(pkt[n - 1]));
+                }
+                if start >= end {
+                    continue;
+                }
+                let payload = &pkt[start..end];
+                if pt == media.codec.payload_type() {
                     if let Some(rec) = &mut recording {
-                        let Ok(count) = decoder.decode(&pkt[HEADER + csrc..], &mut pcm) else {
+                        let Ok(count) = decoder.decode(payload, &mut pcm) else {
                             continue;
                         };
                         if let Some(seconds) = rec.add(&pcm[..count]) {
@@ -256,10 +287,7 @@ async fn run(
                 let marker = pkt[1] & 0x80 != 0;
                 let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
                 let pssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-                if n < HEADER + csrc {
-                    continue;
-                }
-                let _ = dtmf.on_telephone_event(Instant::now(), pssrc, ts, marker, &pkt[HEADER + csrc..]);
+                let _ = dtmf.on_telephone_event(Instant::now(), pssrc, ts, marker, payload);
                 forward_digits(&mut dtmf, &events);
             }
             // RTCP is read and dropped so the socket buffer never fills.
@@ -269,6 +297,13 @@ async fn run(
 }
 
 impl Recording {
+    /// The message is over by the clock (no packets at all, or too long): its length.
+    fn timed_out(&self) -> Option<f64> {
+        let quiet = self.silence > Duration::ZERO && self.last_sound.elapsed() >= self.silence;
+        let long = self.started.elapsed() >= self.max + FRAME * 5;
+        (quiet || long).then(|| self.samples as f64 / f64::from(self.rate))
+    }
+
     /// Appends a frame; returns the message length once it is over (max or silence).
     fn add(&mut self, frame: &[i16]) -> Option<f64> {
         for &s in frame {
@@ -281,6 +316,7 @@ impl Recording {
             self.silent_samples += frame.len() as u64;
         } else {
             self.silent_samples = 0;
+            self.last_sound = Instant::now();
         }
         let done = self.samples >= self.max_samples
             || (self.silence_samples > 0 && self.silent_samples >= self.silence_samples);
