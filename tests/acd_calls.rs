@@ -344,3 +344,52 @@ fn a_waiting_caller_hears_its_position_every_few_seconds() {
     let rec = server.single_call();
     assert_eq!(rec.disposition.as_deref(), Some("abandoned"), "{rec:#?}");
 }
+
+#[test]
+fn ring_all_rings_every_agent_and_cancels_the_others_when_one_answers() {
+    require_pcap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.yaml"),
+        "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: sales\n      next: bye\n  bye:\n    hangup:\n",
+    )
+    .unwrap();
+    let server = Server::start_with(ServerConfig {
+        dids: Vec::new(),
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((
+            dir.path().to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        extra_yaml: vec![
+            "queues:".into(),
+            "  - { name: sales, strategy: ring_all, ring_timeout_secs: 20, members: [\"2001\", \"2002\"] }".into(),
+        ],
+        ..ServerConfig::default()
+    });
+    // 2001 lets it ring (and must be cancelled); 2002 answers after a moment.
+    let ringer = server.start_callee("2001", "uas_ring_forever.xml", &[]);
+    let answerer = server.start_callee("2002", "uas_answer_then_bye.xml", &["-d", "1500"]);
+    let caller = Sipp::new("uac_call_wait_bye.xml")
+        .service("100")
+        .timeout_secs(30)
+        .run(&server);
+    caller.assert_ok(&server, "ring-all queue call");
+    answerer
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2002 answers and hangs up");
+    ringer
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2001 rang and was cancelled when 2002 answered");
+    let rec = server.single_call();
+    assert_eq!(rec.target.as_deref(), Some("2002"), "{rec:#?}");
+    let offers = sqlite_query(
+        &server.db_path(),
+        "SELECT agent FROM queue_log WHERE event = 'OFFER' ORDER BY agent",
+    )
+    .unwrap();
+    assert_eq!(
+        offers,
+        vec![vec![Some("2001".into())], vec![Some("2002".into())]]
+    );
+}
