@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::acd::{
-    Action, AgentConfig, CallEnd, CallId, Event, EventRow, OverflowTarget, QueueConfig, Router,
-    Strategy,
+    Action, AgentConfig, CallEnd, CallId, Event, EventRow, OverflowTarget, QueueConfig, Relaxation,
+    Router, Strategy, WhenEmpty, Widen,
 };
-use crate::config::{Config, QueueStrategy};
+use crate::config::{Config, QueueStrategy, RelaxWiden};
 use crate::store::{now_ms, QueueEvent, Store};
 
 /// What the ACD tells a queued call.
@@ -122,6 +122,21 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         qc.wrap_up = Duration::from_secs(q.wrap_up_secs);
         qc.max_wait = q.max_wait_secs.map(Duration::from_secs);
         qc.announce_every = q.announce_every_secs.map(Duration::from_secs);
+        if q.wait_when_empty {
+            qc.when_empty = WhenEmpty::Wait;
+        }
+        qc.relaxations = q
+            .relax
+            .iter()
+            .map(|r| Relaxation {
+                after: Duration::from_secs(r.after_secs),
+                widen: match &r.widen {
+                    RelaxWiden::LowerLevels(n) => Widen::LowerLevels(*n),
+                    RelaxWiden::DropSkill(s) => Widen::DropSkill(s.clone()),
+                    RelaxWiden::BorrowAgentsOf(q) => Widen::BorrowAgentsOf(q.clone()),
+                },
+            })
+            .collect();
         router.add_queue(qc)?;
     }
     let now = Instant::now();

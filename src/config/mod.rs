@@ -132,6 +132,20 @@ struct RawUser {
     skills: std::collections::BTreeMap<String, Spanned<u8>>,
 }
 
+/// One relaxation step: after this long, lower levels by N, drop a skill, or borrow the
+/// agents of another queue (exactly one of the three).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelax {
+    after_secs: Spanned<u64>,
+    #[serde(default)]
+    lower_levels: Option<u8>,
+    #[serde(default)]
+    drop_skill: Option<String>,
+    #[serde(default)]
+    borrow_agents_of: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQueue {
@@ -150,6 +164,12 @@ struct RawQueue {
     /// How often a waiting caller hears its position and estimated wait.
     #[serde(default)]
     announce_every_secs: Option<u64>,
+    /// With no member logged in: `overflow` at once (default) or `wait`.
+    #[serde(default)]
+    when_empty: Option<Spanned<String>>,
+    /// Requirement relaxation over time, in order of `after_secs`.
+    #[serde(default)]
+    relax: Vec<RawRelax>,
     /// Extensions that are members (logged in and ready at start-up).
     members: Vec<Spanned<String>>,
 }
@@ -230,7 +250,24 @@ pub struct Queue {
     pub wrap_up_secs: u64,
     pub max_wait_secs: Option<u64>,
     pub announce_every_secs: Option<u64>,
+    /// Keep callers waiting when no member is logged in (instead of overflowing).
+    pub wait_when_empty: bool,
+    pub relax: Vec<Relax>,
     pub members: Vec<String>,
+}
+
+/// A relaxation step of a queue's requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relax {
+    pub after_secs: u64,
+    pub widen: RelaxWiden,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelaxWiden {
+    LowerLevels(u8),
+    DropSkill(String),
+    BorrowAgentsOf(String),
 }
 
 #[derive(Debug, Clone)]
@@ -787,6 +824,36 @@ impl Validator {
                 wrap_up_secs: q.wrap_up_secs.unwrap_or(10),
                 max_wait_secs: q.max_wait_secs,
                 announce_every_secs: q.announce_every_secs,
+                wait_when_empty: match q.when_empty.as_ref().map(|w| (w, w.value.as_str())) {
+                    None | Some((_, "overflow")) => false,
+                    Some((_, "wait")) => true,
+                    Some((at, other)) => {
+                        self.error(at, format!("when_empty \"{other}\" is unknown; use overflow or wait"));
+                        false
+                    }
+                },
+                relax: q
+                    .relax
+                    .iter()
+                    .filter_map(|r| {
+                        let widen = match (r.lower_levels, &r.drop_skill, &r.borrow_agents_of) {
+                            (Some(n), None, None) => RelaxWiden::LowerLevels(n),
+                            (None, Some(s), None) => RelaxWiden::DropSkill(s.clone()),
+                            (None, None, Some(q)) => RelaxWiden::BorrowAgentsOf(q.clone()),
+                            _ => {
+                                self.error(
+                                    &r.after_secs,
+                                    "a relax step needs exactly one of lower_levels, drop_skill, borrow_agents_of",
+                                );
+                                return None;
+                            }
+                        };
+                        Some(Relax {
+                            after_secs: r.after_secs.value,
+                            widen,
+                        })
+                    })
+                    .collect(),
                 members: q.members.iter().map(|m| m.value.clone()).collect(),
             });
         }
@@ -959,6 +1026,40 @@ dids:
             unknown[0].to_string(),
             "c.yaml:14:28: DID 101 goes to flow \"mian\", which is not in ivr-flows"
         );
+    }
+
+    #[test]
+    fn queues_with_skills_relaxation_and_members() {
+        let text = format!(
+            "{GOOD}queues:\n  - name: billing\n    skills: {{ billing: 3 }}\n    strategy: fewest_calls\n    when_empty: wait\n    relax:\n      - {{ after_secs: 30, lower_levels: 2 }}\n      - {{ after_secs: 60, drop_skill: billing }}\n    members: [\"2001\"]\n"
+        );
+        let c = parse(Path::new("c.yaml"), &text).unwrap();
+        let q = &c.queues[0];
+        assert_eq!(q.strategy, QueueStrategy::FewestCalls);
+        assert!(q.wait_when_empty);
+        assert_eq!(
+            q.relax,
+            vec![
+                Relax {
+                    after_secs: 30,
+                    widen: RelaxWiden::LowerLevels(2)
+                },
+                Relax {
+                    after_secs: 60,
+                    widen: RelaxWiden::DropSkill("billing".into())
+                },
+            ]
+        );
+        let bad = text
+            .replace("members: [\"2001\"]", "members: [\"2099\"]")
+            .replace("lower_levels: 2 }", "lower_levels: 2, drop_skill: x }")
+            .replace("billing: 3", "billing: 11");
+        let errs = parse(Path::new("c.yaml"), &bad).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.reason.clone()).collect();
+        assert_eq!(errs.len(), 3, "{shown:#?}");
+        assert!(shown.iter().any(|e| e.contains("levels go from 1 to 10")));
+        assert!(shown.iter().any(|e| e.contains("exactly one of")));
+        assert!(shown.iter().any(|e| e.contains("member \"2099\"")));
     }
 
     #[test]
