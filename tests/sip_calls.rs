@@ -835,3 +835,40 @@ fn check_reports_every_config_error_with_file_line_and_column() {
         String::from_utf8_lossy(&demo.stderr)
     );
 }
+
+#[test]
+fn the_callee_holding_the_caller_plays_music_on_hold_to_it() {
+    // The prompt root (music on hold) comes from the repository.
+    let server = Server::start_with(ServerConfig {
+        ivr: Some((
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ivr-flows"),
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        ..ServerConfig::default()
+    });
+    let callee = server.start_callee("2001", "uas_answer_hold_resume.xml", &[]);
+    // The caller keeps talking and waits for the callee's BYE.
+    let caller_run = caller("uac_call_wait_bye.xml", "2001").run(&server);
+    caller_run.assert_ok(&server, "caller held and resumed by the callee");
+    callee.wait(Duration::from_secs(15)).assert_ok(
+        &server,
+        "callee: hold answered recvonly, resume answered sendrecv",
+    );
+    // The hold was handled here: the caller never saw a re-INVITE, and heard music.
+    assert_eq!(
+        caller_run.received("INVITE ").len(),
+        0,
+        "{}",
+        caller_run.report()
+    );
+    assert!(
+        server.stderr().contains("music on hold"),
+        "{}",
+        server.stderr_tail(20)
+    );
+    let rec = server.single_call();
+    assert_eq!(rec.disposition.as_deref(), Some("answered"), "{rec:#?}");
+    assert_eq!(rec.hangup_by.as_deref(), Some("callee"), "{rec:#?}");
+    // Audio flowed both ways before the hold and after the resume.
+    rec.assert_media_both_ways(10);
+}

@@ -132,6 +132,9 @@ struct Call {
     b_remote: Option<std::net::SocketAddr>,
     /// The codec the caller was answered with when Switchboard answered it itself.
     a_codec: Option<Codec>,
+    /// While the callee holds the caller: the endpoint playing music to the caller, and
+    /// the callee's ports waiting for the resume.
+    held: Option<(EndpointHandle, MediaPorts)>,
     phase: Phase,
     relayed: HashMap<TxId, Relayed>,
     /// When the ringing phones give up (no answer).
@@ -215,6 +218,7 @@ async fn run(mut s: CallSetup) {
         b_ack: None,
         b_remote: None,
         a_codec: None,
+        held: None,
         phase: Phase::Ringing,
         relayed: HashMap::new(),
         reinvite_acks: HashMap::new(),
@@ -533,6 +537,90 @@ impl Call {
         }
     }
 
+    /// The callee puts the caller on hold (re-INVITE `sendonly`/`inactive`) or takes it
+    /// off: instead of relaying silence, the caller hears music on hold from us. Returns
+    /// `Some` when the re-INVITE was answered here.
+    async fn agent_hold(&mut self, tx: TxId, req: &Request) -> Option<Option<End>> {
+        use crate::media::sdp::Direction;
+        let (sd, info) = sdp::parse(&req.body).ok()?;
+        let hold = matches!(info.direction, Direction::SendOnly | Direction::Inactive);
+        match (hold, self.held.is_some()) {
+            (true, false) => {
+                let relay = self.relay.take()?;
+                let (a_ports, b_ports, stats) = relay.release().await?;
+                self.rec.a_rtp_in += stats.a_in;
+                self.rec.a_rtp_out += stats.a_out;
+                self.rec.b_rtp_in += stats.b_in;
+                self.rec.b_rtp_out += stats.b_out;
+                let codec = self.a_codec.or_else(|| {
+                    self.a_offer
+                        .codecs
+                        .iter()
+                        .find_map(|pt| Codec::from_payload_type(*pt))
+                })?;
+                let (events, _media) = mpsc::unbounded_channel();
+                let leg = LegMedia {
+                    remote: self.a_offer.rtp,
+                    codec,
+                    telephone_event: self.a_offer.telephone_event,
+                };
+                let endpoint = endpoint::spawn(a_ports, leg, events);
+                let rate =
+                    SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
+                let music = self.shared.config.ivr_prompts.join("moh/default.wav");
+                match self.shared.prompts.get(&music, rate) {
+                    Ok(audio) => endpoint.play(
+                        0,
+                        crate::media::prompt::Playlist::new()
+                            .then(audio)
+                            .looping(true),
+                    ),
+                    Err(e) => warn!(file = %music.display(), error = %e, "no music on hold"),
+                }
+                info!("the agent put the caller on hold: music on hold");
+                self.held = Some((endpoint, b_ports));
+            }
+            (false, true) => {
+                let (endpoint, b_ports) = self.held.take()?;
+                let a_ports = endpoint.release().await?;
+                let relay = spawn_relay(a_ports, b_ports);
+                if let Some(rtp) = self.a_offer.rtp {
+                    relay.set_remote(Side::A, rtp, None);
+                }
+                if let Some(rtp) = info.rtp {
+                    relay.set_remote(Side::B, rtp, None);
+                }
+                self.relay = Some(relay);
+                info!("the agent took the caller off hold");
+            }
+            _ => return None,
+        }
+        if let Some(d) = self.b_dialog.as_mut() {
+            d.refresh_target(&req.headers);
+        }
+        // Answer the agent ourselves, with the direction that mirrors its offer.
+        let answer = sdp::flip_direction(&sd);
+        let body = self.render_sdp(Side::B, &answer);
+        let mut ok = message::response_to(req, 200, None);
+        message::set_body(
+            &mut ok.headers,
+            &mut ok.body,
+            "application/sdp",
+            body.into_bytes(),
+        );
+        let contact = self
+            .b_dialog
+            .as_ref()
+            .map(|d| d.local_contact.clone())
+            .unwrap_or_default();
+        ok.headers
+            .push(Header::Contact(rsip::headers::Contact::new(format!(
+                "<{contact}>"
+            ))));
+        self.sw.respond(tx, ok);
+        Some(None)
+    }
+
     /// Cancels the ringing phones of one offered agent, or of every agent.
     fn cancel_agent_forks(&mut self, agent: Option<&str>) {
         for f in &self.forks {
@@ -575,16 +663,25 @@ impl Call {
     /// Takes the caller's ports back from the bridge and gives the flow a new endpoint on
     /// them, in the codec the caller was answered with.
     async fn resume_flow_media(&mut self) -> bool {
-        let Some(relay) = self.relay.take() else {
-            return false;
+        // The agent may leave while holding the caller: the ports are with the music.
+        let (a_ports, b_ports) = if let Some((music, b_ports)) = self.held.take() {
+            match music.release().await {
+                Some(a_ports) => (a_ports, b_ports),
+                None => return false,
+            }
+        } else {
+            let Some(relay) = self.relay.take() else {
+                return false;
+            };
+            let Some((a_ports, b_ports, stats)) = relay.release().await else {
+                return false;
+            };
+            self.rec.a_rtp_in += stats.a_in;
+            self.rec.a_rtp_out += stats.a_out;
+            self.rec.b_rtp_in += stats.b_in;
+            self.rec.b_rtp_out += stats.b_out;
+            (a_ports, b_ports)
         };
-        let Some((a_ports, b_ports, stats)) = relay.release().await else {
-            return false;
-        };
-        self.rec.a_rtp_in += stats.a_in;
-        self.rec.a_rtp_out += stats.a_out;
-        self.rec.b_rtp_in += stats.b_in;
-        self.rec.b_rtp_out += stats.b_out;
         self.b_ports = Some(b_ports);
         let Some(codec) = self.a_codec else {
             return false;
@@ -1332,6 +1429,11 @@ impl Call {
             Method::Invite | Method::Update | Method::Info => {
                 if req.method != Method::Info {
                     dialog.refresh_target(&req.headers);
+                }
+                if side == Side::B && req.method == Method::Invite && !req.body.is_empty() {
+                    if let Some(answered) = self.agent_hold(tx, &req).await {
+                        return answered;
+                    }
                 }
                 if self.b_dialog.is_none() {
                     // No other leg yet (the IVR has the caller): answer here, keeping

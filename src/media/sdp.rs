@@ -147,6 +147,22 @@ pub fn info(sd: &SessionDescription) -> Result<SdpInfo, SdpError> {
     })
 }
 
+/// The answer's view of an offer's direction (RFC 3264 §6.1): an offer to send only is
+/// answered receive-only, and so on. Applied to the audio stream of `offer`.
+pub fn flip_direction(offer: &SessionDescription) -> SessionDescription {
+    let mut sd = offer.clone();
+    if let Ok(idx) = audio_index(&sd) {
+        for a in &mut sd.media_descriptions[idx].attributes {
+            a.key = match a.key.as_str() {
+                "sendonly" => "recvonly".into(),
+                "recvonly" => "sendonly".into(),
+                other => other.to_string(),
+            };
+        }
+    }
+    sd
+}
+
 /// Narrows an answer received on one leg to the codecs the other leg offered
 /// (`offer`), before it is rendered towards that leg: payload types the offer
 /// did not contain are removed. This is lenient towards answerers that list
