@@ -872,3 +872,38 @@ fn the_callee_holding_the_caller_plays_music_on_hold_to_it() {
     // Audio flowed both ways before the hold and after the resume.
     rec.assert_media_both_ways(10);
 }
+
+#[test]
+fn an_agent_transfers_the_caller_blind_with_refer() {
+    let server = Server::start_with(ServerConfig {
+        ivr: Some((
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ivr-flows"),
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        ..ServerConfig::default()
+    });
+    let first = server.start_callee("2001", "uas_answer_then_refer.xml", &[]);
+    let second = server.start_callee("2002", "uas_answer_then_bye.xml", &["-d", "2000"]);
+    let caller_run = caller("uac_call_wait_bye.xml", "2001").run(&server);
+    caller_run.assert_ok(&server, "caller transferred from 2001 to 2002");
+    first
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2001: REFER accepted, NOTIFY 200, then hung up");
+    second
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2002 answers the transferred caller");
+    assert_eq!(
+        caller_run.received("INVITE ").len(),
+        0,
+        "the caller saw nothing of it"
+    );
+    let rec = server.single_call();
+    assert_eq!(rec.target.as_deref(), Some("2002"), "{rec:#?}");
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some("transferred by 2001 to 2002"),
+        "{rec:#?}"
+    );
+    assert_eq!(rec.hangup_by.as_deref(), Some("callee"), "{rec:#?}");
+    rec.assert_media_both_ways(10);
+}

@@ -135,6 +135,8 @@ struct Call {
     /// While the callee holds the caller: the endpoint playing music to the caller, and
     /// the callee's ports waiting for the resume.
     held: Option<(EndpointHandle, MediaPorts)>,
+    /// The music endpoint of a transfer in progress, handed over at the bridge.
+    ivr_endpoint_parked: Option<EndpointHandle>,
     phase: Phase,
     relayed: HashMap<TxId, Relayed>,
     /// When the ringing phones give up (no answer).
@@ -219,6 +221,7 @@ async fn run(mut s: CallSetup) {
         b_remote: None,
         a_codec: None,
         held: None,
+        ivr_endpoint_parked: None,
         phase: Phase::Ringing,
         relayed: HashMap::new(),
         reinvite_acks: HashMap::new(),
@@ -535,6 +538,104 @@ impl Call {
                 self.on_ivr_steps(steps).await
             }
         }
+    }
+
+    /// The agent transfers the caller (blind, RFC 3515 REFER): the agent is told it
+    /// worked and leaves, the caller hears music while the new target rings, and the call
+    /// goes on with the target as callee. Only extensions of this server are targets.
+    async fn blind_transfer(&mut self, tx: TxId, req: &Request) -> Option<End> {
+        let refer_to = message::other_header(&req.headers, "Refer-To").map(str::to_string);
+        let target = refer_to
+            .as_deref()
+            .and_then(|v| v.split_once("sip:"))
+            .and_then(|(_, rest)| rest.split(['@', '>', ';']).next())
+            .map(str::to_string)
+            .filter(|t| !t.is_empty());
+        let Some(target) = target else {
+            self.sw.respond(tx, message::response_to(req, 400, None));
+            return None;
+        };
+        let phones = self.sw.lookup(&target).await;
+        if phones.is_empty() {
+            self.sw.respond(tx, message::response_to(req, 404, None));
+            return None;
+        }
+        self.sw.respond(tx, message::response_to(req, 202, None));
+        // Tell the agent the transfer is done (we take it from here), then hang it up.
+        if let Some(d) = self.b_dialog.as_mut() {
+            let mut notify = d.request(Method::Notify);
+            notify
+                .headers
+                .push(Header::Other("Event".into(), "refer".into()));
+            notify.headers.push(Header::Other(
+                "Subscription-State".into(),
+                "terminated;reason=noresource".into(),
+            ));
+            message::set_body(
+                &mut notify.headers,
+                &mut notify.body,
+                "message/sipfrag;version=2.0",
+                b"SIP/2.0 200 OK".to_vec(),
+            );
+            let peer = d.destination();
+            let _ = self.sw.send(self.key, notify, peer).await;
+        }
+        let from_agent = self.rec.target.clone().unwrap_or_default();
+        info!(from = %from_agent, to = %target, "blind transfer");
+        if let Some(q) = self.queue.take() {
+            q.acd.ended(CallId(self.key), CallEnd::Transferred);
+        }
+        self.hangup_both(Some(Side::B)).await;
+        // The caller waits on music while the new target rings.
+        let relay = self.relay.take()?;
+        let (a_ports, b_ports, stats) = relay.release().await?;
+        self.rec.a_rtp_in += stats.a_in;
+        self.rec.a_rtp_out += stats.a_out;
+        self.rec.b_rtp_in += stats.b_in;
+        self.rec.b_rtp_out += stats.b_out;
+        let codec = self.a_codec.or_else(|| {
+            self.a_offer
+                .codecs
+                .iter()
+                .find_map(|pt| Codec::from_payload_type(*pt))
+        })?;
+        let (events, _media) = mpsc::unbounded_channel();
+        let leg = LegMedia {
+            remote: self.a_offer.rtp,
+            codec,
+            telephone_event: self.a_offer.telephone_event,
+        };
+        let music = endpoint::spawn(a_ports, leg, events);
+        let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
+        let file = self.shared.config.ivr_prompts.join("moh/default.wav");
+        if let Ok(audio) = self.shared.prompts.get(&file, rate) {
+            music.play(
+                0,
+                crate::media::prompt::Playlist::new()
+                    .then(audio)
+                    .looping(true),
+            );
+        }
+        self.held = Some((music, b_ports));
+        // The new callee is offered exactly the codec the caller speaks.
+        let keep = SdpInfo {
+            codecs: std::iter::once(codec.payload_type())
+                .chain(self.a_offer.telephone_event)
+                .collect(),
+            ..self.a_offer.clone()
+        };
+        if let Ok((narrowed, info)) = sdp::restrict_answer(&self.a_offer_sd, &keep) {
+            self.a_offer_sd = narrowed;
+            self.a_offer = info;
+        }
+        self.b_dialog = None;
+        self.b_ack = None;
+        self.b_remote = None;
+        self.a_answered = true;
+        self.rec.reason = Some(format!("transferred by {from_agent} to {target}"));
+        self.rec.target = Some(target);
+        self.ring(&phones).await;
+        None
     }
 
     /// The callee puts the caller on hold (re-INVITE `sendonly`/`inactive`) or takes it
@@ -1245,7 +1346,17 @@ impl Call {
     /// The callee answered a call the IVR had answered: the IVR's endpoint hands the
     /// caller's ports to a relay that bridges them with the callee's.
     async fn bridge_after_ivr(&mut self) {
-        let endpoint = self.ivr.as_mut().and_then(|i| i.take_endpoint());
+        // The caller's ports are with the IVR's endpoint, or with the music it hears
+        // while an agent's transfer rings.
+        if let Some((music, b_ports)) = self.held.take() {
+            self.b_ports = Some(b_ports);
+            self.ivr_endpoint_parked = Some(music);
+        }
+        let endpoint = self
+            .ivr
+            .as_mut()
+            .and_then(|i| i.take_endpoint())
+            .or_else(|| self.ivr_endpoint_parked.take());
         let a_ports = match endpoint {
             Some(e) => e.release().await,
             None => None,
@@ -1365,6 +1476,7 @@ impl Call {
             reply(&self.sw, 481);
             return None;
         };
+        let bridged = self.phase == Phase::Answered;
         let Some(dialog) = self.dialog_mut(side) else {
             // Not answered yet: only the caller's early dialog exists.
             reply(&self.sw, if req.method == Method::Bye { 481 } else { 491 });
@@ -1426,6 +1538,7 @@ impl Call {
                 reply(&self.sw, 200);
                 None
             }
+            Method::Refer if side == Side::B && bridged => self.blind_transfer(tx, &req).await,
             Method::Invite | Method::Update | Method::Info => {
                 if req.method != Method::Info {
                     dialog.refresh_target(&req.headers);
@@ -1616,7 +1729,8 @@ impl Call {
         rec.hangup_by = Some(end.by);
         rec.disposition = Some(end.disposition);
         rec.final_code = end.code;
-        rec.reason = end.reason;
+        // Why the call ended, else what happened along the way (e.g. a transfer).
+        rec.reason = end.reason.or(rec.reason);
         rec.a_rtp_in += stats.a_in;
         rec.a_rtp_out += stats.a_out;
         rec.b_rtp_in += stats.b_in;
