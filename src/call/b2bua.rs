@@ -587,36 +587,7 @@ impl Call {
         }
         self.hangup_both(Some(Side::B)).await;
         // The caller waits on music while the new target rings.
-        let relay = self.relay.take()?;
-        let (a_ports, b_ports, stats) = relay.release().await?;
-        self.rec.a_rtp_in += stats.a_in;
-        self.rec.a_rtp_out += stats.a_out;
-        self.rec.b_rtp_in += stats.b_in;
-        self.rec.b_rtp_out += stats.b_out;
-        let codec = self.a_codec.or_else(|| {
-            self.a_offer
-                .codecs
-                .iter()
-                .find_map(|pt| Codec::from_payload_type(*pt))
-        })?;
-        let (events, _media) = mpsc::unbounded_channel();
-        let leg = LegMedia {
-            remote: self.a_offer.rtp,
-            codec,
-            telephone_event: self.a_offer.telephone_event,
-        };
-        let music = endpoint::spawn(a_ports, leg, events);
-        let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
-        let file = self.shared.config.ivr_prompts.join("moh/default.wav");
-        if let Ok(audio) = self.shared.prompts.get(&file, rate) {
-            music.play(
-                0,
-                crate::media::prompt::Playlist::new()
-                    .then(audio)
-                    .looping(true),
-            );
-        }
-        self.held = Some((music, b_ports));
+        let codec = self.park_caller_on_music().await?;
         // The new callee is offered exactly the codec the caller speaks.
         let keep = SdpInfo {
             codecs: std::iter::once(codec.payload_type())
@@ -638,6 +609,43 @@ impl Call {
         None
     }
 
+    /// Takes the caller's ports back from the bridge and plays music on hold into them;
+    /// the callee's ports wait in `held`. Returns the caller's codec.
+    async fn park_caller_on_music(&mut self) -> Option<Codec> {
+        let relay = self.relay.take()?;
+        let (a_ports, b_ports, stats) = relay.release().await?;
+        self.rec.a_rtp_in += stats.a_in;
+        self.rec.a_rtp_out += stats.a_out;
+        self.rec.b_rtp_in += stats.b_in;
+        self.rec.b_rtp_out += stats.b_out;
+        let codec = self.a_codec.or_else(|| {
+            self.a_offer
+                .codecs
+                .iter()
+                .find_map(|pt| Codec::from_payload_type(*pt))
+        })?;
+        let (events, _media) = mpsc::unbounded_channel();
+        let leg = LegMedia {
+            remote: self.a_offer.rtp,
+            codec,
+            telephone_event: self.a_offer.telephone_event,
+        };
+        let music = endpoint::spawn(a_ports, leg, events);
+        let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
+        let file = self.shared.config.ivr_prompts.join("moh/default.wav");
+        match self.shared.prompts.get(&file, rate) {
+            Ok(audio) => music.play(
+                0,
+                crate::media::prompt::Playlist::new()
+                    .then(audio)
+                    .looping(true),
+            ),
+            Err(e) => warn!(file = %file.display(), error = %e, "no music on hold"),
+        }
+        self.held = Some((music, b_ports));
+        Some(codec)
+    }
+
     /// The callee puts the caller on hold (re-INVITE `sendonly`/`inactive`) or takes it
     /// off: instead of relaying silence, the caller hears music on hold from us. Returns
     /// `Some` when the re-INVITE was answered here.
@@ -647,39 +655,8 @@ impl Call {
         let hold = matches!(info.direction, Direction::SendOnly | Direction::Inactive);
         match (hold, self.held.is_some()) {
             (true, false) => {
-                let relay = self.relay.take()?;
-                let (a_ports, b_ports, stats) = relay.release().await?;
-                self.rec.a_rtp_in += stats.a_in;
-                self.rec.a_rtp_out += stats.a_out;
-                self.rec.b_rtp_in += stats.b_in;
-                self.rec.b_rtp_out += stats.b_out;
-                let codec = self.a_codec.or_else(|| {
-                    self.a_offer
-                        .codecs
-                        .iter()
-                        .find_map(|pt| Codec::from_payload_type(*pt))
-                })?;
-                let (events, _media) = mpsc::unbounded_channel();
-                let leg = LegMedia {
-                    remote: self.a_offer.rtp,
-                    codec,
-                    telephone_event: self.a_offer.telephone_event,
-                };
-                let endpoint = endpoint::spawn(a_ports, leg, events);
-                let rate =
-                    SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
-                let music = self.shared.config.ivr_prompts.join("moh/default.wav");
-                match self.shared.prompts.get(&music, rate) {
-                    Ok(audio) => endpoint.play(
-                        0,
-                        crate::media::prompt::Playlist::new()
-                            .then(audio)
-                            .looping(true),
-                    ),
-                    Err(e) => warn!(file = %music.display(), error = %e, "no music on hold"),
-                }
+                self.park_caller_on_music().await?;
                 info!("the agent put the caller on hold: music on hold");
-                self.held = Some((endpoint, b_ports));
             }
             (false, true) => {
                 let (endpoint, b_ports) = self.held.take()?;
