@@ -304,6 +304,23 @@ fn agents_pause_and_resume_themselves_with_feature_codes() {
             ),
         ]
     );
+    assert!(
+        rows.iter()
+            .filter(|r| r.target.as_deref().is_some_and(|t| t.starts_with('*')))
+            .all(|r| r.reason.is_none()),
+        "both were accepted: {rows:#?}"
+    );
+
+    // A supervisor is no queue member: its *50 is refused, and it hears so.
+    feature(&server, "3001", "*50");
+    let rows = server.calls().unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(last.caller_user.as_deref(), Some("3001"));
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("the ACD refused the request"),
+        "{last:#?}"
+    );
 }
 
 #[test]

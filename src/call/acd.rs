@@ -42,6 +42,11 @@ enum Cmd {
         to_call: mpsc::UnboundedSender<AcdMsg>,
     },
     Event(Event),
+    /// An agent's own request (feature code), answered with the router's verdict.
+    AgentRequest {
+        event: Event,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// A call's (or the switch's) way to talk to the ACD task.
@@ -95,6 +100,17 @@ impl AcdHandle {
 
     pub fn event(&self, e: Event) {
         let _ = self.tx.send(Cmd::Event(e));
+    }
+
+    /// Sends an agent's request (log in, pause…); the receiver gets whether the router
+    /// took it, so the agent can be told.
+    pub fn agent_request(
+        &self,
+        event: Event,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(Cmd::AgentRequest { event, reply });
+        rx
     }
 }
 
@@ -199,6 +215,13 @@ async fn run(
                                 let _ = to_call.send(AcdMsg::Overflow { reason: e.to_string() });
                             }
                         }
+                    }
+                    Cmd::AgentRequest { event, reply } => {
+                        let result = router.handle(event, now).map_err(|e| e.to_string());
+                        if let Err(e) = &result {
+                            info!(error = %e, "agent request refused");
+                        }
+                        let _ = reply.send(result);
                     }
                     Cmd::Event(e) => {
                         // A call that has left the queue for good needs no channel.

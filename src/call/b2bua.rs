@@ -53,8 +53,16 @@ pub enum Route {
     Ring(Vec<Binding>),
     /// Answer it with an IVR flow (the set in force when the call arrived).
     Flow { flows: Arc<FlowSet>, name: String },
-    /// An agent's feature code, already carried out: answer, say how it went, hang up.
-    Feature { prompt: String },
+    /// An agent's feature code, sent to the ACD: answer, say how it went, hang up.
+    Feature(FeatureCall),
+}
+
+/// A feature code on its way through the ACD, and the prompts for either verdict.
+pub struct FeatureCall {
+    pub done: String,
+    pub refused: String,
+    /// The router's verdict (None without an ACD: refused).
+    pub verdict: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
 }
 
 pub fn spawn(setup: CallSetup) {
@@ -246,8 +254,20 @@ async fn run(mut s: CallSetup) {
                 return call.finish(end).await;
             }
         }
-        Route::Feature { prompt } => {
+        Route::Feature(feature) => {
             drop(b_ports);
+            let accepted = match feature.verdict {
+                Some(rx) => matches!(rx.await, Ok(Ok(()))),
+                None => false,
+            };
+            let prompt = if accepted {
+                feature.done
+            } else {
+                feature.refused
+            };
+            if !accepted {
+                call.rec.reason = Some("the ACD refused the request".into());
+            }
             let end = call.confirm_feature(a_ports, &prompt, &mut s.events).await;
             return call.finish(end).await;
         }

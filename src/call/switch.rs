@@ -17,7 +17,7 @@ use rsip::{Header, Method, Request, SipMessage};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::b2bua::{self, CallSetup, Route};
+use super::b2bua::{self, CallSetup, FeatureCall, Route};
 use super::{as_msg, CallEvent, CallKey, SwitchCmd, SwitchHandle};
 use crate::config::{Config, DidTarget, Transport};
 use crate::ivr::reload::FlowsHandle;
@@ -608,10 +608,10 @@ impl Switch {
             );
             match result {
                 AuthResult::Ok(u) if u == from_user => {
-                    if let Some(prompt) = self.agent_feature(&u, &dialed) {
+                    if let Some(feature) = self.agent_feature(&u, &dialed) {
                         record.caller_user = Some(u);
                         record.target = Some(dialed.clone());
-                        return self.admit(tx, req, from, Route::Feature { prompt }, record);
+                        return self.admit(tx, req, from, Route::Feature(feature), record);
                     }
                     record.caller_user = Some(u);
                     // A user dials extensions directly, or any DID.
@@ -710,8 +710,9 @@ impl Switch {
 
     /// An agent's feature code (`*50` log in, `*51` log out, `*52` not ready, `*53` ready,
     /// `*54` end wrap-up now): carried out at once; the prompt that confirms it is
-    /// returned for the call to play. None when `dialed` is not a feature code.
-    fn agent_feature(&self, agent: &str, dialed: &str) -> Option<String> {
+    /// the call plays the prompt that says how it went. None when `dialed` is not a
+    /// feature code.
+    fn agent_feature(&self, agent: &str, dialed: &str) -> Option<FeatureCall> {
         use crate::acd::Event;
         let agent = agent.to_string();
         let (event, prompt) = match dialed {
@@ -728,14 +729,12 @@ impl Switch {
             "*54" => (Event::EndWrapUp { agent }, "agent_wrapup_ended"),
             _ => return None,
         };
-        let prompt = match &self.shared.acd {
-            Some(acd) => {
-                acd.event(event);
-                prompt
-            }
-            None => "agent_refused",
-        };
-        Some(format!("en/{prompt}.wav"))
+        let verdict = self.shared.acd.as_ref().map(|acd| acd.agent_request(event));
+        Some(FeatureCall {
+            done: format!("en/{prompt}.wav"),
+            refused: "en/agent_refused.wav".into(),
+            verdict,
+        })
     }
 
     /// Refuses a call that never reaches a call task, and still leaves its record.
