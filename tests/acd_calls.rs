@@ -410,3 +410,57 @@ fn ring_all_rings_every_agent_and_cancels_the_others_when_one_answers() {
         vec![vec![Some("2001".into())], vec![Some("2002".into())]]
     );
 }
+
+#[test]
+fn a_caller_past_the_maximum_wait_overflows_into_the_next_queue() {
+    require_pcap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.yaml"),
+        "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
+    )
+    .unwrap();
+    let server = Server::start_with(ServerConfig {
+        dids: Vec::new(),
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((
+            dir.path().to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        extra_yaml: vec![
+            "queues:".into(),
+            "  - { name: support, members: [\"2002\"] }".into(),
+            // 2001 has no phone registered: nobody in billing answers.
+            "  - { name: billing, max_wait_secs: 2, overflow_queue: support, members: [\"2001\"] }"
+                .into(),
+        ],
+        ..ServerConfig::default()
+    });
+    let agent = server.start_callee("2002", "uas_answer_then_bye.xml", &["-d", "1000"]);
+    let caller = Sipp::new("uac_call_wait_bye.xml")
+        .service("100")
+        .timeout_secs(30)
+        .run(&server);
+    caller.assert_ok(&server, "billing → overflow → support");
+    agent
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2002 in support answers");
+    let rec = server.single_call();
+    assert_eq!(rec.target.as_deref(), Some("2002"), "{rec:#?}");
+    let log = sqlite_query(
+        &server.db_path(),
+        "SELECT event, queue FROM queue_log WHERE call_uuid IS NOT NULL ORDER BY id",
+    )
+    .unwrap();
+    let events: Vec<(String, String)> = log
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap_or_default()))
+        .collect();
+    let pos = |e: &str, q: &str| events.iter().position(|(x, y)| x == e && y == q);
+    let (overflow, enter, connect) = (
+        pos("OVERFLOW", "billing").expect("OVERFLOW in billing"),
+        pos("ENTER", "support").expect("ENTER in support"),
+        pos("CONNECT", "support").expect("CONNECT in support"),
+    );
+    assert!(overflow < enter && enter < connect, "{events:?}");
+}

@@ -141,6 +141,9 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         if q.wait_when_empty {
             qc.when_empty = WhenEmpty::Wait;
         }
+        if let Some(next) = &q.overflow_queue {
+            qc.overflow = OverflowTarget::Queue(next.clone());
+        }
         qc.relaxations = q
             .relax
             .iter()
@@ -269,6 +272,27 @@ async fn drain(
             ),
             Action::Connect { call, agent } => {
                 info!(%call, %agent, "ACD connected");
+                continue;
+            }
+            Action::Overflow {
+                call,
+                target: OverflowTarget::Queue(queue),
+            } => {
+                // Into the next queue, keeping the caller's channel (and its music).
+                info!(%call, %queue, "overflow to another queue");
+                let arrived = Event::CallArrived {
+                    call,
+                    queue,
+                    skills: Vec::new(),
+                    priority: 0,
+                };
+                if let Err(e) = router.handle(arrived, Instant::now()) {
+                    if let Some(c) = calls.remove(&call) {
+                        let _ = c.send(AcdMsg::Overflow {
+                            reason: e.to_string(),
+                        });
+                    }
+                }
                 continue;
             }
             Action::Overflow { call, target } => {

@@ -167,6 +167,10 @@ struct RawQueue {
     /// With no member logged in: `overflow` at once (default) or `wait`.
     #[serde(default)]
     when_empty: Option<Spanned<String>>,
+    /// Where a caller goes at `max_wait_secs` (or when nobody is logged in): another
+    /// queue. Without it, the flow's failure path of the `queue` step.
+    #[serde(default)]
+    overflow_queue: Option<Spanned<String>>,
     /// Requirement relaxation over time, in order of `after_secs`.
     #[serde(default)]
     relax: Vec<RawRelax>,
@@ -252,6 +256,8 @@ pub struct Queue {
     pub announce_every_secs: Option<u64>,
     /// Keep callers waiting when no member is logged in (instead of overflowing).
     pub wait_when_empty: bool,
+    /// The queue overflowing callers move to, if any.
+    pub overflow_queue: Option<String>,
     pub relax: Vec<Relax>,
     pub members: Vec<String>,
 }
@@ -824,6 +830,7 @@ impl Validator {
                 wrap_up_secs: q.wrap_up_secs.unwrap_or(10),
                 max_wait_secs: q.max_wait_secs,
                 announce_every_secs: q.announce_every_secs,
+                overflow_queue: q.overflow_queue.as_ref().map(|o| o.value.clone()),
                 wait_when_empty: match q.when_empty.as_ref().map(|w| (w, w.value.as_str())) {
                     None | Some((_, "overflow")) => false,
                     Some((_, "wait")) => true,
@@ -856,6 +863,20 @@ impl Validator {
                     .collect(),
                 members: q.members.iter().map(|m| m.value.clone()).collect(),
             });
+        }
+
+        for q in &raw.queues {
+            if let Some(o) = &q.overflow_queue {
+                if !queue_names.contains(&o.value) || o.value == q.name.value {
+                    self.error(
+                        o,
+                        format!(
+                            "queue \"{}\" overflows to \"{}\", which is not another configured queue",
+                            q.name.value, o.value
+                        ),
+                    );
+                }
+            }
         }
 
         let data_dir = raw
