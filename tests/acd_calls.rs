@@ -94,31 +94,47 @@ fn each_caller_reaches_the_agent_best_skill_routing_picks() {
     }
 }
 
-const CALLERS: u32 = 200;
-
-#[test]
-fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
+/// A server whose DID 100 flow puts callers straight into `queue` (then hangs up), with
+/// the given `queues:` entries; the flow directory lives as long as the first value.
+fn queue_server(queue: &str, queues: &[&str], config: ServerConfig) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("main.yaml"),
-        "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
+        format!(
+            "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: {queue}\n      next: bye\n  bye:\n    hangup:\n"
+        ),
     )
     .unwrap();
+    let mut extra_yaml = vec!["queues:".to_string()];
+    extra_yaml.extend(queues.iter().map(|q| q.to_string()));
     let server = Server::start_with(ServerConfig {
-        rtp_port_count: 1_000,
         dids: Vec::new(),
         flow_dids: vec![("100".into(), "main".into())],
         ivr: Some((
             dir.path().to_path_buf(),
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
         )),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\", \"2002\", \"2003\"] }".into(),
-        ],
-        env: vec![("RUST_LOG".into(), "warn".into())],
-        ..ServerConfig::default()
+        extra_yaml,
+        ..config
     });
+    (dir, server)
+}
+
+const CALLERS: u32 = 200;
+
+#[test]
+fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
+    let (_flows, server) = queue_server(
+        "billing",
+        &[
+        "  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\", \"2002\", \"2003\"] }",
+        ],
+        ServerConfig {
+        rtp_port_count: 1_000,
+        env: vec![("RUST_LOG".into(), "warn".into())],
+            ..ServerConfig::default()
+        },
+    );
     // Three agents, each answering one call after another: 0.5 s of talk, then BYE.
     let agents: Vec<_> = ["2001", "2002", "2003"]
         .iter()
@@ -325,26 +341,12 @@ fn agents_pause_and_resume_themselves_with_feature_codes() {
 
 #[test]
 fn a_waiting_caller_hears_its_position_every_few_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.yaml"),
-        "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
-    )
-    .unwrap();
     // The only member is logged in but has no phone registered: the caller waits.
-    let server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            dir.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: billing, announce_every_secs: 2, members: [\"2001\"] }".into(),
-        ],
-        ..ServerConfig::default()
-    });
+    let (_flows, server) = queue_server(
+        "billing",
+        &["  - { name: billing, announce_every_secs: 2, members: [\"2001\"] }"],
+        ServerConfig::default(),
+    );
     let caller = Sipp::new("uac_call.xml")
         .service("100")
         .duration_ms(5_500)
@@ -365,25 +367,13 @@ fn a_waiting_caller_hears_its_position_every_few_seconds() {
 #[test]
 fn ring_all_rings_every_agent_and_cancels_the_others_when_one_answers() {
     require_pcap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.yaml"),
-        "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: sales\n      next: bye\n  bye:\n    hangup:\n",
-    )
-    .unwrap();
-    let server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            dir.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: sales, strategy: ring_all, ring_timeout_secs: 20, members: [\"2001\", \"2002\"] }".into(),
+    let (_flows, server) = queue_server(
+        "sales",
+        &[
+        "  - { name: sales, strategy: ring_all, ring_timeout_secs: 20, members: [\"2001\", \"2002\"] }",
         ],
-        ..ServerConfig::default()
-    });
+        ServerConfig::default(),
+    );
     // 2001 lets it ring (and must be cancelled); 2002 answers after a moment.
     let ringer = server.start_callee("2001", "uas_ring_forever.xml", &[]);
     let answerer = server.start_callee("2002", "uas_answer_then_bye.xml", &["-d", "1500"]);
@@ -414,28 +404,15 @@ fn ring_all_rings_every_agent_and_cancels_the_others_when_one_answers() {
 #[test]
 fn a_caller_past_the_maximum_wait_overflows_into_the_next_queue() {
     require_pcap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.yaml"),
-        "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
-    )
-    .unwrap();
-    let server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            dir.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: support, members: [\"2002\"] }".into(),
+    let (_flows, server) = queue_server(
+        "billing",
+        &[
+            "  - { name: support, members: [\"2002\"] }",
             // 2001 has no phone registered: nobody in billing answers.
-            "  - { name: billing, max_wait_secs: 2, overflow_queue: support, members: [\"2001\"] }"
-                .into(),
+            "  - { name: billing, max_wait_secs: 2, overflow_queue: support, members: [\"2001\"] }",
         ],
-        ..ServerConfig::default()
-    });
+        ServerConfig::default(),
+    );
     let agent = server.start_callee("2002", "uas_answer_then_bye.xml", &["-d", "1000"]);
     let caller = Sipp::new("uac_call_wait_bye.xml")
         .service("100")

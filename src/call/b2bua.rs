@@ -634,10 +634,7 @@ impl Call {
     async fn park_caller_on_music(&mut self) -> Option<Codec> {
         let relay = self.relay.take()?;
         let (a_ports, b_ports, stats) = relay.release().await?;
-        self.rec.a_rtp_in += stats.a_in;
-        self.rec.a_rtp_out += stats.a_out;
-        self.rec.b_rtp_in += stats.b_in;
-        self.rec.b_rtp_out += stats.b_out;
+        add_rtp_counts(&mut self.rec, &stats);
         let codec = self.a_codec.or_else(|| {
             self.a_offer
                 .codecs
@@ -681,14 +678,8 @@ impl Call {
             (false, true) => {
                 let (endpoint, b_ports) = self.held.take()?;
                 let a_ports = endpoint.release().await?;
-                let relay = spawn_relay(a_ports, b_ports);
-                if let Some(rtp) = self.a_offer.rtp {
-                    relay.set_remote(Side::A, rtp, None);
-                }
-                if let Some(rtp) = info.rtp {
-                    relay.set_remote(Side::B, rtp, None);
-                }
-                self.relay = Some(relay);
+                self.b_remote = info.rtp;
+                self.start_bridge(a_ports, b_ports);
                 info!("the agent took the caller off hold");
             }
             _ => return None,
@@ -774,10 +765,7 @@ impl Call {
             let Some((a_ports, b_ports, stats)) = relay.release().await else {
                 return false;
             };
-            self.rec.a_rtp_in += stats.a_in;
-            self.rec.a_rtp_out += stats.a_out;
-            self.rec.b_rtp_in += stats.b_in;
-            self.rec.b_rtp_out += stats.b_out;
+            add_rtp_counts(&mut self.rec, &stats);
             (a_ports, b_ports)
         };
         self.b_ports = Some(b_ports);
@@ -1362,6 +1350,12 @@ impl Call {
             warn!("the caller's media ports are gone; the bridge carries no audio");
             return;
         };
+        self.start_bridge(a_ports, b_ports);
+    }
+
+    /// Relays between the caller's and the callee's ports, each side aimed at the address
+    /// its SDP named (symmetric RTP corrects it on the first packet).
+    fn start_bridge(&mut self, a_ports: MediaPorts, b_ports: MediaPorts) {
         let relay = spawn_relay(a_ports, b_ports);
         if let Some(rtp) = self.a_offer.rtp {
             relay.set_remote(Side::A, rtp, None);
@@ -1728,10 +1722,7 @@ impl Call {
         rec.final_code = end.code;
         // Why the call ended, else what happened along the way (e.g. a transfer).
         rec.reason = end.reason.or(rec.reason);
-        rec.a_rtp_in += stats.a_in;
-        rec.a_rtp_out += stats.a_out;
-        rec.b_rtp_in += stats.b_in;
-        rec.b_rtp_out += stats.b_out;
+        add_rtp_counts(&mut rec, &stats);
         info!(
             disposition = end.disposition.as_str(),
             code = end.code,
@@ -1780,6 +1771,15 @@ fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<
         })
         .take(MAX_HEADERS)
         .collect()
+}
+
+/// Adds one bridge's packet counters to the record (a call may be bridged several times:
+/// hold, survey, transfer).
+fn add_rtp_counts(rec: &mut CallRecord, stats: &crate::media::relay::RelayStats) {
+    rec.a_rtp_in += stats.a_in;
+    rec.a_rtp_out += stats.a_out;
+    rec.b_rtp_in += stats.b_in;
+    rec.b_rtp_out += stats.b_out;
 }
 
 /// `host:port` of an address for a SIP URI (IPv6 in its internal host form).
