@@ -133,4 +133,20 @@ fn flows_reload_under_load_without_dropping_calls() {
     more.assert_ok(&server, "calls after a refused reload");
     let rows = server.wait_for_calls(CALLS as usize + 5, Duration::from_secs(10));
     assert!(rows[CALLS as usize..].iter().all(|r| version(r) == 2));
+
+    // `switchboard reload` asks the running server (by its data directory) to re-read
+    // the flows at once.
+    replace(&flow, &waiting_flow("v3"));
+    let out = std::process::Command::new(switchboard_bin())
+        .args(["reload", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_log(&server, "SIGHUP: reloading the IVR flows", 1);
+    wait_for_log(&server, "IVR flows reloaded", 2);
 }
