@@ -261,6 +261,16 @@ fn feature(server: &Server, agent: &str, code: &str) {
         .assert_ok(server, &format!("{agent} dials {code}"));
 }
 
+/// Polls `done` for up to five seconds; rows written by another task land a moment
+/// after the SIP exchange that caused them.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn agents_pause_and_resume_themselves_with_feature_codes() {
     require_pcap();
@@ -297,9 +307,10 @@ fn agents_pause_and_resume_themselves_with_feature_codes() {
     // Back from the break (*53): unpaused in the log, and the feature calls are recorded
     // as the agent's own calls.
     feature(&server, "2001", "*53");
-    assert_eq!(log("UNPAUSE").len(), 1);
+    wait_until("the UNPAUSE row", || log("UNPAUSE").len() == 1);
     drop(agents);
-    let rows = server.calls().unwrap();
+    // The feature call's record lands just after its BYE: wait for all three.
+    let rows = server.wait_for_calls(3, Duration::from_secs(5));
     let features: Vec<_> = rows
         .iter()
         .filter(|r| r.target.as_deref().is_some_and(|t| t.starts_with('*')))
@@ -329,7 +340,7 @@ fn agents_pause_and_resume_themselves_with_feature_codes() {
 
     // A supervisor is no queue member: its *50 is refused, and it hears so.
     feature(&server, "3001", "*50");
-    let rows = server.calls().unwrap();
+    let rows = server.wait_for_calls(4, Duration::from_secs(5));
     let last = rows.last().unwrap();
     assert_eq!(last.caller_user.as_deref(), Some("3001"));
     assert_eq!(

@@ -297,7 +297,8 @@ fn an_http_lookup_routes_the_call_and_falls_back_when_the_service_is_down() {
         .timeout_secs(30)
         .run(&server);
     caller.assert_ok(&server, "CRM down: fallback, then hang-up");
-    let rows = server.calls().unwrap();
+    // The first call's record and this one's (written just after the BYE).
+    let rows = server.wait_for_calls(2, Duration::from_secs(5));
     let last = rows.last().unwrap();
     let trace = last.ivr_trace.clone().unwrap_or_default();
     assert!(trace.contains("main/fallback"), "{trace}");
