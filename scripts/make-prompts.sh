@@ -24,6 +24,7 @@ declare -A TEXT=(
   [agent_ready]="You are ready."
   [agent_wrapup_ended]="Wrap up ended. You are ready."
   [agent_refused]="That did not work."
+  [supervisor_no_call]="That agent is not on a call."
   [queue_position]="You are caller number"
   [queue_wait]="Your estimated wait is about"
   [minutes]="minutes"

@@ -36,6 +36,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let flows = load_flows(&config)?;
     let store = Store::open(&config.data_dir).await?;
+    repair_recordings(&config.data_dir.join("recordings"))?;
     let acd = crate::call::acd::start(&config, store.clone())?;
     let (sw, inbound, commands) =
         switch::start(config.clone(), store.clone(), flows.clone(), acd).await?;
@@ -160,4 +161,28 @@ pub fn request_reload(data_dir: &std::path::Path) -> anyhow::Result<u32> {
         );
     }
     Ok(pid)
+}
+
+/// Makes sure the recordings directory exists, and makes every recording a crash left
+/// unfinished readable again (a finished file is only read, not changed).
+fn repair_recordings(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "wav") {
+            continue;
+        }
+        match crate::media::recorder::repair(&path) {
+            Ok(r) if r.fixed => tracing::warn!(
+                file = %path.display(),
+                seconds = r.duration.as_secs_f64(),
+                "repaired a recording left unfinished by a crash"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "a recording cannot be repaired")
+            }
+        }
+    }
+    Ok(())
 }

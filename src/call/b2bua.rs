@@ -20,15 +20,19 @@ use super::ivr::{IvrSession, IvrStep};
 use super::switch::Shared;
 use super::{as_msg, CallEvent, CallKey, SwitchHandle};
 use crate::acd::{CallEnd, CallId};
+use crate::config::RecordPolicy;
 use crate::ivr::interpreter::QueueResult;
 use crate::ivr::interpreter::TransferTarget;
 use crate::ivr::FlowSet;
 use crate::media::codec::Codec;
 use crate::media::endpoint::{self, EndpointEvent, EndpointHandle, LegMedia};
+use crate::media::mixer::Mode;
 use crate::media::mixer::SampleRate;
 use crate::media::ports::MediaPorts;
-use crate::media::relay::{spawn_relay, RelayHandle, Side};
+use crate::media::recorder::Recorder;
+use crate::media::relay::{spawn_relay_with_events, RelayEvent, RelayHandle, Side, SupervisorLeg};
 use crate::media::sdp::{self, LegSdp, SdpInfo};
+use crate::media::taps::LegFormat;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{self, host_str};
 use crate::sip::registrar::Binding;
@@ -55,6 +59,8 @@ pub enum Route {
     Flow { flows: Arc<FlowSet>, name: String },
     /// An agent's feature code, sent to the ACD: answer, say how it went, hang up.
     Feature(FeatureCall),
+    /// A supervisor joins the call `agent` is talking on (`*1`/`*2`/`*3` + extension).
+    Supervise { agent: String, mode: Mode },
 }
 
 /// A feature code on its way through the ACD, and the prompts for either verdict.
@@ -158,6 +164,19 @@ struct Call {
     /// ACKs sent for 2xx answers to re-originated re-INVITEs, by transaction, so a
     /// retransmitted 2xx is acknowledged again.
     reinvite_acks: HashMap<TxId, (Request, Peer)>,
+    /// What the bridge's relay reports (keys, media timeout).
+    relay_events: Option<mpsc::UnboundedReceiver<RelayEvent>>,
+    /// What the callee's answer negotiated.
+    b_format: Option<LegFormat>,
+    /// The recording while no relay carries it (the caller on hold music).
+    recorder: Option<Recorder>,
+    /// The recording policy of the conversation, settled when it is bridged.
+    record_policy: Option<RecordPolicy>,
+    recording_paused: bool,
+    /// The agent's last keys, to spot the recording keys.
+    agent_keys: String,
+    /// The extension talking on leg B, as the switch knows it (for supervisors).
+    talking: Option<String>,
 }
 
 /// How a call ends, for its record.
@@ -237,16 +256,24 @@ async fn run(mut s: CallSetup) {
         ringing_agent: None,
         ivr: None,
         queue: None,
+        relay_events: None,
+        b_format: None,
+        recorder: None,
+        record_policy: None,
+        recording_paused: false,
+        agent_keys: String::new(),
+        talking: None,
     };
     let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
     match route {
         Route::Ring(targets) => {
-            let relay = spawn_relay(a_ports, b_ports);
-            if let Some(rtp) = call.a_offer.rtp {
-                relay.set_remote(Side::A, rtp, None);
-            }
-            call.relay = Some(relay);
+            call.start_bridge(a_ports, b_ports);
             call.ring(&targets).await;
+        }
+        Route::Supervise { agent, mode } => {
+            drop(b_ports);
+            let end = call.supervise(a_ports, &agent, mode, &mut s.events).await;
+            return call.finish(end).await;
         }
         Route::Flow { flows, name } => {
             call.b_ports = Some(b_ports);
@@ -278,6 +305,7 @@ async fn run(mut s: CallSetup) {
             _ = sleep_until_opt(call.ring_deadline) => Input::RingTimeout,
             ev = next_ivr_input(&mut call.ivr) => Input::Ivr(ev),
             msg = next_acd_msg(&mut call.queue) => Input::Acd(msg),
+            ev = next_relay_event(&mut call.relay_events) => Input::Relay(ev),
         };
         let outcome = match input {
             Input::Sip(None) => Some(End {
@@ -297,6 +325,7 @@ async fn run(mut s: CallSetup) {
             }
             Input::Ivr(ev) => call.on_ivr_input(ev).await,
             Input::Acd(msg) => call.on_acd(msg).await,
+            Input::Relay(ev) => call.on_relay_event(ev).await,
         };
         if let Some(end) = outcome {
             break end;
@@ -313,6 +342,21 @@ enum Input {
     RingTimeout,
     Ivr(crate::ivr::Event),
     Acd(AcdMsg),
+    Relay(RelayEvent),
+}
+
+async fn next_relay_event(events: &mut Option<mpsc::UnboundedReceiver<RelayEvent>>) -> RelayEvent {
+    match events {
+        Some(rx) => match rx.recv().await {
+            Some(ev) => ev,
+            None => {
+                // That relay is gone (released or stopped); wait for the next one.
+                *events = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_acd_msg(queue: &mut Option<Queued>) -> AcdMsg {
@@ -633,8 +677,10 @@ impl Call {
     /// the callee's ports wait in `held`. Returns the caller's codec.
     async fn park_caller_on_music(&mut self) -> Option<Codec> {
         let relay = self.relay.take()?;
-        let (a_ports, b_ports, stats) = relay.release().await?;
+        let (a_ports, b_ports, stats, recorder) = relay.release().await?;
         add_rtp_counts(&mut self.rec, &stats);
+        // The recording waits for the bridge to come back.
+        self.recorder = recorder;
         let codec = self.a_codec.or_else(|| {
             self.a_offer
                 .codecs
@@ -727,6 +773,9 @@ impl Call {
             q.acd.ended(CallId(self.key), CallEnd::Agent);
         }
         // Nothing of the agent's leg carries over.
+        if let Some(ext) = self.talking.take() {
+            self.sw.on_call(&ext, self.key, false);
+        }
         self.b_dialog = None;
         self.b_ack = None;
         self.b_remote = None;
@@ -762,10 +811,12 @@ impl Call {
             let Some(relay) = self.relay.take() else {
                 return false;
             };
-            let Some((a_ports, b_ports, stats)) = relay.release().await else {
+            let Some((a_ports, b_ports, stats, recorder)) = relay.release().await else {
                 return false;
             };
             add_rtp_counts(&mut self.rec, &stats);
+            // The conversation is over: so is its recording.
+            self.finish_recording(recorder).await;
             (a_ports, b_ports)
         };
         self.b_ports = Some(b_ports);
@@ -795,10 +846,35 @@ impl Call {
         prompt: &str,
         events: &mut mpsc::UnboundedReceiver<CallEvent>,
     ) -> End {
-        let (endpoint, mut media, codec) = match self.answer_here(a_ports) {
+        let (endpoint, media, codec) = match self.answer_here(a_ports) {
             Ok(answered) => answered,
             Err(end) => return end,
         };
+        self.play_then_hang_up(endpoint, media, codec, prompt, events)
+            .await
+    }
+
+    /// Closes a recording off the packet path and notes its length in the record.
+    async fn finish_recording(&mut self, recorder: Option<Recorder>) {
+        let Some(recorder) = recorder else { return };
+        match tokio::task::spawn_blocking(move || recorder.finish()).await {
+            Ok(Ok(done)) => {
+                self.rec.recording_ms = Some(done.duration.as_millis() as i64);
+            }
+            Ok(Err(e)) => warn!(error = %e, "the recording could not be finished"),
+            Err(e) => warn!(error = %e, "the recording could not be finished"),
+        }
+    }
+
+    /// Plays one prompt to the caller, then hangs up (or stops if the caller does).
+    async fn play_then_hang_up(
+        &mut self,
+        endpoint: EndpointHandle,
+        mut media: mpsc::UnboundedReceiver<EndpointEvent>,
+        codec: Codec,
+        prompt: &str,
+        events: &mut mpsc::UnboundedReceiver<CallEvent>,
+    ) -> End {
         let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
         let path = self.shared.config.ivr_prompts.join(prompt);
         let playlist = match self.shared.prompts.get(&path, rate) {
@@ -1124,6 +1200,10 @@ impl Call {
             }
             CallEvent::AckTimeout { .. } | CallEvent::Ack { .. } => None,
             CallEvent::Request { tx, req, .. } => self.on_request(tx, req).await,
+            CallEvent::Supervise { leg, reply } => {
+                self.on_supervise(leg, reply);
+                None
+            }
             CallEvent::Shutdown => {
                 if self.phase == Phase::Ringing {
                     return Some(
@@ -1194,7 +1274,15 @@ impl Call {
         body: &[u8],
     ) -> Result<rtc_sdp::SessionDescription, sdp::SdpError> {
         let (sd, info) = sdp::parse(body)?;
-        let (narrowed, _) = sdp::restrict_answer(&sd, &self.a_offer)?;
+        let (narrowed, kept) = sdp::restrict_answer(&sd, &self.a_offer)?;
+        self.b_format = kept
+            .codecs
+            .iter()
+            .find_map(|pt| Codec::from_payload_type(*pt))
+            .map(|codec| LegFormat {
+                codec,
+                event_pt: kept.telephone_event,
+            });
         self.b_remote = info.rtp;
         if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
             relay.set_remote(Side::B, rtp, None);
@@ -1311,6 +1399,7 @@ impl Call {
         self.rec.bridged_ms = Some(now_ms());
         info!("answered");
         let answered_by = self.forks[idx].agent.clone();
+        self.on_bridged(answered_by.clone());
         let agent = self.queue.as_mut().and_then(|q| {
             let agent = answered_by?;
             q.connected = true;
@@ -1356,7 +1445,11 @@ impl Call {
     /// Relays between the caller's and the callee's ports, each side aimed at the address
     /// its SDP named (symmetric RTP corrects it on the first packet).
     fn start_bridge(&mut self, a_ports: MediaPorts, b_ports: MediaPorts) {
-        let relay = spawn_relay(a_ports, b_ports);
+        let (relay, events) =
+            spawn_relay_with_events(a_ports, b_ports, self.shared.config.media_timeout);
+        // Nobody talks before the answer: the media timeout waits for the bridge.
+        relay.watch(Side::A, false);
+        relay.watch(Side::B, false);
         if let Some(rtp) = self.a_offer.rtp {
             relay.set_remote(Side::A, rtp, None);
         }
@@ -1364,6 +1457,282 @@ impl Call {
             relay.set_remote(Side::B, rtp, None);
         }
         self.relay = Some(relay);
+        self.relay_events = Some(events);
+        if self.phase == Phase::Answered {
+            self.configure_bridge();
+        }
+    }
+
+    /// The caller's negotiated format: what Switchboard answered it with, else what the
+    /// callee's answer chose (the caller's offer went to the callee unchanged).
+    fn a_format(&self) -> Option<LegFormat> {
+        let codec = self.a_codec.or(self.b_format.map(|f| f.codec))?;
+        Some(LegFormat {
+            codec,
+            event_pt: self.a_offer.telephone_event,
+        })
+    }
+
+    /// Tells the relay the legs' formats, hands it the recording, and watches both legs
+    /// for the media timeout: the bridge carries a conversation from here on.
+    fn configure_bridge(&mut self) {
+        let Some(relay) = &self.relay else { return };
+        if let (Some(a), Some(b)) = (self.a_format(), self.b_format) {
+            relay.set_formats(a, b);
+        }
+        relay.watch(Side::A, true);
+        relay.watch(Side::B, true);
+        if let Some(rec) = self.recorder.take() {
+            relay.record(rec);
+            relay.pause_recording(self.recording_paused);
+        }
+    }
+
+    /// The legs are bridged to a person: settle the recording policy (the queue's, else
+    /// the DID's, else the server's), start recording if it says always, and let
+    /// supervisors find the call by the callee's extension.
+    fn on_bridged(&mut self, callee: Option<String>) {
+        let cfg = &self.shared.config;
+        let queue_policy = self
+            .rec
+            .queue
+            .as_deref()
+            .and_then(|q| cfg.queues.iter().find(|c| c.name == q))
+            .and_then(|q| q.record);
+        let did_policy = self
+            .rec
+            .did
+            .as_deref()
+            .and_then(|d| cfg.did(d))
+            .and_then(|d| d.record);
+        let policy = queue_policy.or(did_policy).unwrap_or(cfg.record);
+        self.record_policy = Some(policy);
+        self.configure_bridge();
+        if policy == RecordPolicy::Always {
+            self.start_recording();
+        }
+        if let Some(ext) = callee.or_else(|| self.rec.target.clone()) {
+            self.sw.on_call(&ext, self.key, true);
+            self.talking = Some(ext);
+        }
+    }
+
+    /// Opens this call's recording file and gives it to the bridge.
+    fn start_recording(&mut self) {
+        if self.rec.recording.is_some() {
+            return;
+        }
+        let (Some(relay), Some(a), Some(b)) = (&self.relay, self.a_format(), self.b_format) else {
+            return;
+        };
+        let rate = crate::media::taps::Taps::new(a, b).rate();
+        let name = format!("recordings/{}.wav", self.rec.call_uuid);
+        let path = self.shared.config.data_dir.join(&name);
+        match Recorder::create(&path, rate) {
+            Ok(rec) => {
+                info!(file = %path.display(), "recording");
+                relay.record(rec);
+                self.rec.recording = Some(name);
+            }
+            Err(e) => warn!(error = %e, "the call cannot be recorded"),
+        }
+    }
+
+    /// Keys from the agent: the recording keys start an on-demand recording, then pause
+    /// and resume it (card details are read out while paused).
+    fn on_agent_key(&mut self, key: char) {
+        let keys = &self.shared.config.record_keys;
+        self.agent_keys.push(key);
+        if self.agent_keys.len() > keys.len() {
+            self.agent_keys.remove(0);
+        }
+        if keys.is_empty() || self.agent_keys != *keys {
+            return;
+        }
+        self.agent_keys.clear();
+        match self.record_policy {
+            Some(RecordPolicy::Never) | None => {}
+            Some(_) if self.rec.recording.is_none() => self.start_recording(),
+            Some(_) => {
+                self.recording_paused = !self.recording_paused;
+                info!(
+                    paused = self.recording_paused,
+                    "the agent toggled the recording"
+                );
+                if let Some(relay) = &self.relay {
+                    relay.pause_recording(self.recording_paused);
+                } else if let Some(rec) = &mut self.recorder {
+                    if self.recording_paused {
+                        rec.pause();
+                    } else {
+                        rec.resume();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_relay_event(&mut self, ev: RelayEvent) -> Option<End> {
+        match ev {
+            RelayEvent::Key(Side::B, key) => {
+                self.on_agent_key(key.as_char());
+                None
+            }
+            RelayEvent::Key(Side::A, _) => None,
+            RelayEvent::SupervisorMode(mode) => {
+                info!(?mode, "the supervisor switched mode");
+                None
+            }
+            RelayEvent::RecordingFailed(why) => {
+                warn!(%why, "the recording stopped");
+                None
+            }
+            RelayEvent::MediaTimeout(side) if self.phase == Phase::Answered => {
+                let secs = self.shared.config.media_timeout.map_or(0, |t| t.as_secs());
+                let who = if side == Side::A { "caller" } else { "callee" };
+                warn!(who, secs, "no RTP: hanging up");
+                self.hangup_both(None).await;
+                Some(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Answered,
+                    code: 200,
+                    reason: Some(format!("media timeout: no RTP from the {who} for {secs} s")),
+                })
+            }
+            RelayEvent::MediaTimeout(_) => None,
+        }
+    }
+
+    /// A supervisor asks to join: only a bridged conversation takes one.
+    fn on_supervise(
+        &mut self,
+        leg: SupervisorLeg,
+        reply: tokio::sync::oneshot::Sender<Result<RelayHandle, SupervisorLeg>>,
+    ) {
+        match &self.relay {
+            Some(relay) if self.phase == Phase::Answered && self.b_format.is_some() => {
+                info!(mode = ?leg.mode, "a supervisor joins");
+                relay.supervise(leg);
+                let _ = reply.send(Ok(relay.clone()));
+            }
+            _ => {
+                let _ = reply.send(Err(leg));
+            }
+        }
+    }
+
+    /// A supervisor's own call: answered here, its media handed to the agent's bridge.
+    /// Keys 4, 5 and 6 (RTP events go to the bridge; SIP INFO comes here) switch among
+    /// listen, whisper and barge. It ends when either the supervisor or the agent's call
+    /// does.
+    async fn supervise(
+        &mut self,
+        a_ports: MediaPorts,
+        agent: &str,
+        mode: Mode,
+        events: &mut mpsc::UnboundedReceiver<CallEvent>,
+    ) -> End {
+        let (endpoint, media, codec) = match self.answer_here(a_ports) {
+            Ok(answered) => answered,
+            Err(end) => return end,
+        };
+        let hang_up = End {
+            by: HangupBy::Switchboard,
+            disposition: Disposition::Answered,
+            code: 200,
+            reason: None,
+        };
+        let Some(ports) = endpoint.release().await else {
+            self.hangup_both(Some(Side::A)).await;
+            return hang_up;
+        };
+        drop(media);
+        let (attached, mut detached) = tokio::sync::oneshot::channel();
+        let leg = SupervisorLeg {
+            ports,
+            remote: self.a_offer.rtp,
+            format: LegFormat {
+                codec,
+                event_pt: self.a_offer.telephone_event,
+            },
+            mode,
+            attached,
+        };
+        let relay = match self.sw.supervise(agent, leg).await {
+            Ok(relay) => relay,
+            Err(leg) => {
+                info!(agent, "the agent is on no call");
+                self.rec.reason = Some(format!("{agent} is not on a call"));
+                let Some(leg) = leg else {
+                    self.hangup_both(Some(Side::A)).await;
+                    return hang_up;
+                };
+                let (ev, media) = mpsc::unbounded_channel();
+                let speaker = endpoint::spawn(
+                    leg.ports,
+                    LegMedia {
+                        remote: self.a_offer.rtp,
+                        codec,
+                        telephone_event: self.a_offer.telephone_event,
+                    },
+                    ev,
+                );
+                return self
+                    .play_then_hang_up(speaker, media, codec, "en/supervisor_no_call.wav", events)
+                    .await;
+            }
+        };
+        self.rec.reason = Some(format!(
+            "{} {agent}",
+            match mode {
+                Mode::Listen => "listened to",
+                Mode::Whisper => "whispered to",
+                Mode::Barge => "barged in on",
+            }
+        ));
+        loop {
+            tokio::select! {
+                _ = &mut detached => {
+                    // The agent's call ended (or another supervisor took over).
+                    self.hangup_both(Some(Side::A)).await;
+                    return End {
+                        reason: Some(format!("{agent}'s call ended")),
+                        ..hang_up
+                    };
+                }
+                ev = events.recv() => match ev {
+                    Some(CallEvent::Request { tx, req, .. }) if req.method == Method::Bye => {
+                        self.sw.respond(tx, message::response_to(&req, 200, None));
+                        relay.unsupervise();
+                        return End { by: HangupBy::Caller, reason: None, ..hang_up };
+                    }
+                    Some(CallEvent::Request { tx, req, .. }) => {
+                        if req.method == Method::Info {
+                            let ct = message::content_type(&as_msg(&req)).unwrap_or_default();
+                            let key = crate::media::dtmf::parse_sip_info(&ct, &req.body)
+                                .ok()
+                                .map(|d| d.key.as_char());
+                            let mode = match key {
+                                Some('4') => Some(Mode::Listen),
+                                Some('5') => Some(Mode::Whisper),
+                                Some('6') => Some(Mode::Barge),
+                                _ => None,
+                            };
+                            if let Some(mode) = mode {
+                                relay.supervisor_mode(mode);
+                            }
+                        }
+                        self.sw.respond(tx, message::response_to(&req, 200, None));
+                    }
+                    Some(CallEvent::Shutdown) | None => {
+                        relay.unsupervise();
+                        self.hangup_both(Some(Side::A)).await;
+                        return hang_up;
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
     }
 
     async fn on_fork_final(&mut self, tx: TxId, code: u16) -> Option<End> {
@@ -1541,7 +1910,12 @@ impl Call {
                 }
                 if self.b_dialog.is_none() {
                     // No other leg yet (the IVR has the caller): answer here, keeping
-                    // the media as it is.
+                    // the media as it is. A key sent by INFO is the flow's.
+                    if let (Method::Info, Side::A, Some(ivr)) = (&req.method, side, &self.ivr) {
+                        if let Some(ct) = message::content_type(&as_msg(&req)) {
+                            ivr.sip_info(&ct, &req.body);
+                        }
+                    }
                     let mut ok = message::response_to(&req, 200, None);
                     if req.method == Method::Invite {
                         if let Some(body) = self.a_sdp.last_body() {
@@ -1560,6 +1934,12 @@ impl Call {
                     }
                     self.sw.respond(tx, ok);
                     return None;
+                }
+                if req.method == Method::Info && side == Side::B {
+                    let ct = message::content_type(&as_msg(&req)).unwrap_or_default();
+                    if let Ok(d) = crate::media::dtmf::parse_sip_info(&ct, &req.body) {
+                        self.on_agent_key(d.key.as_char());
+                    }
                 }
                 self.relay_request(side, tx, req).await;
                 None
@@ -1582,6 +1962,14 @@ impl Call {
                     Ok((sd, info)) => {
                         if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
                             relay.set_remote(from, rtp, None);
+                        }
+                        if let Some(relay) = &self.relay {
+                            // On hold, neither side owes us RTP.
+                            use crate::media::sdp::Direction;
+                            let talking =
+                                matches!(info.direction, Direction::SendRecv | Direction::RecvOnly);
+                            relay.watch(Side::A, talking);
+                            relay.watch(Side::B, talking);
                         }
                         body = Some((
                             "application/sdp".to_string(),
@@ -1707,10 +2095,16 @@ impl Call {
                 q.acd.abandoned(CallId(self.key));
             }
         }
-        let stats = match self.relay {
-            Some(relay) => relay.stop().await,
+        let stats = match self.relay.take() {
+            Some(relay) => {
+                let stopped = relay.finish().await;
+                self.finish_recording(stopped.recorder).await;
+                stopped.stats
+            }
             None => Default::default(),
         };
+        let parked = self.recorder.take();
+        self.finish_recording(parked).await;
         let mut rec = self.rec;
         if let Some(ivr) = &self.ivr {
             rec.ivr_trace = Some(ivr.trace_text());

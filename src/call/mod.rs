@@ -12,6 +12,7 @@ pub mod switch;
 use rsip::{Request, Response, SipMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::relay::{RelayHandle, SupervisorLeg};
 use crate::sip::registrar::Binding;
 use crate::sip::transaction::{Peer, TxId};
 
@@ -47,6 +48,11 @@ pub enum CallEvent {
     },
     /// The server is shutting down and the drain time is over: hang up now.
     Shutdown,
+    /// A supervisor asks to join this call's media (the call's agent is the one asked for).
+    Supervise {
+        leg: SupervisorLeg,
+        reply: oneshot::Sender<Result<RelayHandle, SupervisorLeg>>,
+    },
 }
 
 /// What a call asks of the switch.
@@ -76,6 +82,20 @@ pub enum SwitchCmd {
     },
     Ended {
         call: CallKey,
+    },
+    /// An extension is (`on`) or is no longer talking on this call: whom a
+    /// supervisor's `*1<ext>` joins.
+    OnCall {
+        extension: String,
+        call: CallKey,
+        on: bool,
+    },
+    /// A supervisor's leg for the call `extension` is talking on; handed back in the
+    /// `Err` when there is none.
+    Supervise {
+        extension: String,
+        leg: SupervisorLeg,
+        reply: oneshot::Sender<Result<RelayHandle, SupervisorLeg>>,
     },
     /// The registered phones of an extension (an IVR transfer).
     Lookup {
@@ -132,6 +152,40 @@ impl SwitchHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    pub fn on_call(&self, extension: &str, call: CallKey, on: bool) {
+        let _ = self.tx.send(SwitchCmd::OnCall {
+            extension: extension.to_string(),
+            call,
+            on,
+        });
+    }
+
+    /// Joins `leg` to the media of the call `extension` is talking on: the call's relay,
+    /// or the leg back when the extension is on no call.
+    pub async fn supervise(
+        &self,
+        extension: &str,
+        leg: SupervisorLeg,
+    ) -> Result<RelayHandle, Option<SupervisorLeg>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = SwitchCmd::Supervise {
+            extension: extension.to_string(),
+            leg,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(cmd)) = self.tx.send(cmd) {
+            let SwitchCmd::Supervise { leg, .. } = cmd else {
+                unreachable!()
+            };
+            return Err(Some(leg));
+        }
+        match rx.await {
+            Ok(Ok(relay)) => Ok(relay),
+            Ok(Err(leg)) => Err(Some(leg)),
+            Err(_) => Err(None),
+        }
     }
 
     pub fn ended(&self, call: CallKey) {

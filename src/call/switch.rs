@@ -82,6 +82,8 @@ pub struct Switch {
     registrar: Registrar,
     auth: Authenticator,
     calls: HashMap<CallKey, LiveCall>,
+    /// Extension → the call it is talking on (for supervisors).
+    on_call: HashMap<String, CallKey>,
     by_call_id: HashMap<String, CallKey>,
     tx_owner: HashMap<TxId, CallKey>,
     next_call: CallKey,
@@ -140,6 +142,7 @@ pub async fn start(
             registrar: Registrar::new(),
             auth,
             calls: HashMap::new(),
+            on_call: HashMap::new(),
             by_call_id: HashMap::new(),
             tx_owner: HashMap::new(),
             next_call: 1,
@@ -319,10 +322,45 @@ impl Switch {
                     self.by_call_id.insert(call_id, call);
                 }
             }
+            SwitchCmd::OnCall {
+                extension,
+                call,
+                on,
+            } => {
+                if on {
+                    self.on_call.insert(extension, call);
+                } else if self.on_call.get(&extension) == Some(&call) {
+                    self.on_call.remove(&extension);
+                }
+            }
+            SwitchCmd::Supervise {
+                extension,
+                leg,
+                reply,
+            } => {
+                let live = self
+                    .on_call
+                    .get(&extension)
+                    .and_then(|key| self.calls.get(key));
+                match live {
+                    Some(c) => {
+                        // The call answers (or its dropped reply says it is gone).
+                        if let Err(mpsc::error::SendError(CallEvent::Supervise { leg, reply })) =
+                            c.events.send(CallEvent::Supervise { leg, reply })
+                        {
+                            let _ = reply.send(Err(leg));
+                        }
+                    }
+                    None => {
+                        let _ = reply.send(Err(leg));
+                    }
+                }
+            }
             SwitchCmd::Lookup { extension, reply } => {
                 let _ = reply.send(self.registrar.lookup(&extension, now));
             }
             SwitchCmd::Ended { call } => {
+                self.on_call.retain(|_, c| *c != call);
                 if let Some(c) = self.calls.remove(&call) {
                     for id in c.call_ids {
                         self.by_call_id.remove(&id);
@@ -608,6 +646,19 @@ impl Switch {
             );
             match result {
                 AuthResult::Ok(u) if u == from_user => {
+                    if let Some((mode, agent)) = supervisor_code(&dialed) {
+                        record.caller_user = Some(u.clone());
+                        record.target = Some(dialed.clone());
+                        if cfg.user(&u).map(|u| u.role) != Some(crate::config::Role::Supervisor) {
+                            record.reason = Some("only supervisors may listen in on calls".into());
+                            return self.refuse(tx, &req, 403, Disposition::Refused, record);
+                        }
+                        let route = Route::Supervise {
+                            agent: agent.to_string(),
+                            mode,
+                        };
+                        return self.admit(tx, req, from, route, record);
+                    }
                     if let Some(feature) = self.agent_feature(&u, &dialed) {
                         record.caller_user = Some(u);
                         record.target = Some(dialed.clone());
@@ -763,6 +814,20 @@ impl Switch {
     }
 }
 
+/// `*1<ext>` listen, `*2<ext>` whisper, `*3<ext>` barge.
+fn supervisor_code(dialed: &str) -> Option<(crate::media::mixer::Mode, &str)> {
+    use crate::media::mixer::Mode;
+    let rest = dialed.strip_prefix('*')?;
+    let mode = match rest.chars().next()? {
+        '1' => Mode::Listen,
+        '2' => Mode::Whisper,
+        '3' => Mode::Barge,
+        _ => return None,
+    };
+    let ext = &rest[1..];
+    (!ext.is_empty() && ext.chars().all(|c| c.is_ascii_alphanumeric())).then_some((mode, ext))
+}
+
 fn allow() -> Header {
     Header::Allow(rsip::headers::Allow::new(
         "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER",
@@ -838,6 +903,17 @@ mod tests {
             ("sip:2001@127.0.0.1:5070", None)
         );
         assert_eq!(parse_contact("*").uri, "*");
+    }
+
+    #[test]
+    fn supervisor_codes_name_a_mode_and_an_extension() {
+        use crate::media::mixer::Mode;
+        assert_eq!(supervisor_code("*12001"), Some((Mode::Listen, "2001")));
+        assert_eq!(supervisor_code("*22001"), Some((Mode::Whisper, "2001")));
+        assert_eq!(supervisor_code("*32001"), Some((Mode::Barge, "2001")));
+        assert_eq!(supervisor_code("*1"), None);
+        assert_eq!(supervisor_code("*52"), None);
+        assert_eq!(supervisor_code("2001"), None);
     }
 
     #[test]

@@ -74,6 +74,20 @@ struct RawConfig {
     ivr: RawIvr,
     #[serde(default)]
     queues: Vec<RawQueue>,
+    #[serde(default)]
+    recording: RawRecording,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    /// always | never | on_demand (the default for calls no DID or queue names).
+    #[serde(default)]
+    policy: Option<Spanned<String>>,
+    /// Keys an agent presses during a call: start an on-demand recording, then pause
+    /// and resume it (PCI).
+    #[serde(default)]
+    keys: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +111,9 @@ struct RawRtp {
     ports: Spanned<String>,
     #[serde(default)]
     bind: Option<Spanned<String>>,
+    /// An answered leg that sends no RTP this long is hung up; 0 turns it off.
+    #[serde(default)]
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +193,9 @@ struct RawQueue {
     relax: Vec<RawRelax>,
     /// Extensions that are members (logged in and ready at start-up).
     members: Vec<Spanned<String>>,
+    /// Recording policy for calls this queue connects (overrides the DID's).
+    #[serde(default)]
+    record: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +206,9 @@ struct RawDid {
     extension: Option<Spanned<String>>,
     #[serde(default)]
     flow: Option<Spanned<String>>,
+    /// Recording policy for calls to this number.
+    #[serde(default)]
+    record: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +283,17 @@ pub struct Queue {
     pub overflow_queue: Option<String>,
     pub relax: Vec<Relax>,
     pub members: Vec<String>,
+    pub record: Option<RecordPolicy>,
+}
+
+/// Whether a call's conversation is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordPolicy {
+    /// From the moment the caller is connected to a person.
+    Always,
+    Never,
+    /// When the agent presses the recording keys.
+    OnDemand,
 }
 
 /// A relaxation step of a queue's requirement.
@@ -288,6 +322,7 @@ pub struct Trunk {
 pub struct Did {
     pub number: String,
     pub target: DidTarget,
+    pub record: Option<RecordPolicy>,
     /// Where the target is written, for errors found later (an unknown flow).
     pub target_at: (u64, u64),
 }
@@ -324,6 +359,12 @@ pub struct Config {
     pub ivr_prompts: PathBuf,
     /// ACD queues.
     pub queues: Vec<Queue>,
+    /// For calls no DID or queue gives a recording policy.
+    pub record: RecordPolicy,
+    /// The agent's in-call keys for recording on demand and pause/resume.
+    pub record_keys: String,
+    /// Hang up an answered leg that sends no RTP this long (None: never).
+    pub media_timeout: Option<std::time::Duration>,
     /// How far the IVR's clock is set from the real one (`--clock`, for testing business
     /// hours); zero in service.
     pub clock_offset: jiff::SignedDuration,
@@ -778,9 +819,11 @@ impl Validator {
                     continue;
                 }
             };
+            let record = d.record.as_ref().and_then(|r| self.record_policy(r));
             dids.push(Did {
                 number: d.number.value.clone(),
                 target,
+                record,
                 target_at: (at.referenced.line(), at.referenced.column()),
             });
         }
@@ -862,6 +905,7 @@ impl Validator {
                     })
                     .collect(),
                 members: q.members.iter().map(|m| m.value.clone()).collect(),
+                record: q.record.as_ref().and_then(|r| self.record_policy(r)),
             });
         }
 
@@ -885,6 +929,28 @@ impl Validator {
             .map(|d| PathBuf::from(&d.value))
             .unwrap_or_else(|| PathBuf::from("./data"));
 
+        let record = raw
+            .recording
+            .policy
+            .as_ref()
+            .and_then(|r| self.record_policy(r))
+            .unwrap_or(RecordPolicy::OnDemand);
+        let record_keys = match &raw.recording.keys {
+            Some(k)
+                if k.value.is_empty() || !k.value.chars().all(|c| "0123456789*#".contains(c)) =>
+            {
+                self.error(
+                    k,
+                    format!(
+                        "recording.keys \"{}\" must be keypad keys (0-9, * and #), e.g. \"*3\"",
+                        k.value
+                    ),
+                );
+                String::new()
+            }
+            Some(k) => k.value.clone(),
+            None => "*3".into(),
+        };
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -907,7 +973,29 @@ impl Validator {
             ivr_prompts: PathBuf::from(raw.ivr.prompts.as_deref().unwrap_or("prompts")),
             clock_offset: jiff::SignedDuration::ZERO,
             queues,
+            record,
+            record_keys,
+            media_timeout: match raw.rtp.timeout_secs {
+                Some(0) => None,
+                Some(s) => Some(std::time::Duration::from_secs(s)),
+                None => Some(std::time::Duration::from_secs(60)),
+            },
         })
+    }
+
+    fn record_policy(&mut self, at: &Spanned<String>) -> Option<RecordPolicy> {
+        match at.value.as_str() {
+            "always" => Some(RecordPolicy::Always),
+            "never" => Some(RecordPolicy::Never),
+            "on_demand" => Some(RecordPolicy::OnDemand),
+            other => {
+                self.error(
+                    at,
+                    format!("recording policy \"{other}\" is not one of always, never, on_demand"),
+                );
+                None
+            }
+        }
     }
 }
 

@@ -27,3 +27,4 @@ pub mod prompt;
 pub mod recorder;
 pub mod relay;
 pub mod sdp;
+pub mod taps;

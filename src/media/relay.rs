@@ -31,7 +31,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::dtmf::{DtmfDetector, Key};
+use super::mixer::Mode;
 use super::ports::MediaPorts;
+use super::recorder::Recorder;
+use super::taps::{LegFormat, TapEvent, Taps, Who};
 
 /// One leg of a bridged call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,21 +99,64 @@ impl Counters {
     }
 }
 
+/// What a relay reports to the call that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A key pressed on a leg while its audio is being decoded (a recorded or
+    /// supervised call), from RFC 4733 events.
+    Key(Side, Key),
+    /// The supervisor switched mode with its keypad.
+    SupervisorMode(Mode),
+    /// No RTP from this leg for the media timeout.
+    MediaTimeout(Side),
+    /// Writing the recording failed; it was stopped (the file is valid up to
+    /// the failure).
+    RecordingFailed(String),
+}
+
+/// A supervisor joining a call's media: its own leg's ports, where its phone
+/// listens, what it speaks, and how it takes part.
+#[derive(Debug)]
+pub struct SupervisorLeg {
+    pub ports: MediaPorts,
+    pub remote: Option<SocketAddr>,
+    pub format: LegFormat,
+    pub mode: Mode,
+    /// Dropped by the relay when the supervisor is let go (the call ended or
+    /// another supervisor took over): the supervisor's call hangs up then.
+    pub attached: oneshot::Sender<()>,
+}
+
+/// What a relay hands back when it stops: its counters and any recording
+/// still open, for the caller to finish.
+pub struct Stopped {
+    pub stats: RelayStats,
+    pub recorder: Option<Recorder>,
+}
+
 enum Control {
     SetRemote {
         side: Side,
         rtp: SocketAddr,
         rtcp: SocketAddr,
     },
-    Stop(oneshot::Sender<()>),
+    Formats(LegFormat, LegFormat),
+    Record(Recorder),
+    PauseRecording(bool),
+    Supervise(SupervisorLeg),
+    Unsupervise,
+    SupervisorMode(Mode),
+    /// Watch a leg for the media timeout (false while it is on hold).
+    Watch(Side, bool),
+    Stop(oneshot::Sender<Option<Recorder>>),
     /// End relaying and hand both legs' ports back (a caller returning to the IVR).
-    Release(oneshot::Sender<(MediaPorts, MediaPorts)>),
+    Release(oneshot::Sender<(MediaPorts, MediaPorts, Option<Recorder>)>),
 }
 
 /// How the relay task was asked to end.
 enum Ending {
-    Stopped(oneshot::Sender<()>),
-    Released(oneshot::Sender<(MediaPorts, MediaPorts)>),
+    Stopped(oneshot::Sender<Option<Recorder>>),
+    Released(oneshot::Sender<(MediaPorts, MediaPorts, Option<Recorder>)>),
 }
 
 /// Controls a running relay. Clones control the same relay; the relay ends
@@ -137,24 +184,72 @@ impl RelayHandle {
         self.counters.snapshot()
     }
 
-    /// Stops relaying and hands back both legs' ports (still bound) with the counters,
-    /// e.g. to put the caller back into the IVR when the agent hangs up.
-    pub async fn release(self) -> Option<(MediaPorts, MediaPorts, RelayStats)> {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Control::Release(tx)).ok()?;
-        let (a, b) = rx.await.ok()?;
-        Some((a, b, self.stats()))
+    /// Tells the relay what each leg negotiated. Until it knows, it can only
+    /// forward; legs with different codecs are transcoded from then on.
+    pub fn set_formats(&self, a: LegFormat, b: LegFormat) {
+        let _ = self.ctl.send(Control::Formats(a, b));
     }
 
-    /// Stops the relay and returns the final counters. When this returns the
-    /// sockets are closed and the ports are back in their pools.
-    pub async fn stop(self) -> RelayStats {
+    /// Starts recording the bridge into `recorder` (created at the rate of
+    /// [`Taps::new`] for these formats): A on the left, what A hears on the right.
+    pub fn record(&self, recorder: Recorder) {
+        let _ = self.ctl.send(Control::Record(recorder));
+    }
+
+    /// Pauses (PCI: card details) or resumes the recording.
+    pub fn pause_recording(&self, pause: bool) {
+        let _ = self.ctl.send(Control::PauseRecording(pause));
+    }
+
+    /// Attaches a supervisor (replacing any other).
+    pub fn supervise(&self, leg: SupervisorLeg) {
+        let _ = self.ctl.send(Control::Supervise(leg));
+    }
+
+    /// Lets the supervisor go (it hung up); its ports go back to the pool.
+    pub fn unsupervise(&self) {
+        let _ = self.ctl.send(Control::Unsupervise);
+    }
+
+    /// Switches the supervisor's mode (a key sent by SIP INFO).
+    pub fn supervisor_mode(&self, mode: Mode) {
+        let _ = self.ctl.send(Control::SupervisorMode(mode));
+    }
+
+    /// Whether `side` must keep sending RTP (false while it is on hold).
+    pub fn watch(&self, side: Side, on: bool) {
+        let _ = self.ctl.send(Control::Watch(side, on));
+    }
+
+    /// Stops relaying and hands back both legs' ports (still bound) with the counters
+    /// and any open recording, e.g. to put the caller back into the IVR when the agent
+    /// hangs up.
+    pub async fn release(self) -> Option<(MediaPorts, MediaPorts, RelayStats, Option<Recorder>)> {
         let (tx, rx) = oneshot::channel();
+        self.ctl.send(Control::Release(tx)).ok()?;
+        let (a, b, rec) = rx.await.ok()?;
+        Some((a, b, self.stats(), rec))
+    }
+
+    /// Stops the relay and returns the final counters and the open recording.
+    /// When this returns the sockets are closed and the ports are back in
+    /// their pools.
+    pub async fn finish(self) -> Stopped {
+        let (tx, rx) = oneshot::channel();
+        let mut recorder = None;
         if self.ctl.send(Control::Stop(tx)).is_ok() {
             // Err only if the task went away meanwhile, which is just as good.
-            let _ = rx.await;
+            recorder = rx.await.ok().flatten();
         }
-        self.stats()
+        Stopped {
+            stats: self.stats(),
+            recorder,
+        }
+    }
+
+    /// Stops the relay and returns the final counters.
+    pub async fn stop(self) -> RelayStats {
+        self.finish().await.stats
     }
 }
 
@@ -162,15 +257,36 @@ impl RelayHandle {
 /// called within a runtime). Until a leg's remote address is known, from its
 /// SDP or by latching, packets towards it are dropped.
 pub fn spawn_relay(a: MediaPorts, b: MediaPorts) -> RelayHandle {
+    spawn_relay_with_events(a, b, None).0
+}
+
+/// [`spawn_relay`] with a channel for what the relay notices, and the media
+/// timeout: a watched leg that sends no RTP for `media_timeout` is reported
+/// (once) as [`RelayEvent::MediaTimeout`].
+pub fn spawn_relay_with_events(
+    a: MediaPorts,
+    b: MediaPorts,
+    media_timeout: Option<Duration>,
+) -> (RelayHandle, mpsc::UnboundedReceiver<RelayEvent>) {
     let (ctl, rx) = mpsc::unbounded_channel();
+    let (events, events_rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
+    let now = Instant::now();
     let relay = Relay {
         legs: [Leg::new(a), Leg::new(b)],
         rewriters: [StreamRewriter::random(), StreamRewriter::random()],
         counters: Arc::clone(&counters),
+        formats: None,
+        keys: [None, None],
+        taps: None,
+        supervisor: None,
+        events,
+        media_timeout,
+        last_rtp: [now, now],
+        watched: [true, true],
     };
     tokio::spawn(relay.run(rx));
-    RelayHandle { ctl, counters }
+    (RelayHandle { ctl, counters }, events_rx)
 }
 
 /// Large enough for any RTP packet on an Ethernet path; anything that fills
@@ -235,17 +351,70 @@ impl Leg {
     }
 }
 
+/// The supervisor's leg while attached.
+struct Supervisor {
+    ports: MediaPorts,
+    remote: Option<SocketAddr>,
+    format: LegFormat,
+    _attached: oneshot::Sender<()>,
+}
+
 struct Relay {
     legs: [Leg; 2],
     /// Indexed by the *receiving* side: `rewriters[B]` stamps the stream B hears.
     rewriters: [StreamRewriter; 2],
     counters: Arc<Counters>,
+    formats: Option<(LegFormat, LegFormat)>,
+    /// Key detection on each leg's RFC 4733 events, once its format is known.
+    keys: [Option<DtmfDetector>; 2],
+    /// Decoding and mixing, only while a recording, a supervisor or a codec
+    /// difference needs it.
+    taps: Option<Box<Taps>>,
+    supervisor: Option<Supervisor>,
+    events: mpsc::UnboundedSender<RelayEvent>,
+    media_timeout: Option<Duration>,
+    last_rtp: [Instant; 2],
+    watched: [bool; 2],
+}
+
+/// Receives on the supervisor's socket, or never.
+async fn recv_supervisor(
+    sup: &Option<Supervisor>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
+    match sup {
+        Some(s) => s.ports.rtp.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The 20 ms mixing tick, or never.
+async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Relay {
     async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Control>) {
         let mut bufs = [[0u8; BUF_LEN]; 4];
+        let mut sup_buf = [0u8; BUF_LEN];
+        let mut ticker: Option<tokio::time::Interval> = None;
+        // Checks for the media timeout once a second: cheap, and no timer to
+        // re-arm per packet.
+        let mut timeout_check = tokio::time::interval(Duration::from_secs(1));
         let stopped_by = 'relay: loop {
+            let tapping = self.taps.is_some();
+            if tapping != ticker.is_some() {
+                ticker = tapping.then(|| {
+                    let mut t = tokio::time::interval(Duration::from_millis(20));
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    t
+                });
+            }
             // Pending control first, so an address change sent before a packet
             // arrived applies to that packet. The select below is then left
             // unbiased, so a flood on one socket cannot starve the others.
@@ -266,6 +435,20 @@ impl Relay {
                 r = a.ports.rtcp.recv_from(a_rtcp) => (Side::A, Kind::Rtcp, r),
                 r = b.ports.rtp.recv_from(b_rtp) => (Side::B, Kind::Rtp, r),
                 r = b.ports.rtcp.recv_from(b_rtcp) => (Side::B, Kind::Rtcp, r),
+                r = recv_supervisor(&self.supervisor, &mut sup_buf) => {
+                    if let Ok((len, src)) = r {
+                        self.from_supervisor(&sup_buf[..len.min(BUF_LEN)], src);
+                    }
+                    continue;
+                }
+                _ = next_tick(&mut ticker) => {
+                    self.tick();
+                    continue;
+                }
+                _ = timeout_check.tick() => {
+                    self.check_media_timeout();
+                    continue;
+                }
             };
             match res {
                 Ok((len, src)) if len < BUF_LEN => {
@@ -277,17 +460,144 @@ impl Relay {
                 Err(e) => tracing::trace!(error = %e, "RTP receive error"),
             }
         };
+        let recorder = self.taps.as_mut().and_then(|t| t.take_recording());
         match stopped_by {
             Some(Ending::Released(back)) => {
                 let [a, b] = self.legs;
-                let _ = back.send((a.ports, b.ports));
+                let _ = back.send((a.ports, b.ports, recorder));
             }
             Some(Ending::Stopped(done)) => {
                 // Close the sockets (returning the ports) before confirming the stop.
                 drop(self);
-                let _ = done.send(());
+                let _ = done.send(recorder);
             }
-            None => {}
+            None => {
+                if let Some(rec) = recorder {
+                    // Nobody is left to record the result; still close the file properly.
+                    tokio::task::spawn_blocking(move || rec.finish());
+                }
+            }
+        }
+    }
+
+    fn supervisor_format(&self) -> Option<LegFormat> {
+        self.supervisor.as_ref().map(|s| s.format)
+    }
+
+    /// Creates or drops the taps as the call's needs change.
+    fn taps_mut(&mut self) -> Option<&mut Taps> {
+        if self.taps.is_none() {
+            let (a, b) = self.formats?;
+            self.taps = Some(Box::new(Taps::new(a, b)));
+        }
+        self.taps.as_deref_mut()
+    }
+
+    fn drop_idle_taps(&mut self) {
+        if self.taps.as_ref().is_some_and(|t| !t.needed()) {
+            self.taps = None;
+        }
+    }
+
+    /// One 20 ms mixing tick: mixed packets out, recording written, keys reported.
+    fn tick(&mut self) {
+        let Some(taps) = self.taps.as_deref_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let (legs, rewriters, sup) = (&self.legs, &mut self.rewriters, &self.supervisor);
+        let counters = &self.counters;
+        let mut out = [0u8; BUF_LEN];
+        let result = taps.tick(|who, pkt| {
+            let sent = match who {
+                Who::Caller | Who::Agent => {
+                    let side = if who == Who::Caller { Side::A } else { Side::B };
+                    let leg = &legs[side.idx()];
+                    let Some(dest) = leg.destination(Kind::Rtp) else {
+                        return;
+                    };
+                    let buf = &mut out[..pkt.len()];
+                    buf.copy_from_slice(pkt);
+                    rewriters[side.idx()].rewrite(buf, now);
+                    let sent = leg.ports.rtp.try_send_to(buf, dest).is_ok();
+                    if sent {
+                        counters.output[side.idx()].fetch_add(1, Relaxed);
+                    }
+                    sent
+                }
+                Who::Supervisor => match sup.as_ref().and_then(|s| Some((s, s.remote?))) {
+                    Some((s, dest)) => s.ports.rtp.try_send_to(pkt, dest).is_ok(),
+                    None => return,
+                },
+            };
+            if !sent {
+                counters.drop_one();
+            }
+        });
+        if let Err((rec, e)) = result {
+            tracing::warn!(error = %e, path = %rec.path().display(), "recording stopped");
+            let _ = self.events.send(RelayEvent::RecordingFailed(e.to_string()));
+            tokio::task::spawn_blocking(move || rec.finish());
+        }
+        while let Some(ev) = taps.poll_event() {
+            let TapEvent::SupervisorMode(mode) = ev;
+            let ev = RelayEvent::SupervisorMode(mode);
+            let _ = self.events.send(ev);
+        }
+        self.drop_idle_taps();
+    }
+
+    /// Reports the keys a leg sends as RFC 4733 events (they are relayed all the same).
+    fn detect_keys(&mut self, from: Side, pkt: &[u8]) {
+        let (Some((a, b)), Some(detector)) = (self.formats, self.keys[from.idx()].as_mut()) else {
+            return;
+        };
+        let event_pt = if from == Side::A {
+            a.event_pt
+        } else {
+            b.event_pt
+        };
+        if event_pt != Some(pkt[1] & 0x7f) || pkt.len() < RTP_HEADER_LEN {
+            return;
+        }
+        let start = RTP_HEADER_LEN + 4 * usize::from(pkt[0] & 0x0f);
+        let Some(payload) = pkt.get(start..) else {
+            return;
+        };
+        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        let now = Instant::now();
+        let _ = detector.on_telephone_event(now, ssrc, ts, pkt[1] & 0x80 != 0, payload);
+        while let Some(d) = detector.poll() {
+            let _ = self.events.send(RelayEvent::Key(from, d.digit.key));
+        }
+    }
+
+    /// RTP from the supervisor's phone: latched like any leg, then into the taps.
+    fn from_supervisor(&mut self, pkt: &[u8], src: SocketAddr) {
+        if !is_rtp(pkt) {
+            return;
+        }
+        if let Some(s) = &mut self.supervisor {
+            s.remote.get_or_insert(src);
+        }
+        if let Some(taps) = self.taps.as_deref_mut() {
+            taps.receive(Who::Supervisor, pkt, Instant::now());
+        }
+    }
+
+    fn check_media_timeout(&mut self) {
+        let Some(limit) = self.media_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        for side in [Side::A, Side::B] {
+            let i = side.idx();
+            if self.watched[i] && now.duration_since(self.last_rtp[i]) >= limit {
+                // Reported once; the call decides what to do.
+                self.watched[i] = false;
+                let _ = self.events.send(RelayEvent::MediaTimeout(side));
+            }
         }
     }
 
@@ -305,6 +615,81 @@ impl Relay {
                 }
                 ControlFlow::Continue(())
             }
+            Some(Control::Formats(a, b)) => {
+                self.formats = Some((a, b));
+                self.keys = [a, b].map(|f| f.event_pt.map(|_| DtmfDetector::new(8000, false)));
+                // New codecs (a re-INVITE): start the taps afresh if they run.
+                if let Some(old) = self.taps.take() {
+                    let mut old = old;
+                    let rec = old.take_recording();
+                    let mode = old.supervisor_mode();
+                    let mut taps = Taps::new(a, b);
+                    if let Some(rec) = rec {
+                        taps.record(rec);
+                    }
+                    if let (Some(mode), Some(sup)) = (mode, self.supervisor_format()) {
+                        taps.attach_supervisor(sup, mode);
+                    }
+                    self.taps = Some(Box::new(taps));
+                } else if a.codec != b.codec {
+                    self.taps_mut();
+                }
+                self.drop_idle_taps();
+                ControlFlow::Continue(())
+            }
+            Some(Control::Record(rec)) => {
+                match self.taps_mut() {
+                    Some(taps) => {
+                        if let Some(old) = taps.record(rec) {
+                            tokio::task::spawn_blocking(move || old.finish());
+                        }
+                    }
+                    None => {
+                        tracing::warn!("recording asked for before the legs' codecs are known");
+                        tokio::task::spawn_blocking(move || rec.finish());
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Control::PauseRecording(pause)) => {
+                if let Some(t) = self.taps.as_deref_mut() {
+                    t.pause_recording(pause);
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Control::Supervise(leg)) => {
+                let format = leg.format;
+                self.supervisor = Some(Supervisor {
+                    ports: leg.ports,
+                    remote: leg.remote,
+                    format,
+                    _attached: leg.attached,
+                });
+                match self.taps_mut() {
+                    Some(taps) => taps.attach_supervisor(format, leg.mode),
+                    None => self.supervisor = None,
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Control::Unsupervise) => {
+                self.supervisor = None;
+                if let Some(t) = self.taps.as_deref_mut() {
+                    t.detach_supervisor();
+                }
+                self.drop_idle_taps();
+                ControlFlow::Continue(())
+            }
+            Some(Control::SupervisorMode(mode)) => {
+                if let Some(t) = self.taps.as_deref_mut() {
+                    t.set_supervisor_mode(mode);
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Control::Watch(side, on)) => {
+                self.watched[side.idx()] = on;
+                self.last_rtp[side.idx()] = Instant::now();
+                ControlFlow::Continue(())
+            }
             Some(Control::Stop(done)) => ControlFlow::Break(Some(Ending::Stopped(done))),
             Some(Control::Release(back)) => ControlFlow::Break(Some(Ending::Released(back))),
             None => ControlFlow::Break(None),
@@ -319,11 +704,30 @@ impl Relay {
         if !valid || !self.legs[from.idx()].admit(kind, src) {
             return self.counters.drop_one();
         }
+        let to = from.other();
         if kind == Kind::Rtp {
             self.counters.input[from.idx()].fetch_add(1, Relaxed);
+            self.last_rtp[from.idx()] = Instant::now();
+            self.detect_keys(from, pkt);
+            if let Some(taps) = self.taps.as_deref_mut() {
+                let who = if from == Side::A {
+                    Who::Caller
+                } else {
+                    Who::Agent
+                };
+                taps.receive(who, pkt, Instant::now());
+                let to_who = if to == Side::A {
+                    Who::Caller
+                } else {
+                    Who::Agent
+                };
+                if taps.mixes_output(to_who) {
+                    // That party hears the mix, encoded on the tick.
+                    return;
+                }
+            }
         }
 
-        let to = from.other();
         let leg = &self.legs[to.idx()];
         let Some(dest) = leg.destination(kind) else {
             return self.counters.drop_one();

@@ -101,6 +101,9 @@ pub struct CallRecord {
     pub resolved: Option<bool>,
     /// A voicemail left in the IVR: its file under the data directory.
     pub voicemail: Option<String>,
+    /// The conversation's recording: its file under the data directory and its length.
+    pub recording: Option<String>,
+    pub recording_ms: Option<i64>,
 }
 
 /// One row of the queue event log (like Asterisk's queue_log): ENTER, OFFER, CONNECT,
@@ -168,7 +171,9 @@ CREATE TABLE IF NOT EXISTS calls (
     queue TEXT,
     csat INTEGER,
     resolved INTEGER,
-    voicemail TEXT
+    voicemail TEXT,
+    recording TEXT,
+    recording_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
 CREATE TABLE IF NOT EXISTS queue_log (
@@ -186,7 +191,7 @@ CREATE INDEX IF NOT EXISTS queue_log_at ON queue_log (at_ms);
 ";
 
 /// Columns added after the first release of the schema, with their types.
-const ADDED_COLUMNS: [(&str, &str); 7] = [
+const ADDED_COLUMNS: [(&str, &str); 9] = [
     ("bridged_ms", "INTEGER"),
     ("flow", "TEXT"),
     ("ivr_trace", "TEXT"),
@@ -194,6 +199,8 @@ const ADDED_COLUMNS: [(&str, &str); 7] = [
     ("csat", "INTEGER"),
     ("resolved", "INTEGER"),
     ("voicemail", "TEXT"),
+    ("recording", "TEXT"),
+    ("recording_ms", "INTEGER"),
 ];
 
 #[derive(Clone)]
@@ -236,8 +243,8 @@ impl Store {
             "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
                source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
                ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
-               bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.call_uuid)
         .bind(&r.a_call_id)
@@ -270,6 +277,8 @@ impl Store {
         .bind(r.csat.map(i64::from))
         .bind(r.resolved)
         .bind(&r.voicemail)
+        .bind(&r.recording)
+        .bind(r.recording_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
