@@ -25,6 +25,7 @@ declare -A TEXT=(
   [agent_wrapup_ended]="Wrap up ended. You are ready."
   [agent_refused]="That did not work."
   [supervisor_no_call]="That agent is not on a call."
+  [callback_confirm]="Thank you. We will call you back as soon as an agent is free. Goodbye."
   [queue_position]="You are caller number"
   [queue_wait]="Your estimated wait is about"
   [minutes]="minutes"

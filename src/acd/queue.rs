@@ -79,6 +79,9 @@ pub struct QueueConfig {
     pub when_empty: WhenEmpty,
     /// How often a waiting caller hears its position and estimated wait.
     pub announce_every: Option<Duration>,
+    /// Join rule: a caller who would make more than this many waiting overflows at once
+    /// (Asterisk's `maxlen`).
+    pub max_callers: Option<usize>,
 }
 
 impl QueueConfig {
@@ -98,6 +101,7 @@ impl QueueConfig {
             auto_pause_on_no_answer: true,
             when_empty: WhenEmpty::Overflow,
             announce_every: None,
+            max_callers: None,
         }
     }
 }

@@ -427,7 +427,11 @@ impl Router {
             EventKind::Enter { priority, position },
         );
         let queue = self.queue(q);
-        if queue.logged_in == 0 && queue.config.when_empty == WhenEmpty::Overflow {
+        let full = queue
+            .config
+            .max_callers
+            .is_some_and(|max| queue.waiting_len() >= max);
+        if full || (queue.logged_in == 0 && queue.config.when_empty == WhenEmpty::Overflow) {
             self.overflow(call, q, now, now);
             return Ok(());
         }

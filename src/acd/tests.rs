@@ -626,6 +626,30 @@ fn with_nobody_logged_in_callers_overflow_at_once() {
 }
 
 #[test]
+fn a_full_queue_sends_the_next_caller_on_at_once() {
+    let mut sim = Sim::new(
+        vec![QueueConfig {
+            max_callers: Some(2),
+            ..queue("sales", Strategy::LongestIdle)
+        }],
+        &[("a1", NONE, &["sales"])],
+    );
+    sim.login("a1");
+    sim.pause("a1");
+    assert_eq!(sim.arrive(1, "sales"), vec![]);
+    assert_eq!(sim.arrive(2, "sales"), vec![]);
+    assert_eq!(
+        sim.arrive(3, "sales"),
+        vec![overflow(3, OverflowTarget::Voicemail)]
+    );
+    assert_eq!(sim.router.waiting("sales"), Some(2));
+    // Room again once a caller leaves.
+    sim.event(Event::CallAbandoned { call: CallId(1) });
+    assert_eq!(sim.arrive(4, "sales"), vec![]);
+    assert_eq!(sim.router.waiting("sales"), Some(2));
+}
+
+#[test]
 fn a_callback_keeps_its_place_rings_the_agent_first_then_dials_the_caller() {
     let mut sim = Sim::new(
         vec![QueueConfig {

@@ -29,6 +29,8 @@ pub enum AcdMsg {
         position: u32,
         wait_minutes: Option<u64>,
     },
+    /// A callback's agent answered: dial the caller and bridge it to the agent.
+    DialCaller { agent: String },
 }
 
 #[derive(Debug)]
@@ -138,6 +140,7 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         qc.wrap_up = Duration::from_secs(q.wrap_up_secs);
         qc.max_wait = q.max_wait_secs.map(Duration::from_secs);
         qc.announce_every = q.announce_every_secs.map(Duration::from_secs);
+        qc.max_callers = q.max_callers;
         if q.wait_when_empty {
             qc.when_empty = WhenEmpty::Wait;
         }
@@ -321,8 +324,12 @@ async fn drain(
                     wait_minutes: estimated_wait.map(|w| w.as_secs().div_ceil(60)),
                 },
             ),
-            // Callbacks are not offered to callers yet, so the router never dials one.
-            Action::DialCaller { .. } => continue,
+            Action::DialCaller { call, agent } => (
+                call,
+                AcdMsg::DialCaller {
+                    agent: agent.to_string(),
+                },
+            ),
             Action::Log(row) => {
                 let uuid = row.call.and_then(|c| uuids.get(&c)).cloned();
                 if let Err(e) = store

@@ -94,6 +94,8 @@ struct Queued {
     offered: Vec<String>,
     /// An agent answered: the legs are bridged.
     connected: bool,
+    /// The caller hung up to be called back; the call keeps its place.
+    callback: bool,
 }
 
 /// A request from one leg waiting for the other leg's answer.
@@ -177,6 +179,11 @@ struct Call {
     agent_keys: String,
     /// The extension talking on leg B, as the switch knows it (for supervisors).
     talking: Option<String>,
+    /// A callback: when to hang up on the caller (after the confirmation), the caller's
+    /// ports kept for the call back, and the INVITE that calls it back.
+    callback_bye_at: Option<tokio::time::Instant>,
+    callback_ports: Option<MediaPorts>,
+    callback_dial: Option<Fork>,
 }
 
 /// How a call ends, for its record.
@@ -263,6 +270,9 @@ async fn run(mut s: CallSetup) {
         recording_paused: false,
         agent_keys: String::new(),
         talking: None,
+        callback_bye_at: None,
+        callback_ports: None,
+        callback_dial: None,
     };
     let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
     match route {
@@ -306,6 +316,7 @@ async fn run(mut s: CallSetup) {
             ev = next_ivr_input(&mut call.ivr) => Input::Ivr(ev),
             msg = next_acd_msg(&mut call.queue) => Input::Acd(msg),
             ev = next_relay_event(&mut call.relay_events) => Input::Relay(ev),
+            _ = sleep_until_opt(call.callback_bye_at) => Input::CallbackBye,
         };
         let outcome = match input {
             Input::Sip(None) => Some(End {
@@ -326,6 +337,7 @@ async fn run(mut s: CallSetup) {
             Input::Ivr(ev) => call.on_ivr_input(ev).await,
             Input::Acd(msg) => call.on_acd(msg).await,
             Input::Relay(ev) => call.on_relay_event(ev).await,
+            Input::CallbackBye => call.leave_for_callback().await,
         };
         if let Some(end) = outcome {
             break end;
@@ -343,6 +355,7 @@ enum Input {
     Ivr(crate::ivr::Event),
     Acd(AcdMsg),
     Relay(RelayEvent),
+    CallbackBye,
 }
 
 async fn next_relay_event(events: &mut Option<mpsc::UnboundedReceiver<RelayEvent>>) -> RelayEvent {
@@ -586,6 +599,7 @@ impl Call {
                 }
                 None
             }
+            AcdMsg::DialCaller { agent } => self.dial_caller_back(&agent).await,
             AcdMsg::Overflow { reason } => {
                 info!(%reason, "left the queue unanswered");
                 // Phones still ringing for this call must stop: a late answer must not
@@ -922,6 +936,12 @@ impl Call {
     }
 
     async fn on_ivr_input(&mut self, event: crate::ivr::Event) -> Option<End> {
+        if let crate::ivr::Event::Digit(key) = event {
+            if self.callback_offered(key) {
+                self.request_callback();
+                return None;
+            }
+        }
         let steps = self.ivr.as_mut()?.feed(event);
         self.on_ivr_steps(steps).await
     }
@@ -957,6 +977,7 @@ impl Call {
                         from_acd,
                         offered: Vec::new(),
                         connected: false,
+                        callback: false,
                     });
                     if let Some(ivr) = &self.ivr {
                         ivr.hold_music();
@@ -1223,6 +1244,9 @@ impl Call {
     }
 
     async fn on_response(&mut self, tx: TxId, resp: Response) -> Option<End> {
+        if self.callback_dial.as_ref().is_some_and(|d| d.tx == tx) {
+            return self.on_callback_response(resp).await;
+        }
         if let Some(r) = self.relayed.remove(&tx) {
             return self.on_relayed_response(tx, r, resp).await;
         }
@@ -1332,6 +1356,20 @@ impl Call {
             self.answer_sdp_for_a(&resp.body).map(Some)
         };
         let body = match answer {
+            // A callback's agent waits on the line while the caller is dialled.
+            Ok(None) if self.queue.as_ref().is_some_and(|q| q.callback) => {
+                self.cancel_forks(Some(fork_tx));
+                self.rec.b_call_id = Some(dialog.id.call_id.clone());
+                self.b_dialog = Some(dialog);
+                self.b_ack = Some((ack, peer));
+                self.phase = Phase::Answered;
+                let agent = self.forks[idx].agent.clone()?;
+                info!(%agent, "the callback's agent answered; dialling the caller");
+                let q = self.queue.as_mut()?;
+                q.offered.clear();
+                q.acd.answered(CallId(self.key), &agent);
+                return None;
+            }
             Ok(b) => b,
             Err(e) if self.queue.is_some() => {
                 // One agent's phone answered with media we cannot use: hang that phone
@@ -1570,6 +1608,193 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// The trunk that takes outgoing calls, if any: (name, address).
+    fn outbound_trunk(&self) -> Option<(String, std::net::SocketAddr)> {
+        self.shared
+            .config
+            .trunks
+            .iter()
+            .find_map(|t| t.outbound.map(|addr| (t.name.clone(), addr)))
+    }
+
+    /// Whether `key` asks for a callback: the caller waits in a queue that offers one
+    /// (nobody rings yet), has a number to call back, and a trunk can dial out.
+    fn callback_offered(&self, key: char) -> bool {
+        let Some(q) = &self.queue else { return false };
+        let key_of_queue = self
+            .rec
+            .queue
+            .as_deref()
+            .and_then(|name| self.shared.config.queues.iter().find(|c| c.name == name))
+            .and_then(|c| c.callback_key);
+        key_of_queue == Some(key)
+            && !q.connected
+            && !q.callback
+            && q.offered.is_empty()
+            && !self.rec.from_user.is_empty()
+            && self.outbound_trunk().is_some()
+    }
+
+    /// The caller keeps its place without waiting on the line: confirm, then hang up.
+    fn request_callback(&mut self) {
+        let Some(q) = &mut self.queue else { return };
+        q.callback = true;
+        q.acd.event(crate::acd::Event::CallbackRequested {
+            call: CallId(self.key),
+        });
+        info!(number = %self.rec.from_user, "callback requested");
+        self.rec.reason = Some(format!("callback to {} requested", self.rec.from_user));
+        let heard = self
+            .ivr
+            .as_ref()
+            .map_or(Duration::ZERO, |i| i.notice("callback_confirm"));
+        self.callback_bye_at =
+            Some(tokio::time::Instant::now() + heard + Duration::from_millis(300));
+    }
+
+    /// The confirmation was heard: hang up on the caller and keep its ports for the
+    /// call back.
+    async fn leave_for_callback(&mut self) -> Option<End> {
+        self.callback_bye_at = None;
+        self.hangup_both(Some(Side::A)).await;
+        self.a_dialog = None;
+        let endpoint = self.ivr.as_mut().and_then(|i| i.take_endpoint());
+        if let Some(e) = endpoint {
+            self.callback_ports = e.release().await;
+        }
+        None
+    }
+
+    /// The callback's agent is on the line: call the caller back through the trunk.
+    async fn dial_caller_back(&mut self, agent: &str) -> Option<End> {
+        let number = self.rec.from_user.clone();
+        let failed = |why: String| End {
+            by: HangupBy::Switchboard,
+            disposition: Disposition::Failed,
+            code: 200,
+            reason: Some(why),
+        };
+        let Some((trunk, addr)) = self.outbound_trunk() else {
+            self.hangup_both(Some(Side::B)).await;
+            return Some(failed("callback: no trunk for outgoing calls".into()));
+        };
+        info!(%number, %trunk, %agent, "calling the caller back");
+        let adv = host_str(self.advertise());
+        let peer = Peer {
+            transport: crate::config::Transport::Udp,
+            addr,
+        };
+        let call_id = format!("{}@switchboard", message::random_token(20));
+        let mut headers = rsip::Headers::default();
+        headers.push(Header::From(rsip::headers::From::new(format!(
+            "<sip:{}@{adv}>;tag={}",
+            self.rec.dialed,
+            message::new_tag()
+        ))));
+        headers.push(Header::To(rsip::headers::To::new(format!(
+            "<sip:{number}@{}>",
+            host_port(addr)
+        ))));
+        headers.push(Header::CallId(rsip::headers::CallId::new(call_id.clone())));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new("1 INVITE")));
+        headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
+        headers.push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<{}>",
+            self.shared.contact(peer.transport)
+        ))));
+        headers.push(Header::Other(
+            "X-Switchboard-Call".into(),
+            self.rec.call_uuid.clone(),
+        ));
+        let uri = rsip::Uri::try_from(format!("sip:{number}@{}", host_port(addr)).as_str());
+        let Ok(uri) = uri else {
+            self.hangup_both(Some(Side::B)).await;
+            return Some(failed(format!("callback: cannot dial \"{number}\"")));
+        };
+        let mut req = Request {
+            method: Method::Invite,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        // Offer what the caller was answered with at first, on its old port.
+        let offer = self.a_offer_sd.clone();
+        let body = self.a_sdp.render(&offer, self.advertise(), self.a_port);
+        message::set_body(
+            &mut req.headers,
+            &mut req.body,
+            "application/sdp",
+            body.into_bytes(),
+        );
+        self.sw.bind_call_id(self.key, call_id);
+        let tx = self.sw.send(self.key, req.clone(), peer).await?;
+        self.callback_dial = Some(Fork {
+            tx,
+            invite: req,
+            peer,
+            final_code: None,
+            agent: Some(agent.to_string()),
+        });
+        None
+    }
+
+    /// The called-back caller's phone answered (bridge it to the waiting agent) or not.
+    async fn on_callback_response(&mut self, resp: Response) -> Option<End> {
+        let code = resp.status_code.code();
+        if code < 200 {
+            return None;
+        }
+        let dial = self.callback_dial.take()?;
+        if code >= 300 {
+            warn!(code, "the callback was not answered");
+            self.hangup_both(Some(Side::B)).await;
+            return Some(End {
+                by: HangupBy::Switchboard,
+                disposition: Disposition::Failed,
+                code,
+                reason: Some(format!(
+                    "the callback to {} was not answered ({code})",
+                    self.rec.from_user
+                )),
+            });
+        }
+        let contact = self.shared.contact(dial.peer.transport);
+        let dialog = Dialog::from_response(&dial.invite, &resp, dial.peer, contact);
+        self.sw.send_ack(dialog.ack(1), dial.peer);
+        self.a_dialog = Some(dialog);
+        if let Ok((_, info)) = sdp::parse(&resp.body) {
+            self.a_offer.rtp = info.rtp;
+        }
+        let (Some(a_ports), Some(b_ports)) = (self.callback_ports.take(), self.b_ports.take())
+        else {
+            warn!("the callback's media ports are gone");
+            self.hangup_both(None).await;
+            return Some(End {
+                by: HangupBy::Switchboard,
+                disposition: Disposition::Failed,
+                code: 200,
+                reason: Some("callback: no media ports".into()),
+            });
+        };
+        self.start_bridge(a_ports, b_ports);
+        self.rec.bridged_ms = Some(now_ms());
+        let agent = dial.agent.clone();
+        info!("called back and bridged");
+        self.rec.reason = Some(format!("called back {}", self.rec.from_user));
+        self.on_bridged(agent.clone());
+        if let Some(q) = &mut self.queue {
+            q.connected = true;
+        }
+        if let (Some(agent), Some(ivr)) = (agent, &mut self.ivr) {
+            let steps = ivr.feed(crate::ivr::Event::QueueResult(QueueResult::Connected {
+                agent,
+            }));
+            return self.on_ivr_steps(steps).await;
+        }
+        None
     }
 
     async fn on_relay_event(&mut self, ev: RelayEvent) -> Option<End> {

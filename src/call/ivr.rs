@@ -27,6 +27,8 @@ const HOLD_MUSIC: u64 = u64::MAX;
 const BEEP: u64 = u64::MAX - 1;
 /// The play id of a queue position announcement.
 const ANNOUNCEMENT: u64 = u64::MAX - 2;
+/// The play id of a notice from the call layer (e.g. "we will call you back").
+const NOTICE: u64 = u64::MAX - 3;
 
 /// The tone before a voicemail: 1 kHz for 300 ms.
 fn beep_tone(rate: SampleRate) -> Arc<[i16]> {
@@ -139,6 +141,15 @@ impl IvrSession {
         }
     }
 
+    /// A SIP INFO the caller's dialog received while the flow has the caller: a key in
+    /// it reaches the flow like any other (through the endpoint's detector, which also
+    /// drops a copy of a press the phone sends as RFC 4733 events too).
+    pub fn sip_info(&self, content_type: &str, body: &[u8]) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.sip_info(content_type, body);
+        }
+    }
+
     /// Gives the session a new endpoint (the caller is back from an agent).
     pub fn set_endpoint(
         &mut self,
@@ -188,6 +199,8 @@ impl IvrSession {
             return tokio::select! {
                 Some(ev) = self.media.recv() => match ev {
                     EndpointEvent::Digit(d) => Event::Digit(d),
+                    // A notice (the callback confirmation) is the call's, not the flow's.
+                    EndpointEvent::PlayFinished(NOTICE) => continue,
                     // After a queue announcement, back to the music (not the flow's affair).
                     EndpointEvent::PlayFinished(ANNOUNCEMENT) => {
                         self.hold_music();
@@ -201,6 +214,27 @@ impl IvrSession {
                 Some(ev) = self.http_inbox.recv() => ev,
                 _ = sleep_until_opt(timer) => Event::Timer,
             };
+        }
+    }
+
+    /// Plays the prompt `name` (from the English set) over whatever plays now; returns
+    /// its length so the call knows when it has been heard.
+    pub fn notice(&self, name: &str) -> Duration {
+        let Some(endpoint) = &self.endpoint else {
+            return Duration::ZERO;
+        };
+        let path = self.prompt_root.join("en").join(format!("{name}.wav"));
+        match self.prompts.get(&path, self.rate) {
+            Ok(audio) => {
+                let playlist = Playlist::new().then(audio);
+                let length = playlist.duration(self.rate);
+                endpoint.play(NOTICE, playlist);
+                length
+            }
+            Err(e) => {
+                warn!(prompt = %path.display(), error = %e, "notice missing");
+                Duration::ZERO
+            }
         }
     }
 

@@ -196,6 +196,12 @@ struct RawQueue {
     /// Recording policy for calls this queue connects (overrides the DID's).
     #[serde(default)]
     record: Option<Spanned<String>>,
+    /// Join rule: at most this many callers wait; the next one overflows at once.
+    #[serde(default)]
+    max_callers: Option<usize>,
+    /// The key a waiting caller presses to hang up and be called back, keeping its place.
+    #[serde(default)]
+    callback_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +290,8 @@ pub struct Queue {
     pub relax: Vec<Relax>,
     pub members: Vec<String>,
     pub record: Option<RecordPolicy>,
+    pub max_callers: Option<usize>,
+    pub callback_key: Option<char>,
 }
 
 /// Whether a call's conversation is recorded.
@@ -906,6 +914,17 @@ impl Validator {
                     .collect(),
                 members: q.members.iter().map(|m| m.value.clone()).collect(),
                 record: q.record.as_ref().and_then(|r| self.record_policy(r)),
+                max_callers: q.max_callers,
+                callback_key: q.callback_key.as_ref().and_then(|k| {
+                    let mut chars = k.value.chars();
+                    match (chars.next(), chars.next()) {
+                        (Some(c), None) if "0123456789*#".contains(c) => Some(c),
+                        _ => {
+                            self.error(k, format!("callback_key \"{}\" must be one keypad key (0-9, * or #)", k.value));
+                            None
+                        }
+                    }
+                }),
             });
         }
 

@@ -5,6 +5,12 @@
 //! drives it with [`EndpointHandle`] messages and hears [`EndpointEvent`]s. Every 20 ms the
 //! player's frame is encoded into one reused packet buffer and sent; received packets are
 //! parsed in place. Nothing is allocated per packet.
+//!
+//! Keys reach the detector from all three places a caller's phone may put them: RFC 4733
+//! packets, SIP INFO bodies (handed over by the call task, which owns the dialog), and,
+//! on a leg that negotiated no `telephone-event`, tones in the audio itself. A G.722 leg
+//! runs at 16 kHz: prompts are encoded from 16 kHz frames (the RTP clock still advances
+//! 160 per 20 ms, RFC 3551), and its audio is halved to 8 kHz for in-band detection.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::codec::{Codec, Encoder, MAX_PAYLOAD};
-use super::dtmf::DtmfDetector;
+use super::codec::{Codec, Decoder, Downsampler, Encoder, MAX_PAYLOAD, MAX_SAMPLES};
+use super::dtmf::{inband, DtmfDetector};
 use super::mixer::SampleRate;
 use super::ports::MediaPorts;
 use super::prompt::{Player, PlayerEvent, Playlist};
@@ -59,6 +65,10 @@ enum Control {
         silence: Duration,
     },
     Release(oneshot::Sender<MediaPorts>),
+    SipInfo {
+        content_type: String,
+        body: Vec<u8>,
+    },
 }
 
 /// Controls a running endpoint.
@@ -80,6 +90,16 @@ impl EndpointHandle {
     /// `RecordingDone` follows. Dropping the endpoint mid-message completes the file.
     pub fn record(&self, path: std::path::PathBuf, max: Duration, silence: Duration) {
         let _ = self.ctl.send(Control::Record { path, max, silence });
+    }
+
+    /// A SIP INFO request the leg's dialog received: a key press in an
+    /// `application/dtmf-relay` or `application/dtmf` body is reported as a `Digit`
+    /// (once, should the phone also send it as RFC 4733 events); other bodies are ignored.
+    pub fn sip_info(&self, content_type: &str, body: &[u8]) {
+        let _ = self.ctl.send(Control::SipInfo {
+            content_type: content_type.to_string(),
+            body: body.to_vec(),
+        });
     }
 
     /// Ends the endpoint and hands its ports back (to bridge the leg through a relay).
@@ -131,11 +151,15 @@ async fn run(
         rand::random(),
     );
     let mut encoder = Encoder::new(media.codec);
-    // Only in-band detection needs decoded audio; legs that negotiated telephone-event
-    // (every phone and trunk in practice) are heard through it.
-    let mut dtmf = DtmfDetector::new(8000, false);
-    let mut decoder = super::codec::Decoder::new(media.codec);
-    let mut pcm = [0i16; super::codec::MAX_SAMPLES];
+    // Keys come as telephone-events on legs that negotiated them (every phone and most
+    // trunks); only the others need their audio decoded and searched for tones.
+    let tones = media.telephone_event.is_none();
+    let mut dtmf = DtmfDetector::new(8000, tones);
+    let mut decoder = Decoder::new(media.codec);
+    let mut pcm = [0i16; MAX_SAMPLES];
+    // The tone detector works at 8 kHz; a wideband leg's audio is halved first.
+    let mut narrow = (media.codec.sample_rate() != inband::SAMPLE_RATE).then(Downsampler::new);
+    let mut pcm8 = [0i16; MAX_SAMPLES / 2];
     let mut recording: Option<Recording> = None;
     let mut playing: Option<u64> = None;
     let mut latched: Option<SocketAddr> = None;
@@ -204,6 +228,12 @@ async fn run(
                     let _ = reply.send(ports);
                     return;
                 }
+                Some(Control::SipInfo { content_type, body }) => {
+                    if let Err(e) = dtmf.on_sip_info(Instant::now(), &content_type, &body) {
+                        debug!(%content_type, error = %e, "INFO carries no key");
+                    }
+                    forward_digits(&mut dtmf, &events);
+                }
                 None => return,
             },
             _ = tick.tick() => {
@@ -270,14 +300,28 @@ async fn run(
                 }
                 let payload = &pkt[start..end];
                 if pt == media.codec.payload_type() {
+                    if recording.is_none() && !tones {
+                        continue;
+                    }
+                    let Ok(count) = decoder.decode(payload, &mut pcm) else {
+                        continue;
+                    };
                     if let Some(rec) = &mut recording {
-                        let Ok(count) = decoder.decode(payload, &mut pcm) else {
-                            continue;
-                        };
                         if let Some(seconds) = rec.add(&pcm[..count]) {
                             recording = None;
                             let _ = events.send(EndpointEvent::RecordingDone { seconds });
                         }
+                    }
+                    if tones {
+                        let audio = match &mut narrow {
+                            Some(down) => match down.process(&pcm[..count], &mut pcm8) {
+                                Ok(n) => &pcm8[..n],
+                                Err(_) => continue,
+                            },
+                            None => &pcm[..count],
+                        };
+                        dtmf.on_audio(Instant::now(), audio);
+                        forward_digits(&mut dtmf, &events);
                     }
                     continue;
                 }
@@ -331,5 +375,277 @@ impl Recording {
 fn forward_digits(dtmf: &mut DtmfDetector, events: &mpsc::UnboundedSender<EndpointEvent>) {
     while let Some(d) = dtmf.poll() {
         let _ = events.send(EndpointEvent::Digit(d.digit.key.as_char()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    use tokio::net::UdpSocket;
+
+    use super::*;
+    use crate::media::dtmf::inband::tests::dual_tone;
+    use crate::media::dtmf::{Key, TelephoneEvent};
+    use crate::media::ports::{tests::free_range, PortPool};
+
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const ALL_KEYS: &str = "0123456789*#ABCD";
+
+    struct Leg {
+        handle: EndpointHandle,
+        events: mpsc::UnboundedReceiver<EndpointEvent>,
+        /// The phone's side of the leg.
+        peer: UdpSocket,
+        /// The endpoint's RTP address.
+        ours: SocketAddr,
+    }
+
+    async fn leg(codec: Codec, telephone_event: Option<u8>) -> Leg {
+        let low = free_range(1);
+        let ports = PortPool::new(LOCALHOST, low, low + 1).allocate().unwrap();
+        let ours = SocketAddr::new(LOCALHOST, ports.port());
+        let peer = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        let media = LegMedia {
+            remote: Some(peer.local_addr().unwrap()),
+            codec,
+            telephone_event,
+        };
+        Leg {
+            handle: spawn(ports, media, tx),
+            events,
+            peer,
+            ours,
+        }
+    }
+
+    fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// The keys reported within `wait` of the last one (or of the start).
+    async fn digits(events: &mut mpsc::UnboundedReceiver<EndpointEvent>, wait: Duration) -> String {
+        let mut keys = String::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(wait, events.recv()).await {
+            if let EndpointEvent::Digit(d) = ev {
+                keys.push(d);
+            }
+        }
+        keys
+    }
+
+    /// Each key as 100 ms of its tones (-10 dBm0 each) and 100 ms of silence, at `hz`.
+    fn keypad_audio(keys: &str, hz: u32) -> Vec<i16> {
+        let len = hz as usize / 10;
+        let mut audio = Vec::new();
+        for c in keys.chars() {
+            let key = Key::from_char(c).unwrap();
+            if hz == 8000 {
+                audio.extend(dual_tone(key, -10.0, len));
+            } else {
+                let (row, col) = key.frequencies();
+                let amplitude = inband::DBM0_PEAK * 10f32.powf(-10.0 / 20.0);
+                audio.extend((0..len).map(|n| {
+                    let t = n as f32 / hz as f32;
+                    let v = (std::f32::consts::TAU * row * t).sin()
+                        + (std::f32::consts::TAU * col * t).sin();
+                    (amplitude * v) as i16
+                }));
+            }
+            audio.extend(std::iter::repeat_n(0, len));
+        }
+        audio
+    }
+
+    /// Sends `audio` as 20 ms packets of `codec`, as a phone would.
+    async fn send_audio(leg: &Leg, codec: Codec, audio: &[i16]) {
+        let mut encoder = Encoder::new(codec);
+        let mut payload = [0u8; MAX_PAYLOAD];
+        for (i, frame) in audio.chunks(codec.samples_per_frame()).enumerate() {
+            let n = encoder.encode(frame, &mut payload).unwrap();
+            let packet = rtp(
+                codec.payload_type(),
+                i == 0,
+                i as u16,
+                i as u32 * 160,
+                &payload[..n],
+            );
+            leg.peer.send_to(&packet, leg.ours).await.unwrap();
+            // Loopback keeps up easily, but not with an unbounded burst.
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_key_is_heard_in_band_on_a_leg_without_telephone_event() {
+        for codec in [Codec::Pcmu, Codec::Pcma, Codec::G722] {
+            let mut leg = leg(codec, None).await;
+            send_audio(&leg, codec, &keypad_audio(ALL_KEYS, codec.sample_rate())).await;
+            assert_eq!(
+                digits(&mut leg.events, Duration::from_millis(500)).await,
+                ALL_KEYS,
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tones_are_not_searched_for_when_telephone_event_was_negotiated() {
+        let mut leg = leg(Codec::Pcmu, Some(101)).await;
+        send_audio(&leg, Codec::Pcmu, &keypad_audio("123", 8000)).await;
+        assert_eq!(
+            digits(&mut leg.events, Duration::from_millis(300)).await,
+            ""
+        );
+    }
+
+    #[tokio::test]
+    async fn every_key_is_heard_as_telephone_events() {
+        let mut leg = leg(Codec::G722, Some(101)).await;
+        let mut seq = 0u16;
+        for (i, c) in ALL_KEYS.chars().enumerate() {
+            let ts = 1000 + i as u32 * 1600;
+            let key = Key::from_char(c).unwrap();
+            // Start, one update, three ends, as phones send them.
+            for (n, (end, duration)) in [
+                (false, 400),
+                (false, 800),
+                (true, 800),
+                (true, 800),
+                (true, 800),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let event = TelephoneEvent {
+                    event: key.event(),
+                    end,
+                    volume: 10,
+                    duration,
+                };
+                let packet = rtp(101, n == 0, seq, ts, &event.to_bytes());
+                seq = seq.wrapping_add(1);
+                leg.peer.send_to(&packet, leg.ours).await.unwrap();
+            }
+        }
+        assert_eq!(
+            digits(&mut leg.events, Duration::from_millis(500)).await,
+            ALL_KEYS
+        );
+    }
+
+    #[tokio::test]
+    async fn every_key_is_heard_from_sip_info_bodies() {
+        let mut leg = leg(Codec::Pcmu, Some(101)).await;
+        for (i, c) in ALL_KEYS.chars().enumerate() {
+            if i % 2 == 0 {
+                let body = format!("Signal={c}\r\nDuration=160\r\n");
+                leg.handle
+                    .sip_info("application/dtmf-relay", body.as_bytes());
+            } else {
+                leg.handle
+                    .sip_info("application/dtmf", c.to_string().as_bytes());
+            }
+        }
+        // Not a key: ignored, and the endpoint carries on.
+        leg.handle.sip_info("application/dtmf-relay", b"Signal=E");
+        leg.handle
+            .sip_info("application/media_control+xml", b"<x/>");
+        leg.handle.sip_info("application/dtmf", b"5");
+        assert_eq!(
+            digits(&mut leg.events, Duration::from_millis(300)).await,
+            format!("{ALL_KEYS}5")
+        );
+    }
+
+    /// The packets the endpoint sends for `playlist`: (payload type, seq, timestamp,
+    /// payload), in sending order.
+    async fn played(leg: &mut Leg, playlist: Playlist) -> Vec<(u8, u16, u32, Vec<u8>)> {
+        leg.handle.play(7, playlist);
+        let mut packets = Vec::new();
+        let mut buf = [0u8; 2048];
+        let mut finished = false;
+        loop {
+            // Once the play is over, only what is already on its way is left to read.
+            let quiet = Duration::from_millis(if finished { 100 } else { 2000 });
+            tokio::select! {
+                r = tokio::time::timeout(quiet, leg.peer.recv_from(&mut buf)) => {
+                    let Ok(r) = r else {
+                        assert!(finished, "the endpoint went quiet before the play finished");
+                        return packets;
+                    };
+                    let (n, _) = r.unwrap();
+                    let p = &buf[..n];
+                    packets.push((
+                        p[1] & 0x7f,
+                        u16::from_be_bytes([p[2], p[3]]),
+                        u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                        p[HEADER..].to_vec(),
+                    ));
+                }
+                ev = leg.events.recv(), if !finished => {
+                    finished = ev == Some(EndpointEvent::PlayFinished(7));
+                }
+            }
+        }
+    }
+
+    /// The strongest frequency of `pcm` at `hz`, to 1 Hz, from zero crossings.
+    fn pitch(pcm: &[i16], hz: u32) -> f64 {
+        let crossings: Vec<usize> = pcm
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[0] < 0 && w[1] >= 0)
+            .map(|(i, _)| i)
+            .collect();
+        let (first, last) = (crossings[0], *crossings.last().unwrap());
+        (crossings.len() - 1) as f64 * f64::from(hz) / (last - first) as f64
+    }
+
+    #[tokio::test]
+    async fn prompts_are_encoded_at_the_codecs_rate() {
+        for codec in [Codec::Pcmu, Codec::Pcma, Codec::G722] {
+            let hz = codec.sample_rate();
+            // 200 ms of 1 kHz at the leg's rate, as the prompt cache decodes it.
+            let tone: Arc<[i16]> = (0..hz / 5)
+                .map(|n| {
+                    ((n as f32 * 1000.0 * std::f32::consts::TAU / hz as f32).sin() * 8000.0) as i16
+                })
+                .collect();
+            let mut leg = leg(codec, Some(101)).await;
+            // The endpoint answers where the phone sends from (symmetric RTP).
+            leg.peer
+                .send_to(&rtp(101, false, 0, 0, &[]), leg.ours)
+                .await
+                .unwrap();
+            let packets = played(&mut leg, Playlist::new().then(tone)).await;
+            assert_eq!(packets.len(), 10, "{codec:?}: 200 ms in 20 ms packets");
+            let mut decoder = Decoder::new(codec);
+            let mut pcm = Vec::new();
+            for (i, (pt, seq, ts, payload)) in packets.iter().enumerate() {
+                assert_eq!(*pt, codec.payload_type());
+                // 160 bytes of payload for 20 ms whatever the codec; the clock runs at
+                // 8 kHz even for G.722's 16 kHz audio.
+                assert_eq!(payload.len(), 160, "{codec:?}");
+                assert_eq!(*seq, packets[0].1.wrapping_add(i as u16));
+                assert_eq!(*ts, packets[0].2.wrapping_add(160 * i as u32), "{codec:?}");
+                let mut frame = [0i16; MAX_SAMPLES];
+                let n = decoder.decode(payload, &mut frame).unwrap();
+                assert_eq!(n, codec.samples_per_frame());
+                pcm.extend_from_slice(&frame[..n]);
+            }
+            // Past the codec's start-up (G.722's filters delay and ramp the first ms).
+            let f = pitch(&pcm[pcm.len() / 4..], hz);
+            assert!((f - 1000.0).abs() < 10.0, "{codec:?}: {f} Hz");
+        }
     }
 }

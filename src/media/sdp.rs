@@ -3,8 +3,9 @@
 //! Each leg of a call sees only Switchboard: every body we send carries our
 //! own `o=` line, our address in `c=` and our relay port in `m=`. The media
 //! *content* (codecs, direction) is copied from the other leg's SDP, narrowed
-//! to what the relay can carry: one plain-RTP audio stream with PCMU (PT 0),
-//! PCMA (PT 8) and RFC 4733 `telephone-event/8000`. Everything else is
+//! to what the relay and the media endpoint can carry: one plain-RTP audio
+//! stream with PCMU (PT 0), PCMA (PT 8), G.722 (PT 9) and RFC 4733
+//! `telephone-event/8000`, in the sender's order. Everything else is
 //! rejected with port 0 rather than removed, because an answer must keep the
 //! offer's m-line count and order (RFC 3264 §6).
 //!
@@ -28,8 +29,10 @@ use rtc_sdp::description::common::{Address, Attribute, ConnectionInformation};
 use rtc_sdp::description::media::{MediaDescription, RangedPort};
 use rtc_sdp::SessionDescription;
 
-/// PCMU and PCMA: the voice codecs we relay (by static payload type).
-const VOICE: [u8; 2] = [0, 8];
+/// PCMU, PCMA and G.722: the voice codecs we carry (by static payload type).
+/// G.722 is `G722/8000` in SDP although it carries 16 kHz audio (RFC 3551
+/// §4.5.2); the static payload type is what identifies it.
+const VOICE: [u8; 3] = [0, 8, 9];
 
 /// Media direction of the audio stream (RFC 3264 §5.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,8 +81,8 @@ pub struct SdpInfo {
     /// Where the audio stream wants RTP: `c=` address and `m=` port. `None`
     /// when the stream is disabled (port 0) or on old-style hold (`c=0.0.0.0`).
     pub rtp: Option<SocketAddr>,
-    /// The payload types we keep, in the sender's order of preference: PCMU
-    /// and PCMA, plus the telephone-event one if any.
+    /// The payload types we keep, in the sender's order of preference: PCMU,
+    /// PCMA and G.722, plus the telephone-event one if any.
     pub codecs: Vec<u8>,
     /// The `telephone-event/8000` payload type, if offered (also in `codecs`).
     pub telephone_event: Option<u8>,
@@ -100,8 +103,8 @@ pub enum SdpError {
     /// Audio only over a transport we cannot relay (SRTP, DTLS, ...).
     #[error("the audio stream uses {0}, but only unencrypted RTP/AVP is supported")]
     UnsupportedTransport(String),
-    /// Audio without PCMU or PCMA.
-    #[error("the audio stream offers none of the supported codecs (PCMU, PCMA)")]
+    /// Audio without PCMU, PCMA or G.722.
+    #[error("the audio stream offers none of the supported codecs (PCMU, PCMA, G722)")]
     NoSupportedCodec,
     /// An answer whose voice codecs were all absent from the offer.
     #[error("the answer contains no voice codec that the offer contained")]
@@ -180,7 +183,11 @@ pub fn restrict_answer(
     if name.port.value != 0 {
         name.formats
             .retain(|f| f.parse().is_ok_and(|pt| offer.codecs.contains(&pt)));
-        if !name.formats.iter().any(|f| f == "0" || f == "8") {
+        if !name
+            .formats
+            .iter()
+            .any(|f| f.parse().is_ok_and(|pt| VOICE.contains(&pt)))
+        {
             return Err(SdpError::NoCommonCodec);
         }
     }
@@ -236,7 +243,7 @@ impl LegSdp {
     /// * `o=` is ours (`switchboard`, our session id and version, `our_ip`);
     /// * `c=`, session and media level, is `our_ip` (`IN IP4`/`IN IP6`),
     ///   except that an old-style hold `c=0.0.0.0` stays unspecified;
-    /// * the audio stream gets `our_port`, PCMU/PCMA/telephone-event only,
+    /// * the audio stream gets `our_port`, PCMU/PCMA/G.722/telephone-event only,
     ///   with their `rtpmap`/`fmtp`, plus `ptime`, `maxptime` and direction;
     ///   anything referring to the other leg's transport (`a=rtcp`, ICE,
     ///   `a=crypto`, `a=ssrc`, `a=rtcp-mux`, ...) is dropped;
@@ -574,7 +581,7 @@ mod tests {
     fn linphone_offer_is_narrowed_and_video_rejected() {
         let (sd, info) = parsed(LINPHONE_OFFER);
         assert_eq!(info.rtp, Some("192.168.1.10:7078".parse().unwrap()));
-        assert_eq!(info.codecs, [0, 8, 100]);
+        assert_eq!(info.codecs, [9, 0, 8, 100]);
         assert_eq!(info.telephone_event, Some(100));
 
         let mut leg = LegSdp::new();
@@ -585,7 +592,8 @@ mod tests {
             s=Talk
             c=IN IP4 10.0.0.1
             t=0 0
-            m=audio 20000 RTP/AVP 0 8 100
+            m=audio 20000 RTP/AVP 9 0 8 100
+            a=rtpmap:9 G722/8000
             a=rtpmap:100 telephone-event/8000
             a=fmtp:100 0-16
             m=video 0 RTP/AVP 96 97",
@@ -598,7 +606,7 @@ mod tests {
     fn baresip_ipv6_offer() {
         let (sd, info) = parsed(BARESIP_OFFER);
         assert_eq!(info.rtp, Some("[2001:db8::10]:10776".parse().unwrap()));
-        assert_eq!(info.codecs, [0, 8, 101]);
+        assert_eq!(info.codecs, [9, 0, 8, 101]);
         assert_eq!(info.telephone_event, Some(101));
 
         let mut leg = LegSdp::new();
@@ -609,8 +617,9 @@ mod tests {
             s=-
             c=IN IP6 2001:db8::1
             t=0 0
-            m=audio 30000 RTP/AVP 0 8 101
+            m=audio 30000 RTP/AVP 9 0 8 101
             b=AS:64
+            a=rtpmap:9 G722/8000
             a=rtpmap:0 PCMU/8000
             a=rtpmap:8 PCMA/8000
             a=rtpmap:101 telephone-event/8000
@@ -687,7 +696,7 @@ mod tests {
             SdpError::NoAudio
         );
         assert_eq!(
-            err(&LINPHONE_OFFER.replace("RTP/AVP 96 97 9 0 8 101 99 100", "RTP/AVP 96 9 100")),
+            err(&LINPHONE_OFFER.replace("RTP/AVP 96 97 9 0 8 101 99 100", "RTP/AVP 96 97 100")),
             SdpError::NoSupportedCodec
         );
         let srtp = err(&SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP"));
@@ -741,7 +750,7 @@ mod tests {
 
     #[test]
     fn answers_are_restricted_to_the_offer() {
-        let (_, offer) = parsed(BARESIP_OFFER); // 0 8 101
+        let (_, offer) = parsed(BARESIP_OFFER); // 9 0 8 101
         let answer = |m: &str| {
             let text = SIPP_OFFER.replace("a=rtpmap:0 PCMU/8000", "");
             parsed(&text.replace("m=audio 6000 RTP/AVP 0", m)).0
@@ -777,6 +786,49 @@ mod tests {
         // A declined stream is passed on as declined.
         let (_, info) = restrict_answer(&answer("m=audio 0 RTP/AVP 8"), &sipp).unwrap();
         assert_eq!(info.rtp, None);
+    }
+
+    /// G.722 is carried like G.711: a wideband-only offer is usable, the
+    /// sender's order is kept, and an answer may pick it.
+    #[test]
+    fn g722_is_a_supported_codec() {
+        let only = SIPP_OFFER.replace("RTP/AVP 0", "RTP/AVP 9 101").replace(
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:9 G722/8000\na=rtpmap:101 telephone-event/8000",
+        );
+        let (sd, info) = parsed(&only);
+        assert_eq!(
+            (info.codecs.as_slice(), info.telephone_event),
+            (&[9, 101][..], Some(101))
+        );
+        let body = LegSdp::new().render(&sd, ip("10.0.0.1"), 20000);
+        assert!(
+            body.ends_with(
+                "m=audio 20000 RTP/AVP 9 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+            ),
+            "{body}"
+        );
+
+        // Narrowing an offer to one codec of it (as the IVR's answer does) keeps G.722.
+        let (linphone_sd, _) = parsed(LINPHONE_OFFER);
+        let keep = SdpInfo {
+            codecs: vec![9, 100],
+            telephone_event: Some(100),
+            rtp: None,
+            direction: Direction::SendRecv,
+        };
+        let (narrowed, info) = restrict_answer(&linphone_sd, &keep).unwrap();
+        assert_eq!(info.codecs, [9, 100]);
+        assert!(LegSdp::new()
+            .render(&narrowed, ip("10.0.0.1"), 20000)
+            .contains("m=audio 20000 RTP/AVP 9 100\r\na=rtpmap:9 G722/8000\r\n"));
+
+        // An answer of G.722 alone to a G.711-only offer has nothing in common.
+        let (_, sipp) = parsed(SIPP_OFFER);
+        assert_eq!(
+            restrict_answer(&sd, &sipp).unwrap_err(),
+            SdpError::NoCommonCodec
+        );
     }
 
     #[test]
