@@ -266,7 +266,10 @@ fn feature(server: &Server, agent: &str, code: &str) {
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while !done() {
-        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -451,4 +454,87 @@ fn a_caller_past_the_maximum_wait_overflows_into_the_next_queue() {
         pos("CONNECT", "support").expect("CONNECT in support"),
     );
     assert!(overflow < enter && enter < connect, "{events:?}");
+}
+
+#[test]
+fn a_caller_who_asks_for_a_callback_is_called_back_when_an_agent_is_free() {
+    require_pcap();
+    // The caller's own phone, reached back through the trunk: answers, talks 2 s, hangs up.
+    let carrier_port = alloc_ports(1);
+    let (_flows, server) = queue_server(
+        "billing",
+        &[
+            "  - { name: billing, strategy: longest_idle, ring_timeout_secs: 10, wrap_up_secs: 0, when_empty: wait, callback_key: \"5\", members: [\"2001\"] }",
+        ],
+        ServerConfig {
+            trunk_outbound: Some(format!("127.0.0.1:{carrier_port}")),
+            ..ServerConfig::default()
+        },
+    );
+    let password = server.config.password("2001");
+    let feature = |code: &str| {
+        Sipp::new("uac_user_feature.xml")
+            .service(code)
+            .args(&["-key", "agent", "2001"])
+            .auth("2001", &password)
+            .run(&server)
+            .assert_ok(&server, &format!("2001 dials {code}"));
+    };
+    // The only agent is on a break: the caller waits, presses 5 and is let go.
+    feature("*52");
+    let agent = server.start_callee("2001", "uas_answer.xml", &[]);
+    Sipp::new("uac_queue_callback.xml")
+        .service("100")
+        .timeout_secs(30)
+        .run(&server)
+        .assert_ok(&server, "the caller asks for a callback and is hung up on");
+    let log = |event: &str| {
+        sqlite_query(
+            &server.db_path(),
+            &format!("SELECT agent FROM queue_log WHERE event = '{event}' ORDER BY id"),
+        )
+        .unwrap()
+    };
+    assert_eq!(log("CALLBACK_REQUESTED").len(), 1);
+    assert!(log("CONNECT").is_empty() && log("CALLBACK_CONNECTED").is_empty());
+
+    // The agent comes back: its phone rings first, then the caller's number is dialled.
+    let phone = Sipp::new("uas_answer_then_bye.xml")
+        .local_port(carrier_port)
+        .media_port(alloc_ports(4))
+        .args(&["-rtp_echo", "-d", "2000"])
+        .no_remote()
+        .spawn(&server);
+    assert!(wait_udp_bound(carrier_port, Duration::from_secs(5)));
+    feature("*53");
+    let phone = phone.wait(Duration::from_secs(20));
+    phone.assert_ok(&server, "the caller's phone answers the callback");
+    let invite = &phone.received("INVITE ")[0];
+    assert!(
+        invite.starts_with("INVITE sip:+15550100@127.0.0.1:"),
+        "the caller's own number is dialled: {invite}"
+    );
+    agent.wait(Duration::from_secs(20)).assert_ok(
+        &server,
+        "2001 takes the callback and is hung up on at the end",
+    );
+
+    let rows = server.wait_for_calls(3, Duration::from_secs(10));
+    let call = rows
+        .iter()
+        .find(|r| r.queue.as_deref() == Some("billing"))
+        .expect("the queued call's record");
+    assert_eq!(call.disposition.as_deref(), Some("answered"), "{call:#?}");
+    assert_eq!(call.target.as_deref(), Some("2001"));
+    assert!(
+        call.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("called back")),
+        "{call:#?}"
+    );
+    assert!(call.bridged_ms.is_some());
+    assert_eq!(
+        log("CALLBACK_CONNECTED"),
+        vec![vec![Some("2001".to_string())]]
+    );
 }
