@@ -45,7 +45,7 @@ impl Script {
                 .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
             {
                 return Err(format!(
-                    "\"{bad}\" in --keys is not a phone key; use 0-9, *, # and commas between answers"
+                    "\"{bad}\" in --keys is not a phone key; use 0-9, *, #, A-D and commas between answers"
                 ));
             }
         }

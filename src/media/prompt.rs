@@ -245,6 +245,13 @@ impl PromptCache {
     /// The prompt at `path` decoded at `rate`, from memory when the file is
     /// unchanged since it was decoded. Blocking (a `stat`, and a decode on a
     /// miss).
+    ///
+    /// Call tasks ask for prompts as their flows reach them, on the async
+    /// runtime; a decode there would hold a worker thread for as long as it
+    /// takes, and every other call's media on that worker would miss its
+    /// 20 ms ticks (prompts playing slower than real time, and gaps). So on a
+    /// multi-threaded runtime a miss first hands the worker's other tasks to a
+    /// new thread (`block_in_place`); the caller still waits for its prompt.
     pub fn get(&self, path: &Path, rate: SampleRate) -> Result<Arc<[i16]>, PromptError> {
         let stamp = FileStamp::of(path)?;
         let key = (path.to_owned(), rate);
@@ -255,7 +262,7 @@ impl PromptCache {
         }
         // Stamped before decoding: if the file changes while we read it, the
         // next lookup sees a newer stamp and decodes again.
-        let pcm: Arc<[i16]> = decode_file(path, rate)?.into();
+        let pcm: Arc<[i16]> = off_the_runtime(|| decode_file(path, rate))?.into();
         self.lock().insert(
             key,
             Cached {
@@ -284,6 +291,20 @@ impl PromptCache {
         // A panic elsewhere while holding the lock cannot leave the map
         // half-updated (insert and clear are single calls), so keep going.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the blocking `work` so that it holds up no other task: on a worker of a
+/// multi-threaded tokio runtime the worker's duties move to another thread
+/// first; elsewhere (no runtime, a blocking-pool thread, a current-thread
+/// runtime, which cannot hand over) it simply runs.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
@@ -727,6 +748,56 @@ mod tests {
         assert!(
             (a - 5_000.0).abs() < 250.0,
             "half of the left channel, got {a}"
+        );
+    }
+
+    /// A cache miss on the runtime decodes with the worker handed over: a task on
+    /// the runtime's only worker keeps its pace meanwhile, as calls' media must.
+    #[test]
+    fn a_decode_on_the_runtime_holds_up_no_other_task() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Instant;
+
+        let dir = tempfile::tempdir().unwrap();
+        // Long enough that decoding and resampling it takes a while.
+        let path = tone_wav(dir.path(), 30.0);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let (decode, longest_gap) = runtime.block_on(async move {
+            let done = Arc::new(AtomicBool::new(false));
+            let ticking = Arc::clone(&done);
+            let ticker = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                let mut last = Instant::now();
+                let mut longest = Duration::ZERO;
+                while !ticking.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                longest
+            });
+            // Let the ticker settle into its pace.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let loader = tokio::spawn(async move {
+                let started = Instant::now();
+                PromptCache::new().get(&path, NB).unwrap();
+                let took = started.elapsed();
+                done.store(true, Ordering::Relaxed);
+                took
+            });
+            (loader.await.unwrap(), ticker.await.unwrap())
+        });
+        assert!(
+            decode > Duration::from_millis(100),
+            "the decode ({decode:?}) is too quick to show anything"
+        );
+        assert!(
+            longest_gap < Duration::from_millis(50),
+            "a 5 ms ticker stalled {longest_gap:?} during a {decode:?} decode"
         );
     }
 

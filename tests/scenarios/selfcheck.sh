@@ -55,6 +55,8 @@ run_pair call "-sf uas_answer.xml -rtp_echo -mp $UAS_MP" \
   "-sf uac_call.xml -d 2000 -s 2001 -mp $UAC_MP"
 run_pair call_callee_bye "-sf uas_answer_then_bye.xml -d 2000 -rtp_echo -mp $UAS_MP" \
   "-sf uac_call_wait_bye.xml -s 2001 -mp $UAC_MP"
+run_pair codec_wait_bye "-sf uas_answer_then_bye.xml -d 1000 -rtp_echo -mp $UAS_MP" \
+  "-sf uac_codec_wait_bye.xml -s 100 -key pt 9 -key codec G722 -mp $UAC_MP"
 run_pair cancel "-sf uas_ring_forever.xml" "-sf uac_cancel.xml -s 2001 -mp $UAC_MP"
 same_branch cancel CANCEL
 same_branch cancel ACK

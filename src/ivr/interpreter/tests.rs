@@ -339,6 +339,45 @@ fn collect_rejects_short_and_unmatched_input_then_fails() {
     assert_eq!(call.nodes(), ["ask", "failed"]);
 }
 
+/// Every key a phone has is input: `*`, `#` and the fourth column `A`-`D` too, when
+/// there is no terminator.
+#[test]
+fn collect_takes_all_sixteen_keys_without_a_terminator() {
+    let flow = r##"
+name: keys
+entry: ask
+nodes:
+  ask:
+    collect:
+      prompts: [enter]
+      variable: keys
+      max_digits: 16
+      terminator: null
+      next: ok
+      on_fail: failed
+  ok:
+    hangup: {}
+  failed:
+    hangup: {}
+"##;
+    let (mut call, out) = Call::new(&[flow]);
+    finish_prompt(&mut call, &out);
+    call.keys("0123456789*#ABCD");
+    assert_eq!(call.var("keys").as_deref(), Some("0123456789*#ABCD"));
+    assert_eq!(call.nodes(), ["ask", "ok"]);
+    let trace = call
+        .ivr
+        .trace()
+        .entries
+        .iter()
+        .map(|e| e.step.to_string())
+        .collect::<Vec<_>>();
+    assert!(
+        trace.iter().any(|s| s == "keys = \"0123456789*#ABCD\""),
+        "{trace:#?}"
+    );
+}
+
 #[test]
 fn collect_no_input_retries() {
     let (mut call, out) = Call::new(&[COLLECT]);
