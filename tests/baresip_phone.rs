@@ -1,181 +1,30 @@
-//! A real softphone as the agent: baresip registers as extension 2001 and
-//! auto-answers, sending a 440 Hz tone (aufile) and recording what it hears
-//! (sndfile). SIPp calls DID 2001 as a trunk and plays PCMA speech. The call
-//! must be answered with RTP both ways through the server, and a loopback
-//! capture must show that no RTP went directly between the phone and SIPp:
-//! every media packet goes to or comes from the server's RTP ports.
+//! Real softphones against the server.
+//!
+//! * baresip registers as extension 2001 and auto-answers, sending a 440 Hz tone
+//!   and recording what it hears; SIPp calls DID 2001 as a trunk and plays PCMA
+//!   speech. The call must be answered with RTP both ways through the server, and
+//!   a loopback capture must show that no RTP went directly between the phone and
+//!   SIPp: every media packet goes to or comes from the server's RTP ports.
+//! * Two baresip phones, a trunk caller playing 440 Hz and agent 2001 playing
+//!   700 Hz, must each hear the other's tone and nothing else.
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::audio;
+use common::phone::{tone_wav, Phone};
 use common::*;
 
-/// baresip with its own config directory, driven through stdin.
-struct Phone {
-    child: Option<Child>,
-    dir: PathBuf,
-    rtp_ports: (u16, u16),
-}
-
-impl Phone {
-    fn start(server: &Server, dir: &Path, tone: &Path) -> Phone {
-        let sip_port = alloc_ports(4); // baresip also binds sip_port+1 (TLS)
-        let rtp_low = alloc_ports(20);
-        let rtp_ports = (rtp_low, rtp_low + 19);
-        let rec_dir = dir.join("recordings");
-        std::fs::create_dir_all(&rec_dir).unwrap();
-        let config = format!(
-            "poll_method epoll\n\
-             net_interface 127.0.0.1\n\
-             sip_listen 127.0.0.1:{sip_port}\n\
-             audio_player aubridge,nil\n\
-             audio_source aufile,{tone}\n\
-             audio_alert aubridge,nil\n\
-             module_path /usr/lib/baresip/modules\n\
-             module stdio.so\n\
-             module g711.so\n\
-             module aufile.so\n\
-             module aubridge.so\n\
-             module sndfile.so\n\
-             module_app account.so\n\
-             module_app menu.so\n\
-             snd_path {rec}\n\
-             rtp_ports {lo}-{hi}\n\
-             audio_codecs PCMA/8000,PCMU/8000\n",
-            tone = tone.display(),
-            rec = rec_dir.display(),
-            lo = rtp_ports.0,
-            hi = rtp_ports.1,
-        );
-        std::fs::write(dir.join("config"), config).unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            format!(
-                "<sip:2001@{}>;auth_pass={};answermode=auto;regint=60\n",
-                server.addr(),
-                server.config.password("2001")
-            ),
-        )
-        .unwrap();
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir)
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(dir.join("baresip.log")).unwrap())
-            .stderr(std::fs::File::create(dir.join("baresip.err")).unwrap())
-            .spawn()
-            .expect("start baresip");
-        Phone {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-            rtp_ports,
-        }
-    }
-
-    fn log(&self) -> String {
-        let out = std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default();
-        let err = std::fs::read_to_string(self.dir.join("baresip.err")).unwrap_or_default();
-        format!("{out}{err}")
-    }
-
-    fn wait_for(&self, needles: &[&str], timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            let log = self.log();
-            if needles.iter().any(|n| log.contains(n)) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-
-    fn recordings(&self, suffix: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("recordings"))
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.retain(|p| p.to_string_lossy().ends_with(suffix));
-        v
-    }
-
-    fn quit(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(stdin) = child.stdin.as_mut() {
-                let _ = stdin.write_all(b"/quit\n");
-            }
-            let end = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Phone {
-    fn drop(&mut self) {
-        self.quit();
-    }
-}
-
-/// RMS amplitude (0..1) of a WAV file as measured by sox.
-fn rms(wav: &Path) -> f64 {
-    let out = Command::new("sox")
-        .arg(wav)
-        .args(["-n", "stat"])
-        .output()
-        .expect("run sox");
-    let text = String::from_utf8_lossy(&out.stderr);
-    text.lines()
-        .find(|l| l.starts_with("RMS     amplitude"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("cannot read RMS of {}: {text}", wav.display()))
-}
-
-/// Makes the phone's tone and starts baresip registered as 2001 (panics with
-/// its log if it does not register).
+/// Starts baresip registered as 2001, auto-answering and playing 440 Hz (panics
+/// with its log if it does not register).
 fn start_registered_phone(server: &Server, work: &Path) -> Phone {
-    let tone = work.join("tone440.wav");
-    let st = Command::new("sox")
-        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&tone)
-        .args(["synth", "30", "sine", "440", "vol", "0.5"])
-        .status()
-        .expect("run sox");
-    assert!(st.success(), "sox could not make the test tone");
-
-    let phone_dir = work.join("phone");
-    std::fs::create_dir_all(&phone_dir).unwrap();
-    let phone = Phone::start(server, &phone_dir, &tone);
-    if !phone.wait_for(
-        &["registered successfully", "200 OK ("],
-        Duration::from_secs(10),
-    ) {
-        let log = phone.log();
-        let hint = if log.contains("Function not implemented") {
-            "\n(baresip 1.0 / libre 1.1 fails with ENOSYS on a REGISTER challenge set \
-             that contains any non-MD5 digest algorithm, whatever its position: it \
-             cannot register while the server also offers algorithm=SHA-256)"
-        } else {
-            ""
-        };
-        panic!(
-            "baresip did not register as 2001{hint}\nbaresip log:\n{log}\nswitchboard stderr:\n{}",
-            server.stderr_tail(40)
-        );
-    }
-    phone
+    Phone::agent(server, "2001")
+        .auto_answer()
+        .source(&tone_wav(work, 440, 8000))
+        .start(server)
 }
 
 /// The softphone Debian ships must be able to register against the default
@@ -214,7 +63,7 @@ fn baresip_agent_answers_trunk_call_with_media_through_server() {
     // capture every UDP packet of the phone's and the caller's media ports and
     // of the server's RTP range
     let sipp_media = alloc_ports(4);
-    let (plo, phi) = phone.rtp_ports;
+    let (plo, phi) = phone.rtp_ports();
     let (slo, shi) = server.rtp_ports;
     let filter = format!(
         "udp and (portrange {plo}-{phi} or portrange {sipp_media}-{} or portrange {slo}-{shi})",
@@ -230,7 +79,7 @@ fn baresip_agent_answers_trunk_call_with_media_through_server() {
         .timeout_secs(30)
         .run(&server);
     let pairs = capture.finish();
-    let rec_dec = phone.recordings("dec.wav");
+    let rec_dec = phone.recordings("-dec.wav");
     let phone_log = phone.log();
     phone.quit();
 
@@ -282,11 +131,61 @@ fn baresip_agent_answers_trunk_call_with_media_through_server() {
         !rec_dec.is_empty(),
         "baresip recorded nothing (no *-dec.wav)\nbaresip log:\n{phone_log}"
     );
-    let heard = rms(&rec_dec[0]);
+    let heard = audio::read_wav(&rec_dec[0]).tones(&[]).rms;
     eprintln!("phone recording {} RMS {heard}", rec_dec[0].display());
     assert!(
         heard > 0.005,
         "the phone's recording of the call is silent (RMS {heard}): {}",
         rec_dec[0].display()
     );
+}
+
+/// A trunk caller and the agent it reaches, both real softphones, hear each other
+/// through the server's bridge: the caller's recording is the agent's tone, the
+/// agent's is the caller's, and neither hears itself or anything else.
+#[test]
+fn baresip_caller_and_agent_hear_each_other() {
+    let server = Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    let work = tempfile::Builder::new()
+        .prefix("baresip-")
+        .tempdir()
+        .unwrap();
+    let agent = Phone::agent(&server, "2001")
+        .auto_answer()
+        .source(&tone_wav(work.path(), 700, 8000))
+        .start(&server);
+    let caller = Phone::dialler("caller")
+        .source(&tone_wav(work.path(), 440, 8000))
+        .start(&server);
+
+    let started = now_ms();
+    caller.call(&server, "2001");
+    caller.wait_established(Duration::from_secs(10));
+    agent.wait_established(Duration::from_secs(10));
+    let talk = Instant::now();
+    thread::sleep(Duration::from_secs(3));
+    caller.hangup();
+    caller.wait_closed(Duration::from_secs(10));
+    agent.wait_closed(Duration::from_secs(10));
+    let talked = talk.elapsed();
+
+    let rec = server.single_call();
+    rec.assert_well_formed(started);
+    assert_eq!(rec.disposition.as_deref(), Some("answered"), "{rec:#?}");
+    assert_eq!(rec.target.as_deref(), Some("2001"), "{rec:#?}");
+    assert_eq!(rec.hangup_by.as_deref(), Some("caller"), "{rec:#?}");
+
+    let caller_heard = audio::assert_dominated_by(&caller.heard(), 700.0, &[440.0, 1000.0]);
+    let agent_heard = audio::assert_dominated_by(&agent.heard(), 440.0, &[700.0, 1000.0]);
+    eprintln!("caller heard: {caller_heard}\nagent heard: {agent_heard}");
+    for (who, t) in [("caller", &caller_heard), ("agent", &agent_heard)] {
+        assert!(
+            t.duration >= Duration::from_secs(2) && t.duration <= talked + Duration::from_secs(2),
+            "the {who}'s recording lasts {:?} for {talked:?} of talking: {t}",
+            t.duration
+        );
+    }
 }

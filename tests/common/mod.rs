@@ -8,8 +8,17 @@
 //!
 //! External tools are required, never optional: a missing `sipp`, `sqlite3`, … makes
 //! the test fail with the Debian package to install (see [`require_tool`]).
+//!
+//! Submodules: [`phone`], baresip as a scripted softphone; [`audio`], which tones
+//! a recording contains.
+//!
+//! Every test binary includes this whole module and uses only part of it, hence
+//! the `allow(dead_code)`, which covers the submodules too.
 
 #![allow(dead_code)]
+
+pub mod audio;
+pub mod phone;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
