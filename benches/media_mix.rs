@@ -10,7 +10,12 @@
 //!   header updates every second included;
 //! * `player/tick`: one frame out of a looping prompt;
 //! * `prompt_decode/<file>`: decode and resample a prompt to 8 kHz; the
-//!   throughput is in seconds of audio per second ("elem/s").
+//!   throughput is in seconds of audio per second ("elem/s");
+//! * `taps_tick/<case>`: the whole per-tick work of a tapped bridge, as the
+//!   relay runs it: one RTP packet in per party, jitter buffers, decoding, the
+//!   mix, and every mixed output encoded into a packet (`record` also writes
+//!   the recording; `transcode_pcmu_g722` is a bridge between a PCMU and a
+//!   G.722 leg with no tap).
 //!
 //! Before measuring, the bench checks with a counting allocator that the
 //! per-tick paths allocate nothing once set up.
@@ -23,9 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchboard::media::codec::{Codec, Encoder};
 use switchboard::media::mixer::{JitterBuffer, Mixer, Mode, Party, SampleRate, SupervisorId};
 use switchboard::media::prompt::{decode_file, Player, Playlist};
 use switchboard::media::recorder::Recorder;
+use switchboard::media::taps::{LegFormat, Taps, Who};
 
 struct Counting;
 
@@ -196,8 +203,106 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// One party's RTP stream for the taps bench: a prebuilt 20 ms packet whose
+/// sequence number and timestamp advance in place.
+struct Stream {
+    who: Who,
+    packet: Vec<u8>,
+    n: u16,
+}
+
+impl Stream {
+    fn new(who: Who, codec: Codec, freq: f64) -> Stream {
+        let pcm = tone(freq, codec.samples_per_frame(), codec.sample_rate());
+        let mut payload = vec![0u8; 320];
+        let len = Encoder::new(codec).encode(&pcm, &mut payload).unwrap();
+        let mut packet = vec![0x80, codec.payload_type(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        packet.extend_from_slice(&payload[..len]);
+        Stream { who, packet, n: 0 }
+    }
+
+    fn next(&mut self) -> &[u8] {
+        self.n = self.n.wrapping_add(1);
+        self.packet[2..4].copy_from_slice(&self.n.to_be_bytes());
+        let ts = u32::from(self.n) * 160;
+        self.packet[4..8].copy_from_slice(&ts.to_be_bytes());
+        &self.packet
+    }
+}
+
+fn taps_tick(taps: &mut Taps, streams: &mut [Stream], now: std::time::Instant) -> usize {
+    for s in streams.iter_mut() {
+        let who = s.who;
+        taps.receive(who, s.next(), now);
+    }
+    let mut sent = 0;
+    taps.tick(|_, pkt| sent += pkt.len()).unwrap();
+    sent
+}
+
+fn bench_taps(c: &mut Criterion) {
+    let pcmu = LegFormat {
+        codec: Codec::Pcmu,
+        event_pt: Some(101),
+    };
+    let g722 = LegFormat {
+        codec: Codec::G722,
+        event_pt: Some(101),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("taps_tick");
+    let cases: [(&str, LegFormat, Option<Mode>, bool); 5] = [
+        ("listen", pcmu, Some(Mode::Listen), false),
+        ("whisper", pcmu, Some(Mode::Whisper), false),
+        ("barge", pcmu, Some(Mode::Barge), false),
+        ("record", pcmu, None, true),
+        ("transcode_pcmu_g722", g722, None, false),
+    ];
+    for (name, agent, mode, record) in cases {
+        let mut taps = Taps::new(pcmu, agent);
+        let mut streams = vec![
+            Stream::new(Who::Caller, Codec::Pcmu, 440.0),
+            Stream::new(Who::Agent, agent.codec, 700.0),
+        ];
+        if let Some(mode) = mode {
+            taps.attach_supervisor(pcmu, mode);
+            streams.push(Stream::new(Who::Supervisor, Codec::Pcmu, 1000.0));
+        }
+        if record {
+            let path = dir.path().join(format!("{name}.wav"));
+            taps.record(Recorder::create(path, taps.rate()).unwrap());
+        }
+        let now = std::time::Instant::now();
+        assert_no_alloc("taps tick", || {
+            black_box(taps_tick(&mut taps, &mut streams, now));
+        });
+        // A WAV file holds at most 4 GiB and criterion runs millions of ticks: a fresh
+        // file every 100,000 ticks (33 minutes of call), the old one deleted.
+        let mut ticks = 0u64;
+        let mut files = 0u32;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                ticks += 1;
+                if record && ticks % 100_000 == 0 {
+                    files += 1;
+                    let path = dir.path().join(format!("{name}-{files}.wav"));
+                    let fresh = Recorder::create(path, taps.rate()).unwrap();
+                    if let Some(old) = taps.record(fresh) {
+                        let path = old.path().to_path_buf();
+                        drop(old);
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                taps_tick(&mut taps, &mut streams, now)
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_taps,
     bench_mixer,
     bench_jitter,
     bench_recorder,

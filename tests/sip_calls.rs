@@ -907,3 +907,46 @@ fn an_agent_transfers_the_caller_blind_with_refer() {
     assert_eq!(rec.hangup_by.as_deref(), Some("callee"), "{rec:#?}");
     rec.assert_media_both_ways(10);
 }
+
+#[test]
+fn an_answered_call_without_rtp_is_hung_up_at_the_media_timeout_but_not_while_on_hold() {
+    let server = Server::start_with(ServerConfig {
+        rtp_timeout_secs: Some(2),
+        ..ServerConfig::default()
+    });
+    // The caller plays a few seconds of speech (echoed back by the callee), then both
+    // fall silent: Switchboard hangs both legs up.
+    let callee = server.start_callee("2001", "uas_answer.xml", &[]);
+    caller("uac_call_wait_bye.xml", "2001")
+        .run(&server)
+        .assert_ok(&server, "the caller is hung up on");
+    callee
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "the callee is hung up on");
+    let rec = server.single_call();
+    assert_eq!(rec.hangup_by.as_deref(), Some("switchboard"), "{rec:#?}");
+    let reason = rec.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("media timeout: no RTP from the ") && reason.ends_with(" for 2 s"),
+        "{rec:#?}"
+    );
+    rec.assert_media_both_ways(10);
+
+    // Silent for 3 s, but on hold (sendonly, answered recvonly): left alone; the caller
+    // ends the call itself after resuming.
+    let server = Server::start_with(ServerConfig {
+        rtp_timeout_secs: Some(2),
+        ..ServerConfig::default()
+    });
+    let callee = server.start_callee("2001", "uas_answer_reinvite.xml", &[]);
+    caller("uac_call_long_hold.xml", "2001")
+        .duration_ms(3_000)
+        .run(&server)
+        .assert_ok(&server, "a long hold with no RTP, then resume and BYE");
+    callee
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "callee");
+    let rec = server.single_call();
+    assert_eq!(rec.hangup_by.as_deref(), Some("caller"), "{rec:#?}");
+    assert_eq!(rec.reason, None, "{rec:#?}");
+}

@@ -430,12 +430,10 @@ impl Call {
         self.ring_deadline = Some(tokio::time::Instant::now() + timeout);
     }
 
-    /// Answers the caller with our own media endpoint and starts the flow. The answer
-    /// carries one voice codec (the caller's first) and telephone-event, so a callee the
-    /// flow transfers to is offered exactly what the caller speaks.
     /// Answers the caller with our own media endpoint (IVR, feature codes): one voice
-    /// codec (the caller's first) and telephone-event, so a callee reached later is
-    /// offered exactly what the caller speaks.
+    /// codec, the first of the caller's offer that we speak (PCMU, PCMA or G.722; the
+    /// caller's order decides, not ours), and telephone-event if offered, so a callee
+    /// reached later is offered exactly what the caller speaks.
     fn answer_here(
         &mut self,
         a_ports: MediaPorts,
@@ -1112,9 +1110,14 @@ impl Call {
             headers,
             body: Vec::new(),
         };
-        let body = self
-            .b_sdp
-            .render(&self.a_offer_sd, self.advertise(), self.b_port);
+        // A caller Switchboard answered is on our media: the callee may pick any codec
+        // we carry (the caller's first), and the bridge transcodes if it differs.
+        let offer = if self.a_answered {
+            sdp::offer_all_codecs(&self.a_offer_sd)
+        } else {
+            self.a_offer_sd.clone()
+        };
+        let body = self.b_sdp.render(&offer, self.advertise(), self.b_port);
         message::set_body(
             &mut req.headers,
             &mut req.body,
@@ -1298,7 +1301,12 @@ impl Call {
         body: &[u8],
     ) -> Result<rtc_sdp::SessionDescription, sdp::SdpError> {
         let (sd, info) = sdp::parse(body)?;
-        let (narrowed, kept) = sdp::restrict_answer(&sd, &self.a_offer)?;
+        let offered = if self.a_answered {
+            sdp::all_codecs(&self.a_offer)
+        } else {
+            self.a_offer.clone()
+        };
+        let (narrowed, kept) = sdp::restrict_answer(&sd, &offered)?;
         self.b_format = kept
             .codecs
             .iter()

@@ -166,6 +166,47 @@ pub fn flip_direction(offer: &SessionDescription) -> SessionDescription {
     sd
 }
 
+/// A copy of an offer with every voice codec we carry added after the ones it lists:
+/// what Switchboard offers a callee when it can transcode (the caller's codec stays
+/// first, so a phone that has it needs no transcoding).
+pub fn offer_all_codecs(offer: &SessionDescription) -> SessionDescription {
+    let mut sd = offer.clone();
+    let Ok(idx) = audio_index(&sd) else {
+        return sd;
+    };
+    let m = &mut sd.media_descriptions[idx];
+    for (pt, name) in [(0u8, "PCMU/8000"), (8, "PCMA/8000"), (9, "G722/8000")] {
+        if m.media_name.formats.iter().any(|f| f == &pt.to_string()) {
+            continue;
+        }
+        // Before telephone-event and anything else that is not a voice codec.
+        let at = m
+            .media_name
+            .formats
+            .iter()
+            .position(|f| f.parse::<u8>().map_or(true, |p| !VOICE.contains(&p)))
+            .unwrap_or(m.media_name.formats.len());
+        m.media_name.formats.insert(at, pt.to_string());
+        m.attributes.push(Attribute {
+            key: "rtpmap".into(),
+            value: Some(format!("{pt} {name}")),
+        });
+    }
+    sd
+}
+
+/// Every voice codec we carry, plus `telephone-event` as `offer` has it: what a
+/// callee offered [`offer_all_codecs`] may answer with.
+pub fn all_codecs(offer: &SdpInfo) -> SdpInfo {
+    let mut keep = offer.clone();
+    for pt in VOICE {
+        if !keep.codecs.contains(&pt) {
+            keep.codecs.push(pt);
+        }
+    }
+    keep
+}
+
 /// Narrows an answer received on one leg to the codecs the other leg offered
 /// (`offer`), before it is rendered towards that leg: payload types the offer
 /// did not contain are removed. This is lenient towards answerers that list
@@ -466,6 +507,24 @@ fn connection(ip: IpAddr) -> ConnectionInformation {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn offering_all_codecs_keeps_the_callers_first_and_adds_ours_before_events() {
+        let body = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                    m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+                    a=rtpmap:101 telephone-event/8000\r\n";
+        let (sd, _) = parse(body.as_bytes()).unwrap();
+        let all = offer_all_codecs(&sd);
+        let info = info(&all).unwrap();
+        assert_eq!(info.codecs, vec![8, 0, 9, 101]);
+        assert_eq!(info.telephone_event, Some(101));
+        let (sd, offer) = parse(body.as_bytes()).unwrap();
+        assert_eq!(all_codecs(&offer).codecs, vec![8, 101, 0, 9]);
+        assert_eq!(
+            offer_all_codecs(&offer_all_codecs(&sd)).marshal(),
+            all.marshal()
+        );
+    }
+
     use super::*;
 
     /// SDP text is written with `\n` here for readability; the wire uses CRLF.

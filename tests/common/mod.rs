@@ -10,7 +10,7 @@
 //! the test fail with the Debian package to install (see [`require_tool`]).
 //!
 //! Submodules: [`phone`], baresip as a scripted softphone; [`audio`], which tones
-//! a recording contains.
+//! a recording contains; [`rtp`], RTP packets and capture files for SIPp to replay.
 //!
 //! Every test binary includes this whole module and uses only part of it, hence
 //! the `allow(dead_code)`, which covers the submodules too.
@@ -19,6 +19,7 @@
 
 pub mod audio;
 pub mod phone;
+pub mod rtp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -191,6 +192,8 @@ pub struct ServerConfig {
     pub extra_yaml: Vec<String>,
     /// How many RTP ports the server gets.
     pub rtp_port_count: u16,
+    /// `rtp.timeout_secs` (None: the server's default).
+    pub rtp_timeout_secs: Option<u64>,
     /// Pass listeners, RTP ports and data dir as command-line flags instead of
     /// writing them into the file (the file then holds unusable values).
     pub use_cli_overrides: bool,
@@ -235,6 +238,7 @@ impl Default for ServerConfig {
             .map(|(n, e)| (n.to_string(), e.to_string()))
             .collect(),
             rtp_port_count: 200,
+            rtp_timeout_secs: None,
             use_cli_overrides: false,
             env: Vec::new(),
             extra_sip: Vec::new(),
@@ -273,6 +277,9 @@ impl ServerConfig {
             writeln!(y, "  {line}").unwrap();
         }
         writeln!(y, "rtp:\n  ports: \"{}-{}\"", rtp.0, rtp.1).unwrap();
+        if let Some(secs) = self.rtp_timeout_secs {
+            writeln!(y, "  timeout_secs: {secs}").unwrap();
+        }
         if self.ipv6 {
             writeln!(y, "  bind: {ip}").unwrap();
         }
@@ -724,9 +731,15 @@ pub struct Sipp {
 
 impl Sipp {
     pub fn new(scenario_file: &str) -> Sipp {
+        Sipp::from_file(Path::new(&scenario(scenario_file)))
+    }
+
+    /// A scenario the test wrote itself (one that names files it generated, say).
+    pub fn from_file(path: &Path) -> Sipp {
         require_tool("sipp", "sip-tester");
+        assert!(path.is_file(), "scenario {} does not exist", path.display());
         Sipp {
-            scenario: scenario(scenario_file),
+            scenario: path.display().to_string(),
             args: Vec::new(),
             calls: 1,
             local_port: None,
@@ -1158,6 +1171,8 @@ pub struct CallRecord {
     pub csat: Option<i64>,
     pub resolved: Option<i64>,
     pub voicemail: Option<String>,
+    pub recording: Option<String>,
+    pub recording_ms: Option<i64>,
 }
 
 pub const CALL_COLUMNS: &[&str] = &[
@@ -1193,6 +1208,8 @@ pub const CALL_COLUMNS: &[&str] = &[
     "csat",
     "resolved",
     "voicemail",
+    "recording",
+    "recording_ms",
 ];
 
 const FIELD_SEP: char = '\u{1f}';
@@ -1297,6 +1314,8 @@ pub fn query_calls(db: &Path) -> Result<Vec<CallRecord>, String> {
                 csat: i("csat")?,
                 resolved: i("resolved")?,
                 voicemail: s("voicemail"),
+                recording: s("recording"),
+                recording_ms: i("recording_ms")?,
             })
         })
         .collect()
@@ -1613,21 +1632,57 @@ pub fn sip_message(start: &str, headers: &[String], body: &str) -> String {
 // Packet capture
 // ---------------------------------------------------------------------------
 
-/// tshark on the loopback interface, printing "srcport dstport" per UDP packet.
+/// tshark on the loopback interface, printing "srcport dstport" per UDP packet (and,
+/// started with [`Capture::start_payloads`], its arrival time and payload too).
 pub struct Capture {
     child: Option<Child>,
     out: PathBuf,
     err: PathBuf,
 }
 
+/// One UDP packet seen by a [`Capture`] started with [`Capture::start_payloads`].
+#[derive(Debug, Clone)]
+pub struct CapturedPacket {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Arrival time, seconds since the epoch.
+    pub at: f64,
+    pub payload: Vec<u8>,
+}
+
 impl Capture {
     pub fn start(dir: &Path, filter: &str, max_secs: u32) -> Capture {
+        Capture::spawn(dir, filter, max_secs, &["udp.srcport", "udp.dstport"])
+    }
+
+    /// Like [`start`](Self::start), keeping every packet's time and payload for
+    /// [`finish_packets`](Self::finish_packets).
+    pub fn start_payloads(dir: &Path, filter: &str, max_secs: u32) -> Capture {
+        Capture::spawn(
+            dir,
+            filter,
+            max_secs,
+            &[
+                "udp.srcport",
+                "udp.dstport",
+                "frame.time_epoch",
+                "udp.payload",
+            ],
+        )
+    }
+
+    fn spawn(dir: &Path, filter: &str, max_secs: u32, fields: &[&str]) -> Capture {
+        require_tool("tshark", "tshark");
         let out = dir.join("capture.txt");
         let err = dir.join("capture.err");
-        let child = Command::new("tshark")
-            .args(["-i", "lo", "-n", "-l", "-f", filter])
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-i", "lo", "-n", "-l", "-f", filter])
             .args(["-a", &format!("duration:{max_secs}")])
-            .args(["-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport"])
+            .args(["-T", "fields"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
@@ -1659,6 +1714,49 @@ impl Capture {
 
     /// Stops the capture and returns (src, dst) port pairs with packet counts.
     pub fn finish(mut self) -> BTreeMap<(u16, u16), u32> {
+        self.stop();
+        let mut pairs = BTreeMap::new();
+        for line in std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+        {
+            let mut f = line.split_whitespace();
+            if let (Some(Ok(s)), Some(Ok(d))) = (f.next().map(str::parse), f.next().map(str::parse))
+            {
+                *pairs.entry((s, d)).or_insert(0) += 1;
+            }
+        }
+        pairs
+    }
+
+    /// Stops a capture started with [`start_payloads`](Self::start_payloads) and returns
+    /// its packets in arrival order.
+    pub fn finish_packets(mut self) -> Vec<CapturedPacket> {
+        self.stop();
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let mut f = line.split('\t');
+                let src_port = f.next()?.trim().parse().ok()?;
+                let dst_port = f.next()?.trim().parse().ok()?;
+                let at = f.next()?.trim().parse().ok()?;
+                // Bytes print as hex, with or without ':' between them.
+                let hex: String = f.next()?.chars().filter(char::is_ascii_hexdigit).collect();
+                let payload = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+                    .collect::<Result<_, _>>()
+                    .ok()?;
+                Some(CapturedPacket {
+                    src_port,
+                    dst_port,
+                    at,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             thread::sleep(Duration::from_millis(500));
             let _ = Command::new("kill")
@@ -1675,18 +1773,6 @@ impl Capture {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let mut pairs = BTreeMap::new();
-        for line in std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-        {
-            let mut f = line.split_whitespace();
-            if let (Some(Ok(s)), Some(Ok(d))) = (f.next().map(str::parse), f.next().map(str::parse))
-            {
-                *pairs.entry((s, d)).or_insert(0) += 1;
-            }
-        }
-        pairs
     }
 }
 
