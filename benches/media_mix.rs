@@ -283,7 +283,7 @@ fn bench_taps(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 ticks += 1;
-                if record && ticks % 100_000 == 0 {
+                if record && ticks.is_multiple_of(100_000) {
                     files += 1;
                     let path = dir.path().join(format!("{name}-{files}.wav"));
                     let fresh = Recorder::create(path, taps.rate()).unwrap();

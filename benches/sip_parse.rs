@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
                     }
                 }
             }
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 layer.handle_timeout(now + Duration::from_secs(40));
                 while layer.poll().is_some() {}
             }

@@ -437,7 +437,7 @@ impl Relay {
                 r = b.ports.rtcp.recv_from(b_rtcp) => (Side::B, Kind::Rtcp, r),
                 r = recv_supervisor(&self.supervisor, &mut sup_buf) => {
                     if let Ok((len, src)) = r {
-                        self.from_supervisor(&sup_buf[..len.min(BUF_LEN)], src);
+                        self.on_supervisor_rtp(&sup_buf[..len.min(BUF_LEN)], src);
                     }
                     continue;
                 }
@@ -574,7 +574,7 @@ impl Relay {
     }
 
     /// RTP from the supervisor's phone: latched like any leg, then into the taps.
-    fn from_supervisor(&mut self, pkt: &[u8], src: SocketAddr) {
+    fn on_supervisor_rtp(&mut self, pkt: &[u8], src: SocketAddr) {
         if !is_rtp(pkt) {
             return;
         }

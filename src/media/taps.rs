@@ -176,9 +176,12 @@ fn convert(
     }
 }
 
-/// (payload type, marker, seq, timestamp, ssrc, payload) of an RTP packet,
-/// skipping CSRCs, header extension and padding.
-fn split_rtp(pkt: &[u8]) -> Option<(u8, bool, u16, u32, u32, &[u8])> {
+/// The fields of an RTP packet the taps use: (payload type, marker, sequence
+/// number, timestamp, SSRC, payload).
+type RtpParts<'a> = (u8, bool, u16, u32, u32, &'a [u8]);
+
+/// Splits an RTP packet, skipping CSRCs, header extension and padding.
+fn split_rtp(pkt: &[u8]) -> Option<RtpParts<'_>> {
     if pkt.len() < HEADER || pkt[0] >> 6 != 2 {
         return None;
     }
