@@ -322,4 +322,14 @@ fn a_pcmu_caller_and_a_g722_agent_hear_each_other_through_the_transcoding_bridge
     agent.quit();
     let rec = server.single_call();
     rec.assert_media_both_ways(50);
+    // Reception as RFC 3550 receiver reports count it: nothing lost on loopback, and
+    // the jitter of two phones 20 ms apart is a few milliseconds at most.
+    assert_eq!(
+        (rec.a_rtp_lost, rec.b_rtp_lost),
+        (Some(0), Some(0)),
+        "{rec:#?}"
+    );
+    for jitter in [rec.a_jitter_ms, rec.b_jitter_ms] {
+        assert!(jitter.is_some_and(|j| (0.0..10.0).contains(&j)), "{rec:#?}");
+    }
 }

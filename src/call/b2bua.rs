@@ -2407,6 +2407,12 @@ fn add_rtp_counts(rec: &mut CallRecord, stats: &crate::media::relay::RelayStats)
     rec.a_rtp_out += stats.a_out;
     rec.b_rtp_in += stats.b_in;
     rec.b_rtp_out += stats.b_out;
+    rec.a_rtp_lost += stats.a_lost;
+    rec.b_rtp_lost += stats.b_lost;
+    // One figure per leg for the call: the worst of its bridges (hold splits a call
+    // into several).
+    rec.a_jitter_ms = rec.a_jitter_ms.max(stats.a_jitter_us as f64 / 1000.0);
+    rec.b_jitter_ms = rec.b_jitter_ms.max(stats.b_jitter_us as f64 / 1000.0);
 }
 
 /// `host:port` of an address for a SIP URI (IPv6 in its internal host form).

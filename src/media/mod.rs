@@ -26,5 +26,6 @@ pub mod ports;
 pub mod prompt;
 pub mod recorder;
 pub mod relay;
+pub mod rtp_stats;
 pub mod sdp;
 pub mod taps;

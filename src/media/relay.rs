@@ -35,6 +35,7 @@ use super::dtmf::{DtmfDetector, Key};
 use super::mixer::Mode;
 use super::ports::MediaPorts;
 use super::recorder::Recorder;
+use super::rtp_stats::ReceiveStats;
 use super::taps::{LegFormat, TapEvent, Taps, Who};
 
 /// One leg of a bridged call.
@@ -74,6 +75,12 @@ pub struct RelayStats {
     /// RTP and RTCP packets dropped: malformed, from a foreign source after
     /// latching, with no known destination yet, or refused by the socket.
     pub dropped: u64,
+    /// RTP packets leg A (B) sent that never arrived (RFC 3550 §A.3).
+    pub a_lost: u64,
+    pub b_lost: u64,
+    /// Mean interarrival jitter of what leg A (B) sent, in microseconds (§A.8).
+    pub a_jitter_us: u64,
+    pub b_jitter_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +88,8 @@ struct Counters {
     input: [AtomicU64; 2],
     output: [AtomicU64; 2],
     dropped: AtomicU64,
+    lost: [AtomicU64; 2],
+    jitter_us: [AtomicU64; 2],
 }
 
 impl Counters {
@@ -91,6 +100,10 @@ impl Counters {
             b_in: self.input[1].load(Relaxed),
             b_out: self.output[1].load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            a_lost: self.lost[0].load(Relaxed),
+            b_lost: self.lost[1].load(Relaxed),
+            a_jitter_us: self.jitter_us[0].load(Relaxed),
+            b_jitter_us: self.jitter_us[1].load(Relaxed),
         }
     }
 
@@ -278,6 +291,7 @@ pub fn spawn_relay_with_events(
         counters: Arc::clone(&counters),
         formats: None,
         keys: [None, None],
+        reception: [ReceiveStats::new(), ReceiveStats::new()],
         taps: None,
         supervisor: None,
         events,
@@ -367,6 +381,8 @@ struct Relay {
     formats: Option<(LegFormat, LegFormat)>,
     /// Key detection on each leg's RFC 4733 events, once its format is known.
     keys: [Option<DtmfDetector>; 2],
+    /// Loss and jitter of what each leg sends us.
+    reception: [ReceiveStats; 2],
     /// Decoding and mixing, only while a recording, a supervisor or a codec
     /// difference needs it.
     taps: Option<Box<Taps>>,
@@ -547,6 +563,18 @@ impl Relay {
         self.drop_idle_taps();
     }
 
+    fn count_reception(&mut self, from: Side, pkt: &[u8], now: Instant) {
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        let stats = &mut self.reception[from.idx()];
+        stats.on_packet(seq, ts, ssrc, now);
+        let i = from.idx();
+        self.counters.lost[i].store(stats.lost(), Relaxed);
+        let jitter = (stats.mean_jitter_ms() * 1000.0) as u64;
+        self.counters.jitter_us[i].store(jitter, Relaxed);
+    }
+
     /// Reports the keys a leg sends as RFC 4733 events (they are relayed all the same).
     fn detect_keys(&mut self, from: Side, pkt: &[u8]) {
         let (Some((a, b)), Some(detector)) = (self.formats, self.keys[from.idx()].as_mut()) else {
@@ -707,7 +735,9 @@ impl Relay {
         let to = from.other();
         if kind == Kind::Rtp {
             self.counters.input[from.idx()].fetch_add(1, Relaxed);
-            self.last_rtp[from.idx()] = Instant::now();
+            let now = Instant::now();
+            self.last_rtp[from.idx()] = now;
+            self.count_reception(from, pkt, now);
             self.detect_keys(from, pkt);
             if let Some(taps) = self.taps.as_deref_mut() {
                 let who = if from == Side::A {
@@ -1088,14 +1118,8 @@ mod tests {
 
         let stats = relay.stop().await;
         assert_eq!(
-            stats,
-            RelayStats {
-                a_in: 4,
-                a_out: 1,
-                b_in: 1,
-                b_out: 4,
-                dropped: 2
-            }
+            (stats.a_in, stats.a_out, stats.b_in, stats.b_out, stats.dropped),
+            (4, 1, 1, 4, 2)
         );
         assert_eq!(pool.available(), 2, "stop() returns the ports");
     }

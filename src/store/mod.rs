@@ -104,6 +104,11 @@ pub struct CallRecord {
     /// The conversation's recording: its file under the data directory and its length.
     pub recording: Option<String>,
     pub recording_ms: Option<i64>,
+    /// RTP each leg sent that never reached us, and its mean interarrival jitter.
+    pub a_rtp_lost: u64,
+    pub b_rtp_lost: u64,
+    pub a_jitter_ms: f64,
+    pub b_jitter_ms: f64,
 }
 
 /// One row of the queue event log (like Asterisk's queue_log): ENTER, OFFER, CONNECT,
@@ -173,7 +178,11 @@ CREATE TABLE IF NOT EXISTS calls (
     resolved INTEGER,
     voicemail TEXT,
     recording TEXT,
-    recording_ms INTEGER
+    recording_ms INTEGER,
+    a_rtp_lost INTEGER NOT NULL DEFAULT 0,
+    b_rtp_lost INTEGER NOT NULL DEFAULT 0,
+    a_jitter_ms REAL NOT NULL DEFAULT 0,
+    b_jitter_ms REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
 CREATE TABLE IF NOT EXISTS queue_log (
@@ -191,7 +200,7 @@ CREATE INDEX IF NOT EXISTS queue_log_at ON queue_log (at_ms);
 ";
 
 /// Columns added after the first release of the schema, with their types.
-const ADDED_COLUMNS: [(&str, &str); 9] = [
+const ADDED_COLUMNS: [(&str, &str); 13] = [
     ("bridged_ms", "INTEGER"),
     ("flow", "TEXT"),
     ("ivr_trace", "TEXT"),
@@ -201,6 +210,10 @@ const ADDED_COLUMNS: [(&str, &str); 9] = [
     ("voicemail", "TEXT"),
     ("recording", "TEXT"),
     ("recording_ms", "INTEGER"),
+    ("a_rtp_lost", "INTEGER NOT NULL DEFAULT 0"),
+    ("b_rtp_lost", "INTEGER NOT NULL DEFAULT 0"),
+    ("a_jitter_ms", "REAL NOT NULL DEFAULT 0"),
+    ("b_jitter_ms", "REAL NOT NULL DEFAULT 0"),
 ];
 
 #[derive(Clone)]
@@ -243,8 +256,10 @@ impl Store {
             "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
                source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
                ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
-               bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms,
+               a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+               ?, ?, ?, ?)",
         )
         .bind(&r.call_uuid)
         .bind(&r.a_call_id)
@@ -279,6 +294,10 @@ impl Store {
         .bind(&r.voicemail)
         .bind(&r.recording)
         .bind(r.recording_ms)
+        .bind(r.a_rtp_lost as i64)
+        .bind(r.b_rtp_lost as i64)
+        .bind(r.a_jitter_ms)
+        .bind(r.b_jitter_ms)
         .execute(&self.pool)
         .await?;
         Ok(())

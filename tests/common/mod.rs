@@ -1173,6 +1173,11 @@ pub struct CallRecord {
     pub voicemail: Option<String>,
     pub recording: Option<String>,
     pub recording_ms: Option<i64>,
+    pub a_rtp_lost: Option<i64>,
+    pub b_rtp_lost: Option<i64>,
+    /// Mean interarrival jitter per leg, in milliseconds.
+    pub a_jitter_ms: Option<f64>,
+    pub b_jitter_ms: Option<f64>,
 }
 
 pub const CALL_COLUMNS: &[&str] = &[
@@ -1210,6 +1215,10 @@ pub const CALL_COLUMNS: &[&str] = &[
     "voicemail",
     "recording",
     "recording_ms",
+    "a_rtp_lost",
+    "b_rtp_lost",
+    "a_jitter_ms",
+    "b_jitter_ms",
 ];
 
 const FIELD_SEP: char = '\u{1f}';
@@ -1316,6 +1325,10 @@ pub fn query_calls(db: &Path) -> Result<Vec<CallRecord>, String> {
                 voicemail: s("voicemail"),
                 recording: s("recording"),
                 recording_ms: i("recording_ms")?,
+                a_rtp_lost: i("a_rtp_lost")?,
+                b_rtp_lost: i("b_rtp_lost")?,
+                a_jitter_ms: s("a_jitter_ms").and_then(|v| v.parse().ok()),
+                b_jitter_ms: s("b_jitter_ms").and_then(|v| v.parse().ok()),
             })
         })
         .collect()

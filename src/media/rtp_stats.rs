@@ -1,0 +1,186 @@
+//! Reception statistics of one leg's RTP, as RFC 3550 defines them for
+//! receiver reports: packets lost (expected from the sequence numbers minus
+//! received, §A.3) and interarrival jitter (§A.8), for the call record.
+//!
+//! Sans-IO and allocation-free: the relay calls [`ReceiveStats::on_packet`]
+//! with each packet's header fields and its arrival time.
+
+use std::time::Instant;
+
+/// RTP clock of every codec we carry (G.722 included, RFC 3551).
+const CLOCK_HZ: u64 = 8000;
+/// A jump this far (either way) is a new stream from the same source, not loss
+/// (RFC 3550's MAX_DROPOUT).
+const MAX_DROPOUT: u16 = 3000;
+/// How far back a packet may be and still count as late (RFC 3550's MAX_MISORDER).
+const MAX_MISORDER: u16 = 100;
+
+#[derive(Debug, Default, Clone)]
+pub struct ReceiveStats {
+    /// The stream being counted now.
+    ssrc: Option<u32>,
+    base_seq: u32,
+    /// Highest sequence number, extended with the wrap count.
+    max_seq: u32,
+    received: u64,
+    /// Loss of streams that ended (an SSRC change), already settled.
+    settled_lost: u64,
+    first_arrival: Option<Instant>,
+    /// Previous transit time in RTP units, and the jitter estimate (×16, as in §A.8).
+    transit: Option<i64>,
+    jitter16: u64,
+    jitter_sum: u64,
+    jitter_samples: u64,
+}
+
+impl ReceiveStats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One packet received (already known to be RTP).
+    pub fn on_packet(&mut self, seq: u16, timestamp: u32, ssrc: u32, arrival: Instant) {
+        if self.ssrc != Some(ssrc) {
+            self.settled_lost += self.stream_lost();
+            self.ssrc = Some(ssrc);
+            self.base_seq = u32::from(seq);
+            self.max_seq = u32::from(seq);
+            self.received = 0;
+            self.transit = None;
+        }
+        self.received += 1;
+        let max = self.max_seq as u16;
+        let ahead = seq.wrapping_sub(max);
+        if ahead < MAX_DROPOUT {
+            // In order, perhaps after a gap: count a wrap of the 16-bit number.
+            if seq < max {
+                self.max_seq = self.max_seq.wrapping_add(0x1_0000);
+            }
+            self.max_seq = (self.max_seq & !0xffff) | u32::from(seq);
+        } else if ahead <= u16::MAX - MAX_MISORDER {
+            // A jump too big to be loss and too far back to be a late packet: the
+            // sender restarted its numbering. Count afresh from here.
+            self.settled_lost += self.stream_lost();
+            self.base_seq = u32::from(seq);
+            self.max_seq = u32::from(seq);
+            self.received = 1;
+        }
+        // Otherwise a late (reordered) or duplicated packet: received, nothing more.
+
+        let start = *self.first_arrival.get_or_insert(arrival);
+        let units = arrival.duration_since(start).as_micros() as u64 * CLOCK_HZ / 1_000_000;
+        let transit = units as i64 - i64::from(timestamp);
+        if let Some(prev) = self.transit {
+            let d = (transit - prev).unsigned_abs();
+            // J += (|D| - J) / 16, kept scaled by 16.
+            self.jitter16 = self.jitter16 + d - (self.jitter16 + 8) / 16;
+            self.jitter_sum += self.jitter16;
+            self.jitter_samples += 1;
+        }
+        self.transit = Some(transit);
+    }
+
+    fn stream_lost(&self) -> u64 {
+        if self.ssrc.is_none() {
+            return 0;
+        }
+        let expected = u64::from(self.max_seq - self.base_seq) + 1;
+        expected.saturating_sub(self.received)
+    }
+
+    /// Packets lost so far: expected by sequence number but never received.
+    pub fn lost(&self) -> u64 {
+        self.settled_lost + self.stream_lost()
+    }
+
+    /// Packets received in the current stream (since the last SSRC change).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The interarrival jitter estimate now, in milliseconds.
+    pub fn jitter_ms(&self) -> f64 {
+        self.jitter16 as f64 / 16.0 * 1000.0 / CLOCK_HZ as f64
+    }
+
+    /// The mean of the jitter estimate over the call, in milliseconds (what the
+    /// call record keeps).
+    pub fn mean_jitter_ms(&self) -> f64 {
+        if self.jitter_samples == 0 {
+            return 0.0;
+        }
+        self.jitter_sum as f64 / self.jitter_samples as f64 / 16.0 * 1000.0 / CLOCK_HZ as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn feed(stats: &mut ReceiveStats, t0: Instant, packets: &[(u16, u32, u64)]) {
+        for &(seq, ts, at_ms) in packets {
+            stats.on_packet(seq, ts, 7, t0 + Duration::from_millis(at_ms));
+        }
+    }
+
+    #[test]
+    fn a_steady_stream_has_no_loss_and_no_jitter() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new();
+        let packets: Vec<_> = (0..100u16)
+            .map(|i| (i, u32::from(i) * 160, u64::from(i) * 20))
+            .collect();
+        feed(&mut s, t0, &packets);
+        assert_eq!(s.lost(), 0);
+        assert_eq!(s.received(), 100);
+        assert!(s.mean_jitter_ms() < 0.1, "{}", s.mean_jitter_ms());
+    }
+
+    #[test]
+    fn gaps_count_as_lost_across_a_sequence_wrap() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new();
+        // 65530..65535 then 0..9, with 65533 and 2 missing.
+        let mut packets = Vec::new();
+        for (i, seq) in (65530u32..65546).enumerate() {
+            let seq = seq as u16;
+            if seq == 65533 || seq == 2 {
+                continue;
+            }
+            packets.push((seq, i as u32 * 160, i as u64 * 20));
+        }
+        feed(&mut s, t0, &packets);
+        assert_eq!(s.lost(), 2);
+    }
+
+    #[test]
+    fn late_packets_make_jitter_and_reordering_is_not_loss() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new();
+        // Every other packet arrives 10 ms late; 5 and 6 swap places.
+        let mut packets: Vec<_> = (0..200u16)
+            .map(|i| {
+                let late = if i % 2 == 1 { 10 } else { 0 };
+                (i, u32::from(i) * 160, u64::from(i) * 20 + late)
+            })
+            .collect();
+        packets.swap(5, 6);
+        feed(&mut s, t0, &packets);
+        assert_eq!(s.lost(), 0);
+        // |D| is 10 ms on every packet: the estimate converges to 10 ms.
+        assert!((s.jitter_ms() - 10.0).abs() < 1.0, "{}", s.jitter_ms());
+        assert!(s.mean_jitter_ms() > 5.0);
+    }
+
+    #[test]
+    fn a_new_stream_starts_a_new_count_and_keeps_the_old_loss() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new();
+        feed(&mut s, t0, &[(10, 0, 0), (12, 320, 40)]);
+        assert_eq!(s.lost(), 1);
+        s.on_packet(5000, 99, 8, t0 + Duration::from_millis(60));
+        s.on_packet(5001, 259, 8, t0 + Duration::from_millis(80));
+        assert_eq!(s.lost(), 1);
+    }
+}
