@@ -26,6 +26,7 @@ pub mod ports;
 pub mod prompt;
 pub mod recorder;
 pub mod relay;
+pub mod rtcp;
 pub mod rtp_stats;
 pub mod sdp;
 pub mod taps;

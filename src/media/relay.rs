@@ -2,8 +2,9 @@
 //!
 //! [`spawn_relay`] bridges the two legs of a call, A and B, each with its own
 //! leased [`MediaPorts`]. RTP received on A's RTP socket is sent from B's RTP
-//! socket to B's remote address and vice versa; RTCP likewise between the two
-//! RTCP sockets, unmodified.
+//! socket to B's remote address and vice versa. RTCP is terminated per leg:
+//! each leg gets our own reports about the streams it exchanges with us (see
+//! [`rtcp`](super::rtcp)).
 //!
 //! * **Symmetric RTP / latching** (for phones behind NAT): the first valid
 //!   packet received on a leg's socket fixes that leg's remote address to the
@@ -35,6 +36,7 @@ use super::dtmf::{DtmfDetector, Key};
 use super::mixer::Mode;
 use super::ports::MediaPorts;
 use super::recorder::Recorder;
+use super::rtcp::{LegRtcp, Sent};
 use super::rtp_stats::ReceiveStats;
 use super::taps::{LegFormat, TapEvent, Taps, Who};
 
@@ -292,6 +294,9 @@ pub fn spawn_relay_with_events(
         formats: None,
         keys: [None, None],
         reception: [ReceiveStats::new(), ReceiveStats::new()],
+        rtcp: [LegRtcp::new(), LegRtcp::new()],
+        octets: [0, 0],
+        checks: 0,
         taps: None,
         supervisor: None,
         events,
@@ -302,6 +307,9 @@ pub fn spawn_relay_with_events(
     tokio::spawn(relay.run(rx));
     (RelayHandle { ctl, counters }, events_rx)
 }
+
+/// How often each leg gets our RTCP report (RFC 3550's 5 s minimum interval).
+const RTCP_EVERY_SECS: u32 = 5;
 
 /// Large enough for any RTP packet on an Ethernet path; anything that fills
 /// the buffer entirely may have been truncated and is dropped.
@@ -383,6 +391,11 @@ struct Relay {
     keys: [Option<DtmfDetector>; 2],
     /// Loss and jitter of what each leg sends us.
     reception: [ReceiveStats; 2],
+    /// Each leg's RTCP as we terminate it, and the payload octets we sent it.
+    rtcp: [LegRtcp; 2],
+    octets: [u64; 2],
+    /// One-second checks so far (every fifth sends RTCP reports).
+    checks: u32,
     /// Decoding and mixing, only while a recording, a supervisor or a codec
     /// difference needs it.
     taps: Option<Box<Taps>>,
@@ -463,6 +476,10 @@ impl Relay {
                 }
                 _ = timeout_check.tick() => {
                     self.check_media_timeout();
+                    self.checks = self.checks.wrapping_add(1);
+                    if self.checks.is_multiple_of(RTCP_EVERY_SECS) {
+                        self.send_reports();
+                    }
                     continue;
                 }
             };
@@ -522,7 +539,7 @@ impl Relay {
         };
         let now = Instant::now();
         let (legs, rewriters, sup) = (&self.legs, &mut self.rewriters, &self.supervisor);
-        let counters = &self.counters;
+        let (counters, octets) = (&self.counters, &mut self.octets);
         let mut out = [0u8; BUF_LEN];
         let result = taps.tick(|who, pkt| {
             let sent = match who {
@@ -538,6 +555,7 @@ impl Relay {
                     let sent = leg.ports.rtp.try_send_to(buf, dest).is_ok();
                     if sent {
                         counters.output[side.idx()].fetch_add(1, Relaxed);
+                        octets[side.idx()] += (buf.len() - RTP_HEADER_LEN) as u64;
                     }
                     sent
                 }
@@ -611,6 +629,35 @@ impl Relay {
         }
         if let Some(taps) = self.taps.as_deref_mut() {
             taps.receive(Who::Supervisor, pkt, Instant::now());
+        }
+    }
+
+    /// Our RTCP report to each leg whose RTCP address is known.
+    fn send_reports(&mut self) {
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now();
+        for side in [Side::A, Side::B] {
+            let i = side.idx();
+            let leg = &self.legs[i];
+            let Some(dest) = leg.destination(Kind::Rtcp) else {
+                continue;
+            };
+            let rewriter = &self.rewriters[i];
+            let packets = self.counters.output[i].load(Relaxed);
+            let sent = rewriter
+                .rtp_time_at(now)
+                .filter(|_| packets > 0)
+                .map(|rtp_time| Sent {
+                    packets: packets as u32,
+                    octets: self.octets[i] as u32,
+                    rtp_time,
+                });
+            let block = self.reception[i].report_block();
+            if let Some(bytes) = self.rtcp[i].report(rewriter.ssrc(), sent, block, now, wall) {
+                if leg.ports.rtcp.try_send_to(&bytes, dest).is_err() {
+                    self.counters.drop_one();
+                }
+            }
         }
     }
 
@@ -733,6 +780,11 @@ impl Relay {
             return self.counters.drop_one();
         }
         let to = from.other();
+        if kind == Kind::Rtcp {
+            // Terminated here: the other leg gets our reports, not these (module docs).
+            self.rtcp[from.idx()].on_packet(pkt, Instant::now());
+            return;
+        }
         if kind == Kind::Rtp {
             self.counters.input[from.idx()].fetch_add(1, Relaxed);
             let now = Instant::now();
@@ -770,8 +822,9 @@ impl Relay {
             Kind::Rtcp => &leg.ports.rtcp,
         };
         match socket.try_send_to(pkt, dest) {
-            Ok(_) if kind == Kind::Rtp => {
+            Ok(n) if kind == Kind::Rtp => {
                 self.counters.output[to.idx()].fetch_add(1, Relaxed);
+                self.octets[to.idx()] += n.saturating_sub(RTP_HEADER_LEN) as u64;
             }
             Ok(_) => {}
             Err(e) => {
@@ -855,6 +908,14 @@ impl StreamRewriter {
     /// The SSRC the receiver sees.
     pub fn ssrc(&self) -> u32 {
         self.out_ssrc
+    }
+
+    /// The RTP timestamp of the outgoing stream that corresponds to `now` (for a
+    /// sender report): the last one sent, advanced by the time since, at 8 kHz.
+    pub fn rtp_time_at(&self, now: Instant) -> Option<u32> {
+        let at = self.last_sent?;
+        let elapsed = now.saturating_duration_since(at).as_micros() * 8 / 1000;
+        Some(self.last_ts.wrapping_add(elapsed as u32))
     }
 
     /// Rewrites the RTP header of `pkt` in place; `now` is the packet's
@@ -1036,6 +1097,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_leg_gets_our_own_rtcp_report_about_the_streams_it_exchanges_with_us() {
+        let low = free_range(2);
+        let pool = PortPool::new(LOCALHOST, low, low + 3);
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let to_a = SocketAddr::new(LOCALHOST, a.port());
+        let to_b = SocketAddr::new(LOCALHOST, b.port());
+        let relay = spawn_relay(a, b);
+        let (phone_a, phone_a_rtcp, phone_b) = (phone().await, phone().await, phone().await);
+        relay.set_remote(
+            Side::A,
+            phone_a.local_addr().unwrap(),
+            Some(phone_a_rtcp.local_addr().unwrap()),
+        );
+        relay.set_remote(Side::B, phone_b.local_addr().unwrap(), None);
+
+        // A sends 0..=9 without 4; B sends three packets, which A receives from us.
+        for seq in (0..10u16).filter(|s| *s != 4) {
+            phone_a
+                .send_to(&rtp(seq, u32::from(seq) * 160, 0xAAAA, b"a"), to_a)
+                .await
+                .unwrap();
+        }
+        let mut ssrc_a_hears = 0;
+        for seq in 0..3u16 {
+            phone_b
+                .send_to(&rtp(seq, u32::from(seq) * 160, 0xBBBB, b"bbbb"), to_b)
+                .await
+                .unwrap();
+            ssrc_a_hears = header(&recv(&phone_a).await).3;
+        }
+
+        // Within the 5 s report interval (plus slack), A gets an SR and an SDES.
+        let mut buf = [0u8; 1500];
+        let (n, from) = timeout(Duration::from_secs(7), phone_a_rtcp.recv_from(&mut buf))
+            .await
+            .expect("no RTCP report reached A")
+            .unwrap();
+        assert_eq!(from.port(), to_a.port() + 1, "sent from A's RTCP port");
+        let mut bytes = &buf[..n];
+        let packets = rtc_rtcp::packet::unmarshal(&mut bytes).unwrap();
+        let sr = packets[0]
+            .as_any()
+            .downcast_ref::<rtc_rtcp::sender_report::SenderReport>()
+            .expect("a sender report first");
+        assert_eq!(sr.ssrc, ssrc_a_hears, "about the stream A receives from us");
+        assert_eq!((sr.packet_count, sr.octet_count), (3, 12));
+        let block = &sr.reports[0];
+        assert_eq!(block.ssrc, 0xAAAA, "about the stream A sends us");
+        assert_eq!((block.total_lost, block.last_sequence_number), (1, 9));
+        assert_eq!(block.fraction_lost, (256 / 10) as u8);
+        assert!(packets[1]
+            .as_any()
+            .is::<rtc_rtcp::source_description::SourceDescription>());
+        relay.stop().await;
+    }
+
+    #[tokio::test]
     async fn relays_between_two_phones() {
         let low = free_range(2);
         let pool = PortPool::new(LOCALHOST, low, low + 3);
@@ -1092,14 +1210,16 @@ mod tests {
             (first.1.wrapping_add(1), first.2.wrapping_add(160))
         );
 
-        // RTCP from A passes through to B's RTCP address byte for byte.
+        // RTCP from A stops here: B hears nothing of it (its reports come from us).
         let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0xAA, 0xAA];
         sr.resize(28, 7);
         phone_a
             .send_to(&sr, SocketAddr::new(LOCALHOST, to_a.port() + 1))
             .await
             .unwrap();
-        assert_eq!(recv(&phone_b_rtcp).await, sr);
+        let mut buf = [0u8; 64];
+        let nothing = timeout(Duration::from_millis(200), phone_b_rtcp.recv_from(&mut buf)).await;
+        assert!(nothing.is_err(), "A's RTCP was passed on to B");
 
         // A stranger on A's port is ignored once A has latched.
         let stranger = phone().await;
@@ -1118,7 +1238,13 @@ mod tests {
 
         let stats = relay.stop().await;
         assert_eq!(
-            (stats.a_in, stats.a_out, stats.b_in, stats.b_out, stats.dropped),
+            (
+                stats.a_in,
+                stats.a_out,
+                stats.b_in,
+                stats.b_out,
+                stats.dropped
+            ),
             (4, 1, 1, 4, 2)
         );
         assert_eq!(pool.available(), 2, "stop() returns the ports");

@@ -31,6 +31,23 @@ pub struct ReceiveStats {
     jitter16: u64,
     jitter_sum: u64,
     jitter_samples: u64,
+    /// Expected and received at the last report block (for its fraction lost).
+    expected_prior: u64,
+    received_prior: u64,
+}
+
+/// What a reception report block (RFC 3550 §6.4.1) says about one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportBlock {
+    pub ssrc: u32,
+    /// Lost since the previous block, as a fraction ×256.
+    pub fraction_lost: u8,
+    /// Lost since the start, clamped to the 24-bit field.
+    pub total_lost: u32,
+    /// Highest sequence number received, with the wrap count in the top 16 bits.
+    pub highest_seq: u32,
+    /// Interarrival jitter in RTP timestamp units.
+    pub jitter: u32,
 }
 
 impl ReceiveStats {
@@ -47,6 +64,8 @@ impl ReceiveStats {
             self.max_seq = u32::from(seq);
             self.received = 0;
             self.transit = None;
+            self.expected_prior = 0;
+            self.received_prior = 0;
         }
         self.received += 1;
         let max = self.max_seq as u16;
@@ -86,6 +105,30 @@ impl ReceiveStats {
         }
         let expected = u64::from(self.max_seq - self.base_seq) + 1;
         expected.saturating_sub(self.received)
+    }
+
+    /// The report block about the stream now, and the start of the next block's
+    /// interval (§A.3); None before any packet.
+    pub fn report_block(&mut self) -> Option<ReportBlock> {
+        let ssrc = self.ssrc?;
+        let expected = u64::from(self.max_seq - self.base_seq) + 1;
+        let expected_interval = expected.saturating_sub(self.expected_prior);
+        let received_interval = self.received.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = if expected_interval == 0 {
+            0
+        } else {
+            ((lost_interval << 8) / expected_interval).min(255) as u8
+        };
+        Some(ReportBlock {
+            ssrc,
+            fraction_lost,
+            total_lost: self.lost().min(0x7f_ffff) as u32,
+            highest_seq: self.max_seq,
+            jitter: (self.jitter16 / 16) as u32,
+        })
     }
 
     /// Packets lost so far: expected by sequence number but never received.
@@ -171,6 +214,34 @@ mod tests {
         // |D| is 10 ms on every packet: the estimate converges to 10 ms.
         assert!((s.jitter_ms() - 10.0).abs() < 1.0, "{}", s.jitter_ms());
         assert!(s.mean_jitter_ms() > 5.0);
+    }
+
+    #[test]
+    fn report_blocks_give_the_fraction_lost_since_the_previous_one() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new();
+        assert_eq!(s.report_block(), None);
+        // 0..=9 with 3 and 7 missing: 2 of 10 lost.
+        let first: Vec<_> = (0..10u16)
+            .filter(|i| *i != 3 && *i != 7)
+            .map(|i| (i, u32::from(i) * 160, u64::from(i) * 20))
+            .collect();
+        feed(&mut s, t0, &first);
+        let block = s.report_block().unwrap();
+        assert_eq!(block.ssrc, 7);
+        assert_eq!(block.fraction_lost, (2 * 256 / 10) as u8);
+        assert_eq!(block.total_lost, 2);
+        assert_eq!(block.highest_seq, 9);
+        // 10..=19, all there: nothing lost in this interval; the total stays.
+        let second: Vec<_> = (10..20u16)
+            .map(|i| (i, u32::from(i) * 160, u64::from(i) * 20))
+            .collect();
+        feed(&mut s, t0, &second);
+        let block = s.report_block().unwrap();
+        assert_eq!(
+            (block.fraction_lost, block.total_lost, block.highest_seq),
+            (0, 2, 19)
+        );
     }
 
     #[test]
