@@ -131,6 +131,8 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
         ],
         ServerConfig {
         rtp_port_count: 1_000,
+        // The test callers send no RTP while they wait: no media timeout here.
+        rtp_timeout_secs: Some(0),
         env: vec![("RUST_LOG".into(), "warn".into())],
             ..ServerConfig::default()
         },

@@ -458,3 +458,33 @@ fn a_transfer_to_an_outside_number_goes_out_through_the_trunk() {
     assert_eq!(rec.target.as_deref(), Some("+15550199"), "{rec:#?}");
     rec.assert_media_both_ways(10);
 }
+
+#[test]
+fn a_caller_whose_phone_goes_silent_in_the_ivr_is_hung_up_at_the_media_timeout() {
+    require_pcap();
+    // The caller waits in a queue nobody answers, on music, and sends no RTP at all.
+    let flow = "name: main\nentry: wait\nnodes:\n  wait:\n    queue:\n      queue: sales\n      next: bye\n  bye:\n    hangup:\n";
+    let dir = flows_dir(&[("main", flow)]);
+    let server = Server::start_with(ServerConfig {
+        rtp_timeout_secs: Some(2),
+        extra_yaml: vec![
+            "queues:".into(),
+            "  - { name: sales, when_empty: wait, members: [\"2001\"] }".into(),
+        ],
+        ..config_with_flows(dir.path())
+    });
+    Sipp::new("uac_queue_patience.xml")
+        .service("100")
+        .timeout_secs(30)
+        .run(&server)
+        .assert_ok(&server, "the silent caller is hung up on");
+    let rec = server.single_call();
+    assert_eq!(rec.hangup_by.as_deref(), Some("switchboard"), "{rec:#?}");
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some("media timeout: no RTP from the caller for 2 s"),
+        "{rec:#?}"
+    );
+    let talk = rec.ended_ms.unwrap() - rec.answered_ms.unwrap();
+    assert!(talk >= 2_000, "hung up after {talk} ms, before the timeout");
+}

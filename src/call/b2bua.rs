@@ -493,6 +493,7 @@ impl Call {
             telephone_event: te,
         };
         let endpoint = endpoint::spawn(a_ports, leg, events);
+        endpoint.watch_media(self.shared.config.media_timeout);
         self.a_codec = Some(codec);
         Ok((endpoint, media, codec))
     }
@@ -842,6 +843,7 @@ impl Call {
             telephone_event: self.a_offer.telephone_event,
         };
         let endpoint = endpoint::spawn(a_ports, leg, events);
+        endpoint.watch_media(self.shared.config.media_timeout);
         match self.ivr.as_mut() {
             Some(ivr) => {
                 ivr.set_endpoint(endpoint, media);
@@ -934,6 +936,23 @@ impl Call {
     }
 
     async fn on_ivr_input(&mut self, event: crate::ivr::Event) -> Option<End> {
+        if self.ivr.as_ref().is_some_and(|i| i.media_timed_out()) {
+            if let Some(ivr) = &mut self.ivr {
+                ivr.feed(event);
+            }
+            let secs = self.shared.config.media_timeout.map_or(0, |t| t.as_secs());
+            warn!(secs, "no RTP from the caller: hanging up");
+            self.cancel_forks(None);
+            self.hangup_both(None).await;
+            return Some(End {
+                by: HangupBy::Switchboard,
+                disposition: Disposition::Answered,
+                code: 200,
+                reason: Some(format!(
+                    "media timeout: no RTP from the caller for {secs} s"
+                )),
+            });
+        }
         if let crate::ivr::Event::Digit(key) = event {
             if self.callback_offered(key) {
                 self.request_callback();
@@ -2148,6 +2167,17 @@ impl Call {
                         if let Some(ct) = message::content_type(&as_msg(&req)) {
                             ivr.sip_info(&ct, &req.body);
                         }
+                    }
+                    // A caller holding us sends no RTP meanwhile: no media timeout then.
+                    if let (Some(ivr), Ok((_, info))) = (&self.ivr, sdp::parse(&req.body)) {
+                        use crate::media::sdp::Direction;
+                        let talking =
+                            matches!(info.direction, Direction::SendRecv | Direction::RecvOnly);
+                        ivr.watch_media(
+                            talking
+                                .then_some(self.shared.config.media_timeout)
+                                .flatten(),
+                        );
                     }
                     let mut ok = message::response_to(&req, 200, None);
                     if req.method == Method::Invite {

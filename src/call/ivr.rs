@@ -74,6 +74,8 @@ pub struct IvrSession {
     call_uuid: String,
     /// The message being (or last) recorded, relative to the data directory.
     voicemail: Option<String>,
+    /// The caller sent no RTP for the media timeout.
+    media_timed_out: bool,
 }
 
 impl IvrSession {
@@ -109,6 +111,7 @@ impl IvrSession {
             data_dir: data_dir.to_path_buf(),
             call_uuid: call_uuid.to_string(),
             voicemail: None,
+            media_timed_out: false,
         })
     }
 
@@ -150,6 +153,11 @@ impl IvrSession {
         }
     }
 
+    /// Whether the caller's phone stopped sending RTP for the media timeout.
+    pub fn media_timed_out(&self) -> bool {
+        self.media_timed_out
+    }
+
     /// Gives the session a new endpoint (the caller is back from an agent).
     pub fn set_endpoint(
         &mut self,
@@ -161,6 +169,13 @@ impl IvrSession {
     }
 
     /// Hands the media endpoint over (to release its ports for a bridge).
+    /// Watches the caller's RTP for the media timeout (`None` while it holds us).
+    pub fn watch_media(&self, timeout: Option<Duration>) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.watch_media(timeout);
+        }
+    }
+
     pub fn take_endpoint(&mut self) -> Option<EndpointHandle> {
         self.endpoint.take()
     }
@@ -210,6 +225,12 @@ impl IvrSession {
                     EndpointEvent::RecordingDone { .. } => Event::RecordingFinished {
                         file: self.voicemail.clone(),
                     },
+                    // The caller's phone went quiet for good: to the flow, the caller is
+                    // gone; the call sees `media_timed_out` and hangs up.
+                    EndpointEvent::MediaTimeout => {
+                        self.media_timed_out = true;
+                        Event::CallerHungUp
+                    }
                 },
                 Some(ev) = self.http_inbox.recv() => ev,
                 _ = sleep_until_opt(timer) => Event::Timer,

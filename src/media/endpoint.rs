@@ -33,6 +33,8 @@ pub enum EndpointEvent {
     PlayFinished(u64),
     /// A recording ended (maximum length or silence); the file is complete.
     RecordingDone { seconds: f64 },
+    /// No RTP from the leg for the time given to [`EndpointHandle::watch_media`].
+    MediaTimeout,
 }
 
 /// A message being recorded from the leg (voicemail).
@@ -69,6 +71,7 @@ enum Control {
         content_type: String,
         body: Vec<u8>,
     },
+    Watch(Option<Duration>),
 }
 
 /// Controls a running endpoint.
@@ -100,6 +103,12 @@ impl EndpointHandle {
             content_type: content_type.to_string(),
             body: body.to_vec(),
         });
+    }
+
+    /// Reports [`EndpointEvent::MediaTimeout`] (once) when the leg sends no RTP for
+    /// `timeout`, counted from now; `None` stops watching (the leg is on hold).
+    pub fn watch_media(&self, timeout: Option<Duration>) {
+        let _ = self.ctl.send(Control::Watch(timeout));
     }
 
     /// Ends the endpoint and hands its ports back (to bridge the leg through a relay).
@@ -168,6 +177,9 @@ async fn run(
     let mut rtcp_buf = [0u8; 2048];
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The media timeout: how long the leg may stay silent, and when it last sent RTP.
+    let mut watch: Option<Duration> = None;
+    let mut last_rtp = Instant::now();
     loop {
         tokio::select! {
             msg = ctl.recv() => match msg {
@@ -228,6 +240,10 @@ async fn run(
                     let _ = reply.send(ports);
                     return;
                 }
+                Some(Control::Watch(timeout)) => {
+                    watch = timeout;
+                    last_rtp = Instant::now();
+                }
                 Some(Control::SipInfo { content_type, body }) => {
                     if let Err(e) = dtmf.on_sip_info(Instant::now(), &content_type, &body) {
                         debug!(%content_type, error = %e, "INFO carries no key");
@@ -237,6 +253,10 @@ async fn run(
                 None => return,
             },
             _ = tick.tick() => {
+                if watch.is_some_and(|limit| last_rtp.elapsed() >= limit) {
+                    watch = None;
+                    let _ = events.send(EndpointEvent::MediaTimeout);
+                }
                 let dest = latched.or(media.remote);
                 if let Some(frame) = player.tick() {
                     if let Some(dest) = dest {
@@ -277,6 +297,7 @@ async fn run(
                     continue;
                 }
                 let pkt = &inbuf[..n];
+                last_rtp = Instant::now();
                 if n < HEADER || pkt[0] >> 6 != 2 {
                     continue;
                 }
@@ -400,6 +421,39 @@ mod tests {
         peer: UdpSocket,
         /// The endpoint's RTP address.
         ours: SocketAddr,
+    }
+
+    #[tokio::test]
+    async fn a_silent_leg_is_reported_once_at_the_media_timeout_and_a_talking_one_is_not() {
+        let mut leg = leg(Codec::Pcmu, Some(101)).await;
+        leg.handle.watch_media(Some(Duration::from_millis(300)));
+        // Talking: a packet every 20 ms for 0.6 s keeps the watch quiet.
+        for i in 0..30u16 {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p.extend_from_slice(&[0xff; 160]);
+            leg.peer.send_to(&p, leg.ours).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while let Ok(ev) = leg.events.try_recv() {
+            assert_ne!(ev, EndpointEvent::MediaTimeout, "reported while talking");
+        }
+        // Silence: reported once, shortly after the limit.
+        let ev = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match leg.events.recv().await {
+                    Some(EndpointEvent::MediaTimeout) => return,
+                    Some(_) => continue,
+                    None => panic!("endpoint gone"),
+                }
+            }
+        })
+        .await;
+        assert!(ev.is_ok(), "no media timeout");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while let Ok(ev) = leg.events.try_recv() {
+            assert_ne!(ev, EndpointEvent::MediaTimeout, "reported twice");
+        }
     }
 
     async fn leg(codec: Codec, telephone_event: Option<u8>) -> Leg {
