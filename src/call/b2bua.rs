@@ -1122,13 +1122,6 @@ impl Call {
                 headers.push(Header::Other(name, value));
             }
         }
-        let mut req = Request {
-            method: Method::Invite,
-            uri,
-            version: rsip::Version::V2,
-            headers,
-            body: Vec::new(),
-        };
         // A caller Switchboard answered is on our media: the callee may pick any codec
         // we carry (the caller's first), and the bridge transcodes if it differs.
         let offer = if self.a_answered {
@@ -1137,12 +1130,7 @@ impl Call {
             self.a_offer_sd.clone()
         };
         let body = self.b_sdp.render(&offer, self.advertise(), self.b_port);
-        message::set_body(
-            &mut req.headers,
-            &mut req.body,
-            "application/sdp",
-            body.into_bytes(),
-        );
+        let req = invite_with_sdp(uri, headers, body);
         self.sw.bind_call_id(self.key, call_id.clone());
         if self.rec.b_call_id.is_none() {
             self.rec.b_call_id = Some(call_id);
@@ -1740,22 +1728,10 @@ impl Call {
             self.hangup_both(Some(Side::B)).await;
             return Some(failed(format!("callback: cannot dial \"{number}\"")));
         };
-        let mut req = Request {
-            method: Method::Invite,
-            uri,
-            version: rsip::Version::V2,
-            headers,
-            body: Vec::new(),
-        };
         // Offer what the caller was answered with at first, on its old port.
         let offer = self.a_offer_sd.clone();
         let body = self.a_sdp.render(&offer, self.advertise(), self.a_port);
-        message::set_body(
-            &mut req.headers,
-            &mut req.body,
-            "application/sdp",
-            body.into_bytes(),
-        );
+        let req = invite_with_sdp(uri, headers, body);
         self.sw.bind_call_id(self.key, call_id);
         let tx = self.sw.send(self.key, req.clone(), peer).await?;
         self.callback_dial = Some(Fork {
@@ -2432,6 +2408,24 @@ fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<
 
 /// Adds one bridge's packet counters to the record (a call may be bridged several times:
 /// hold, survey, transfer).
+/// An INVITE to `uri` with `headers` and an SDP offer.
+fn invite_with_sdp(uri: rsip::Uri, headers: rsip::Headers, sdp: String) -> Request {
+    let mut req = Request {
+        method: Method::Invite,
+        uri,
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    };
+    message::set_body(
+        &mut req.headers,
+        &mut req.body,
+        "application/sdp",
+        sdp.into_bytes(),
+    );
+    req
+}
+
 fn add_rtp_counts(rec: &mut CallRecord, stats: &crate::media::relay::RelayStats) {
     rec.a_rtp_in += stats.a_in;
     rec.a_rtp_out += stats.a_out;
