@@ -488,3 +488,30 @@ fn a_caller_whose_phone_goes_silent_in_the_ivr_is_hung_up_at_the_media_timeout()
     let talk = rec.ended_ms.unwrap() - rec.answered_ms.unwrap();
     assert!(talk >= 2_000, "hung up after {talk} ms, before the timeout");
 }
+
+#[test]
+fn a_flow_step_can_record_a_conversation_the_server_would_not() {
+    require_pcap();
+    // The server records on demand only; the flow's transfer says always.
+    let flow = "name: main\nentry: op\nnodes:\n  op:\n    transfer: { extension: \"2001\", record: always }\n";
+    let dir = flows_dir(&[("main", flow)]);
+    let server = Server::start_with(config_with_flows(dir.path()));
+    let callee = server.start_callee("2001", "uas_answer.xml", &[]);
+    Sipp::new("uac_call.xml")
+        .service("100")
+        .duration_ms(2_000)
+        .run(&server)
+        .assert_ok(&server, "caller transferred to 2001 and talks 2 s");
+    callee
+        .wait(Duration::from_secs(10))
+        .assert_ok(&server, "2001 answers");
+    let rec = server.single_call();
+    let name = rec
+        .recording
+        .clone()
+        .unwrap_or_else(|| panic!("not recorded: {rec:#?}"));
+    let wav = hound::WavReader::open(server.data_dir.join(&name)).unwrap();
+    assert_eq!(wav.spec().channels, 2);
+    let ms = rec.recording_ms.unwrap();
+    assert!((1_500..=3_000).contains(&ms), "{ms} ms recorded: {rec:#?}");
+}

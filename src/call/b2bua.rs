@@ -174,6 +174,8 @@ struct Call {
     recorder: Option<Recorder>,
     /// The recording policy of the conversation, settled when it is bridged.
     record_policy: Option<RecordPolicy>,
+    /// The flow step's `record:`, which outranks the queue's and the DID's.
+    flow_record: Option<RecordPolicy>,
     recording_paused: bool,
     /// The agent's last keys, to spot the recording keys.
     agent_keys: String,
@@ -267,6 +269,7 @@ async fn run(mut s: CallSetup) {
         b_format: None,
         recorder: None,
         record_policy: None,
+        flow_record: None,
         recording_paused: false,
         agent_keys: String::new(),
         talking: None,
@@ -1009,6 +1012,14 @@ impl Call {
                         reason: Some("the flow hung up".into()),
                     });
                 }
+                IvrStep::Record(mode) => {
+                    use crate::ivr::model::RecordMode;
+                    self.flow_record = Some(match mode {
+                        RecordMode::Always => RecordPolicy::Always,
+                        RecordMode::Never => RecordPolicy::Never,
+                        RecordMode::OnDemand => RecordPolicy::OnDemand,
+                    });
+                }
                 IvrStep::Transfer(TransferTarget::Extension(ext)) => {
                     self.rec.target = Some(ext.clone());
                     let phones = self.sw.lookup(&ext).await;
@@ -1541,7 +1552,7 @@ impl Call {
         }
     }
 
-    /// The legs are bridged to a person: settle the recording policy (the queue's, else
+    /// The legs are bridged to a person: settle the recording policy (the flow step's, the queue's, else
     /// the DID's, else the server's), start recording if it says always, and let
     /// supervisors find the call by the callee's extension.
     fn on_bridged(&mut self, callee: Option<String>) {
@@ -1558,7 +1569,11 @@ impl Call {
             .as_deref()
             .and_then(|d| cfg.did(d))
             .and_then(|d| d.record);
-        let policy = queue_policy.or(did_policy).unwrap_or(cfg.record);
+        let policy = self
+            .flow_record
+            .or(queue_policy)
+            .or(did_policy)
+            .unwrap_or(cfg.record);
         self.record_policy = Some(policy);
         self.configure_bridge();
         if policy == RecordPolicy::Always {

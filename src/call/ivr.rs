@@ -42,6 +42,8 @@ fn beep_tone(rate: SampleRate) -> Arc<[i16]> {
 #[derive(Debug)]
 pub enum IvrStep {
     Transfer(TransferTarget),
+    /// The recording policy of the conversation the next step leads to.
+    Record(crate::ivr::model::RecordMode),
     /// A voicemail is being recorded into this file (relative to the data directory).
     Voicemail(String),
     /// Put the caller in an ACD queue; answer with `QueueResult` through `feed`.
@@ -365,7 +367,9 @@ impl IvrSession {
                     self.voicemail = Some(relative.clone());
                     steps.push(IvrStep::Voicemail(relative));
                 }
-                // No call recording exists yet, so there is nothing to pause.
+                Action::RecordConversation(mode) => steps.push(IvrStep::Record(mode)),
+                // The IVR's part of a call is not recorded (recording starts when the
+                // caller is connected to a person), so there is nothing to pause.
                 Action::PauseRecording | Action::ResumeRecording => {}
                 Action::Transfer { to, .. } => steps.push(IvrStep::Transfer(to)),
                 Action::Hangup => steps.push(IvrStep::Hangup),

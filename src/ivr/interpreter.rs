@@ -112,6 +112,9 @@ pub enum Action {
         max: Duration,
         silence: Duration,
     },
+    /// The conversation the next `Enqueue` or `Transfer` leads to is recorded by
+    /// this policy (the step's `record:`).
+    RecordConversation(crate::ivr::model::RecordMode),
     /// Stop writing the call recording (secure collect: card numbers must not be kept).
     PauseRecording,
     /// Start writing the call recording again.
@@ -652,6 +655,9 @@ impl Interpreter {
                 None
             }
             Node::Queue(q) => {
+                if let Some(mode) = q.record {
+                    self.out.push_back(Action::RecordConversation(mode));
+                }
                 self.out.push_back(Action::Enqueue {
                     queue: q.queue.value.clone(),
                     skills: q
@@ -677,6 +683,9 @@ impl Interpreter {
                     }
                 };
                 self.note(format!("transfer to {to}"));
+                if let Some(mode) = t.record {
+                    self.out.push_back(Action::RecordConversation(mode));
+                }
                 self.out.push_back(Action::Transfer {
                     to,
                     data: self.call_data(),

@@ -609,6 +609,17 @@ impl fmt::Display for HttpMethod {
     }
 }
 
+/// Whether the conversation a `queue` or `transfer` step leads to is recorded;
+/// overrides the queue's, the DID's and the server's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordMode {
+    Always,
+    Never,
+    /// When the agent presses the recording keys.
+    OnDemand,
+}
+
 /// `queue`: wait for an agent in an ACD queue. The call's variables go with it
 /// (screen pop), except secure ones.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -628,6 +639,9 @@ pub struct Queue {
     /// Where to go when the queue cannot take the call or gives up; none ends the call.
     #[serde(default)]
     pub on_fail: Option<Target>,
+    /// Record the conversation with the agent: always, never or on_demand.
+    #[serde(default)]
+    pub record: Option<RecordMode>,
 }
 
 /// `transfer`: to an extension or an outside number (exactly one). The flow ends.
@@ -640,6 +654,9 @@ pub struct Transfer {
     /// An outside number dialled through a trunk, e.g. `"+902125550100"` (templates allowed).
     #[serde(default)]
     pub number: Option<At<String>>,
+    /// Record the conversation: always, never or on_demand.
+    #[serde(default)]
+    pub record: Option<RecordMode>,
 }
 
 /// `voicemail`: record a message into the data directory, linked from the call record.

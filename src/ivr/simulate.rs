@@ -329,6 +329,9 @@ impl Sim {
                     ));
                 }
                 Action::PauseRecording => self.say("  pause call recording (secure input)".into()),
+                Action::RecordConversation(mode) => {
+                    self.say(format!("  the conversation is recorded: {mode:?}"))
+                }
                 Action::ResumeRecording => self.say("  resume call recording".into()),
                 Action::Hangup => self.say("  hang up".into()),
                 // The trace has already said how it ended.

@@ -877,6 +877,41 @@ nodes:
     assert_eq!(finished(&out), Some(&Outcome::Transferred));
 }
 
+#[test]
+fn a_step_with_record_says_how_its_conversation_is_recorded_before_it_goes() {
+    use crate::ivr::model::RecordMode;
+    let y = r##"
+name: t
+entry: out
+nodes:
+  out:
+    transfer: { extension: "2001", record: never }
+"##;
+    let (_, out) = Call::new(&[y]);
+    assert!(matches!(
+        out[0],
+        Action::RecordConversation(RecordMode::Never)
+    ));
+    assert!(matches!(&out[1], Action::Transfer { .. }));
+    let q = r##"
+name: q
+entry: wait
+nodes:
+  wait:
+    queue: { queue: billing, record: on_demand }
+"##;
+    let (_, out) = Call::new(&[q]);
+    assert!(matches!(
+        out[0],
+        Action::RecordConversation(RecordMode::OnDemand)
+    ));
+    assert!(matches!(&out[1], Action::Enqueue { .. }));
+    // Without `record:` nothing is said; the queue's or the server's policy holds.
+    let plain = "name: p\nentry: out\nnodes:\n  out:\n    transfer: { extension: \"2001\" }\n";
+    let (_, out) = Call::new(&[plain]);
+    assert!(matches!(&out[0], Action::Transfer { .. }));
+}
+
 // ---- goto ----
 
 #[test]
