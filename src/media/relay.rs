@@ -438,9 +438,11 @@ impl Relay {
         let stopped_by = 'relay: loop {
             let tapping = self.taps.is_some();
             if tapping != ticker.is_some() {
+                // A late tick is made up at once (tokio's Burst): a busy moment must
+                // not shorten the recording, whose timeline is the call's.
                 ticker = tapping.then(|| {
                     let mut t = tokio::time::interval(Duration::from_millis(20));
-                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                     t
                 });
             }

@@ -57,8 +57,12 @@ struct Leg {
     jitter: JitterBuffer,
     up: Upsampler,
     down: Downsampler,
-    /// A frame at the codec's rate (decoded, or about to be encoded).
+    /// A frame at the codec's rate, about to be encoded.
     codec_pcm: Vec<i16>,
+    /// Decoded audio not yet mixed (room for a 60 ms packet on top of a frame),
+    /// and how much of it is filled.
+    fifo: Vec<i16>,
+    queued: usize,
     /// The same frame at the call's rate.
     call_pcm: Vec<i16>,
     /// The packet we send this party when its output is mixed.
@@ -79,7 +83,9 @@ impl Leg {
             jitter: JitterBuffer::new(MAX_PAYLOAD),
             up: Upsampler::new(),
             down: Downsampler::new(),
-            codec_pcm: vec![0; codec.samples_for_ms(60)],
+            codec_pcm: vec![0; codec.samples_per_frame()],
+            fifo: vec![0; codec.samples_for_ms(80)],
+            queued: 0,
             call_pcm: vec![0; rate.frame_len()],
             packet: vec![0; HEADER + codec.payload_len(codec.samples_per_frame())],
             seq: rand::random(),
@@ -102,25 +108,35 @@ impl Leg {
     }
 
     /// Decodes this tick's frame into `call_pcm`; false when there is none
-    /// (buffering, lost, or a packet that is not 20 ms).
+    /// (buffering or lost). Packets of any ptime from 10 to 60 ms are decoded into
+    /// a FIFO and a tick takes 20 ms of it, so a 30 ms trunk mixes like a 20 ms phone.
     fn decode_frame(&mut self, rate: SampleRate) -> bool {
-        let Playout::Packet { payload, .. } = self.jitter.pop() else {
-            return false;
-        };
         let codec = self.format.codec;
         let want = codec.samples_per_frame();
-        match self.decoder.decode(payload, &mut self.codec_pcm) {
-            Ok(n) if n == want => {}
-            _ => return false,
+        while self.queued < want {
+            let Playout::Packet { payload, .. } = self.jitter.pop() else {
+                break;
+            };
+            match self.decoder.decode(payload, &mut self.fifo[self.queued..]) {
+                Ok(n) => self.queued += n,
+                // Longer than 60 ms, or corrupt: dropped.
+                Err(_) => break,
+            }
         }
-        convert(
-            &self.codec_pcm[..want],
+        if self.queued < want {
+            return false;
+        }
+        let ok = convert(
+            &self.fifo[..want],
             codec.sample_rate(),
             &mut self.call_pcm,
             rate.hz(),
             &mut self.up,
             &mut self.down,
-        )
+        );
+        self.fifo.copy_within(want..self.queued, 0);
+        self.queued -= want;
+        ok
     }
 
     /// Encodes `pcm` (at the call's rate) into `self.packet`; returns the
@@ -422,27 +438,33 @@ mod tests {
         codec: Codec,
         enc: Encoder,
         n: usize,
+        ptime: usize,
     }
 
     impl Tone {
         fn new(freq: f64, codec: Codec) -> Tone {
+            Tone::with_ptime(freq, codec, 20)
+        }
+
+        fn with_ptime(freq: f64, codec: Codec, ptime: usize) -> Tone {
             Tone {
                 freq,
                 codec,
                 enc: Encoder::new(codec),
                 n: 0,
+                ptime,
             }
         }
 
         fn packet(&mut self) -> Vec<u8> {
             let rate = self.codec.sample_rate();
-            let len = self.codec.samples_per_frame();
+            let len = self.codec.samples_for_ms(self.ptime);
             let pcm = sine(self.freq, rate, 8000.0, self.n * len, len);
-            let mut payload = vec![0u8; 320];
+            let mut payload = vec![0u8; 960];
             let bytes = self.enc.encode(&pcm, &mut payload).unwrap();
             let mut p = vec![0x80, self.codec.payload_type()];
             p.extend_from_slice(&(self.n as u16).to_be_bytes());
-            p.extend_from_slice(&((self.n * 160) as u32).to_be_bytes());
+            p.extend_from_slice(&((self.n * self.ptime * 8) as u32).to_be_bytes());
             p.extend_from_slice(&0x1234u32.to_be_bytes());
             p.extend_from_slice(&payload[..bytes]);
             self.n += 1;
@@ -599,6 +621,42 @@ mod tests {
         assert!(level(&right[..talk], 700.0, 8000) > 2000.0);
         assert!(left[talk..talk + paused].iter().all(|&s| s == 0));
         assert!(right[talk..].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn packets_of_10_and_30_ms_are_mixed_like_20_ms_ones() {
+        for ptime in [10usize, 30] {
+            let mut taps = Taps::new(PCMU, PCMU);
+            taps.attach_supervisor(PCMU, Mode::Listen);
+            let mut caller = Tone::with_ptime(440.0, Codec::Pcmu, ptime);
+            let mut agent = Tone::new(700.0, Codec::Pcmu);
+            let mut dec = Decoder::new(Codec::Pcmu);
+            let mut heard = Vec::new();
+            let now = Instant::now();
+            // 3 s, with the caller's packets sent as their own clock says.
+            for tick in 0..150usize {
+                while caller.n * ptime < (tick + 1) * 20 {
+                    taps.receive(Who::Caller, &caller.packet(), now);
+                }
+                taps.receive(Who::Agent, &agent.packet(), now);
+                taps.tick(|who, pkt| {
+                    if who == Who::Supervisor {
+                        let mut pcm = [0i16; 160];
+                        let n = dec.decode(&pkt[HEADER..], &mut pcm).unwrap();
+                        heard.extend_from_slice(&pcm[..n]);
+                    }
+                })
+                .unwrap();
+            }
+            assert_eq!(heard.len(), 150 * 160);
+            // Steady after the start: every 20 ms block has the caller's tone in it.
+            for block in heard[50 * 160..].chunks(160) {
+                assert!(
+                    amplitude(block, 440.0, 8000) > 1500.0,
+                    "ptime {ptime}: a gap"
+                );
+            }
+        }
     }
 
     #[test]
