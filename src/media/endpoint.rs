@@ -23,6 +23,8 @@ use super::dtmf::{inband, DtmfDetector};
 use super::mixer::SampleRate;
 use super::ports::MediaPorts;
 use super::prompt::{Player, PlayerEvent, Playlist};
+use super::rtcp::{LegRtcp, Sent};
+use super::rtp_stats::ReceiveStats;
 
 /// What the leg did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,6 +132,8 @@ pub struct LegMedia {
 }
 
 const FRAME: Duration = Duration::from_millis(20);
+/// How often the caller gets our RTCP report (RFC 3550's 5 s minimum).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 const HEADER: usize = 12;
 
 pub fn spawn(
@@ -180,6 +184,14 @@ async fn run(
     // The media timeout: how long the leg may stay silent, and when it last sent RTP.
     let mut watch: Option<Duration> = None;
     let mut last_rtp = Instant::now();
+    // RTCP, as a relay does it (see `media::rtcp`): what we sent, what we received,
+    // the caller's last SR, and our report every five seconds.
+    let mut sent = (0u32, 0u32, 0u32); // packets, payload octets, last RTP timestamp
+    let mut reception = ReceiveStats::new();
+    let mut rtcp = LegRtcp::new();
+    let mut report =
+        tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             msg = ctl.recv() => match msg {
@@ -266,7 +278,11 @@ async fn run(
                         out[4..8].copy_from_slice(&frame.timestamp.to_be_bytes());
                         out[8..12].copy_from_slice(&ssrc.to_be_bytes());
                         if let Ok(n) = encoder.encode(frame.samples, &mut out[HEADER..]) {
-                            let _ = ports.rtp.try_send_to(&out[..HEADER + n], dest);
+                            if ports.rtp.try_send_to(&out[..HEADER + n], dest).is_ok() {
+                                sent.0 = sent.0.wrapping_add(1);
+                                sent.1 = sent.1.wrapping_add(n as u32);
+                                sent.2 = frame.timestamp;
+                            }
                             seq = seq.wrapping_add(1);
                         }
                     }
@@ -301,6 +317,12 @@ async fn run(
                 if n < HEADER || pkt[0] >> 6 != 2 {
                     continue;
                 }
+                reception.on_packet(
+                    u16::from_be_bytes([pkt[2], pkt[3]]),
+                    u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]),
+                    u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]),
+                    last_rtp,
+                );
                 let pt = pkt[1] & 0x7f;
                 let csrc = usize::from(pkt[0] & 0x0f) * 4;
                 // Skip a header extension (X bit) and trim padding (P bit).
@@ -356,7 +378,23 @@ async fn run(
                 forward_digits(&mut dtmf, &events);
             }
             // RTCP is read and dropped so the socket buffer never fills.
-            _ = ports.rtcp.recv_from(&mut rtcp_buf) => {}
+            r = ports.rtcp.recv_from(&mut rtcp_buf) => {
+                if let Ok((n, _)) = r {
+                    rtcp.on_packet(&rtcp_buf[..n], Instant::now());
+                }
+            }
+            _ = report.tick() => {
+                // To the RTCP port beside the caller's RTP (RFC 3550 §11).
+                let Some(dest) = latched.or(media.remote) else { continue };
+                let dest = SocketAddr::new(dest.ip(), dest.port().wrapping_add(1));
+                let (packets, octets, ts) = sent;
+                let ours = (packets > 0).then_some(Sent { packets, octets, rtp_time: ts });
+                let block = reception.report_block();
+                let now = Instant::now();
+                if let Some(bytes) = rtcp.report(ssrc, ours, block, now, std::time::SystemTime::now()) {
+                    let _ = ports.rtcp.try_send_to(&bytes, dest);
+                }
+            }
         }
     }
 }
@@ -421,6 +459,48 @@ mod tests {
         peer: UdpSocket,
         /// The endpoint's RTP address.
         ours: SocketAddr,
+    }
+
+    #[tokio::test]
+    async fn the_caller_gets_our_rtcp_report_beside_its_rtp_port() {
+        let low = free_range(2);
+        let ports = PortPool::new(LOCALHOST, low, low + 1).allocate().unwrap();
+        let ours = SocketAddr::new(LOCALHOST, ports.port());
+        // The phone: RTP on an even port, RTCP on the next.
+        let phone_port = free_range(1);
+        let peer = UdpSocket::bind((LOCALHOST, phone_port)).await.unwrap();
+        let peer_rtcp = UdpSocket::bind((LOCALHOST, phone_port + 1)).await.unwrap();
+        let (tx, _events) = mpsc::unbounded_channel();
+        let media = LegMedia {
+            remote: Some(peer.local_addr().unwrap()),
+            codec: Codec::Pcmu,
+            telephone_event: Some(101),
+        };
+        let handle = spawn(ports, media, tx);
+        handle.play(1, Playlist::new().then(Arc::from(vec![0i16; 8000])));
+        for seq in 0..5u16 {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+            p.extend_from_slice(&[0xff; 160]);
+            peer.send_to(&p, ours).await.unwrap();
+        }
+        let mut buf = [0u8; 1500];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(8), peer_rtcp.recv_from(&mut buf))
+            .await
+            .expect("no RTCP report")
+            .unwrap();
+        assert_eq!(from.port(), ours.port() + 1);
+        let mut bytes = &buf[..n];
+        let packets = rtc_rtcp::packet::unmarshal(&mut bytes).unwrap();
+        let sr = packets[0]
+            .as_any()
+            .downcast_ref::<rtc_rtcp::sender_report::SenderReport>()
+            .expect("an SR: we have been playing to it");
+        // The one-second prompt: 50 packets of 160 bytes.
+        assert_eq!((sr.packet_count, sr.octet_count), (50, 8000), "{sr:?}");
+        assert_eq!(sr.reports[0].ssrc, 0x1234);
+        assert_eq!(sr.reports[0].last_sequence_number, 4);
     }
 
     #[tokio::test]
