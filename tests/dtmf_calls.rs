@@ -355,3 +355,55 @@ fn all_sixteen_keys_as_tones_when_the_caller_offers_no_telephone_event() {
         ALL_KEYS
     );
 }
+
+#[test]
+fn an_info_the_ivr_cannot_read_gets_415_and_keys_still_count() {
+    require_pcap();
+    let (server, _flows) = keys_server();
+    let work = tempfile::tempdir().unwrap();
+    // A text/plain INFO first (answered 415 with Accept), then the sixteen keys.
+    let unreadable = r#"  <send retrans="500">
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      [routes]
+      From: "Trunk Caller" <sip:+15550100@[local_ip]:[local_port]>;tag=[pid]Uac[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 100 INFO
+      Max-Forwards: 70
+      Content-Type: text/plain
+      Content-Length: [len]
+
+      hello
+    ]]>
+  </send>
+  <recv response="415">
+    <action>
+      <ereg regexp="application/dtmf-relay" search_in="hdr" header="Accept:" check_it="true" assign_to="accept"/>
+    </action>
+  </recv>
+  <Reference variables="accept"/>
+  <pause milliseconds="100"/>
+"#;
+    let presses = info_presses("application/dtmf-relay", |key| {
+        format!("Signal={key}\nDuration=160")
+    })
+    .replace("CSeq: 2 INFO", "CSeq: 101 INFO");
+    let presses = (3..18).fold(presses, |xml, n| {
+        xml.replace(
+            &format!("CSeq: {n} INFO"),
+            &format!("CSeq: {} INFO", n + 99),
+        )
+    });
+    let scenario = caller_scenario(
+        work.path(),
+        "uac_keys_after_415",
+        SDP_WITH_EVENTS,
+        &format!("{unreadable}{presses}"),
+    );
+    assert_eq!(
+        collected_keys(&server, &scenario, "a 415 for text/plain, then 16 keys"),
+        ALL_KEYS
+    );
+}

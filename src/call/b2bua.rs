@@ -2170,6 +2170,20 @@ impl Call {
                                 .flatten(),
                         );
                     }
+                    // An INFO whose body we cannot read (no Info-Package, RFC 6086 §1):
+                    // 415 and what we accept. An empty INFO is a keep-alive: 200.
+                    if req.method == Method::Info && !req.body.is_empty() {
+                        let ct = message::content_type(&as_msg(&req)).unwrap_or_default();
+                        if !ct.to_ascii_lowercase().starts_with("application/dtmf") {
+                            let mut resp = message::response_to(&req, 415, None);
+                            resp.headers.push(Header::Other(
+                                "Accept".into(),
+                                "application/dtmf-relay, application/dtmf".into(),
+                            ));
+                            self.sw.respond(tx, resp);
+                            return None;
+                        }
+                    }
                     let mut ok = message::response_to(&req, 200, None);
                     if req.method == Method::Invite {
                         if let Some(body) = self.a_sdp.last_body() {
