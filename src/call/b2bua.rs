@@ -1544,6 +1544,7 @@ impl Call {
         if let (Some(a), Some(b)) = (self.a_format(), self.b_format) {
             relay.set_formats(a, b);
         }
+        relay.forward_dtmf(self.shared.config.forward_dtmf);
         relay.watch(Side::A, true);
         relay.watch(Side::B, true);
         if let Some(rec) = self.recorder.take() {
@@ -2203,10 +2204,17 @@ impl Call {
                     self.sw.respond(tx, ok);
                     return None;
                 }
-                if req.method == Method::Info && side == Side::B {
+                if req.method == Method::Info {
                     let ct = message::content_type(&as_msg(&req)).unwrap_or_default();
                     if let Ok(d) = crate::media::dtmf::parse_sip_info(&ct, &req.body) {
-                        self.on_agent_key(d.key.as_char());
+                        if side == Side::B {
+                            self.on_agent_key(d.key.as_char());
+                        }
+                        // A key is the call's, not the other party's, unless configured.
+                        if !self.shared.config.forward_dtmf {
+                            self.sw.respond(tx, message::response_to(&req, 200, None));
+                            return None;
+                        }
                     }
                 }
                 self.relay_request(side, tx, req).await;

@@ -123,6 +123,9 @@ struct RawCalls {
     ring_timeout_secs: Option<u64>,
     #[serde(default)]
     drain_timeout_secs: Option<u64>,
+    /// Pass key presses (RFC 4733 events, SIP INFO) from one party to the other.
+    #[serde(default)]
+    forward_dtmf: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +362,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub ring_timeout_secs: u64,
     pub drain_timeout_secs: u64,
+    /// Whether a bridged party's keys reach the other party (off: they are the
+    /// owner's only — recording keys, supervisor keys).
+    pub forward_dtmf: bool,
     pub trunks: Vec<Trunk>,
     pub users: Vec<User>,
     pub dids: Vec<Did>,
@@ -984,6 +990,7 @@ impl Validator {
             rtp_ports,
             data_dir,
             ring_timeout_secs: raw.calls.ring_timeout_secs.unwrap_or(30),
+            forward_dtmf: raw.calls.forward_dtmf.unwrap_or(false),
             drain_timeout_secs: raw.calls.drain_timeout_secs.unwrap_or(60),
             trunks,
             users,

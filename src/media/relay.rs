@@ -156,6 +156,7 @@ enum Control {
         rtcp: SocketAddr,
     },
     Formats(LegFormat, LegFormat),
+    ForwardDtmf(bool),
     Record(Recorder),
     PauseRecording(bool),
     Supervise(SupervisorLeg),
@@ -203,6 +204,12 @@ impl RelayHandle {
     /// forward; legs with different codecs are transcoded from then on.
     pub fn set_formats(&self, a: LegFormat, b: LegFormat) {
         let _ = self.ctl.send(Control::Formats(a, b));
+    }
+
+    /// Whether one leg's RFC 4733 key events are passed to the other (default: yes,
+    /// until the call says otherwise; keys are detected and reported either way).
+    pub fn forward_dtmf(&self, forward: bool) {
+        let _ = self.ctl.send(Control::ForwardDtmf(forward));
     }
 
     /// Starts recording the bridge into `recorder` (created at the rate of
@@ -293,6 +300,7 @@ pub fn spawn_relay_with_events(
         counters: Arc::clone(&counters),
         formats: None,
         keys: [None, None],
+        forward_dtmf: true,
         reception: [ReceiveStats::new(), ReceiveStats::new()],
         rtcp: [LegRtcp::new(), LegRtcp::new()],
         octets: [0, 0],
@@ -389,6 +397,8 @@ struct Relay {
     formats: Option<(LegFormat, LegFormat)>,
     /// Key detection on each leg's RFC 4733 events, once its format is known.
     keys: [Option<DtmfDetector>; 2],
+    /// Whether key events go on to the other leg.
+    forward_dtmf: bool,
     /// Loss and jitter of what each leg sends us.
     reception: [ReceiveStats; 2],
     /// Each leg's RTCP as we terminate it, and the payload octets we sent it.
@@ -595,10 +605,10 @@ impl Relay {
         self.counters.jitter_us[i].store(jitter, Relaxed);
     }
 
-    /// Reports the keys a leg sends as RFC 4733 events (they are relayed all the same).
-    fn detect_keys(&mut self, from: Side, pkt: &[u8]) {
+    /// Reports the keys a leg sends as RFC 4733 events; true if `pkt` is one.
+    fn detect_keys(&mut self, from: Side, pkt: &[u8]) -> bool {
         let (Some((a, b)), Some(detector)) = (self.formats, self.keys[from.idx()].as_mut()) else {
-            return;
+            return false;
         };
         let event_pt = if from == Side::A {
             a.event_pt
@@ -606,11 +616,11 @@ impl Relay {
             b.event_pt
         };
         if event_pt != Some(pkt[1] & 0x7f) || pkt.len() < RTP_HEADER_LEN {
-            return;
+            return false;
         }
         let start = RTP_HEADER_LEN + 4 * usize::from(pkt[0] & 0x0f);
         let Some(payload) = pkt.get(start..) else {
-            return;
+            return true;
         };
         let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
         let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
@@ -619,6 +629,7 @@ impl Relay {
         while let Some(d) = detector.poll() {
             let _ = self.events.send(RelayEvent::Key(from, d.digit.key));
         }
+        true
     }
 
     /// RTP from the supervisor's phone: latched like any leg, then into the taps.
@@ -748,6 +759,10 @@ impl Relay {
                 }
                 ControlFlow::Continue(())
             }
+            Some(Control::ForwardDtmf(forward)) => {
+                self.forward_dtmf = forward;
+                ControlFlow::Continue(())
+            }
             Some(Control::Unsupervise) => {
                 self.supervisor = None;
                 if let Some(t) = self.taps.as_deref_mut() {
@@ -792,7 +807,10 @@ impl Relay {
             let now = Instant::now();
             self.last_rtp[from.idx()] = now;
             self.count_reception(from, pkt, now);
-            self.detect_keys(from, pkt);
+            if self.detect_keys(from, pkt) && !self.forward_dtmf {
+                // The keys are the call's (recording keys...), not the other party's.
+                return;
+            }
             if let Some(taps) = self.taps.as_deref_mut() {
                 let who = if from == Side::A {
                     Who::Caller
@@ -1096,6 +1114,61 @@ mod tests {
 
     async fn phone() -> UdpSocket {
         UdpSocket::bind((LOCALHOST, 0)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_are_reported_to_the_call_and_kept_from_the_other_party_unless_asked() {
+        use crate::media::codec::Codec;
+        let low = free_range(2);
+        let pool = PortPool::new(LOCALHOST, low, low + 3);
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let to_a = SocketAddr::new(LOCALHOST, a.port());
+        let (relay, mut events) = spawn_relay_with_events(a, b, None);
+        let (phone_a, phone_b) = (phone().await, phone().await);
+        relay.set_remote(Side::A, phone_a.local_addr().unwrap(), None);
+        relay.set_remote(Side::B, phone_b.local_addr().unwrap(), None);
+        let pcmu = LegFormat {
+            codec: Codec::Pcmu,
+            event_pt: Some(101),
+        };
+        relay.set_formats(pcmu, pcmu);
+        relay.forward_dtmf(false);
+
+        // Key 5 from A: three end packets (RFC 4733), then a voice packet.
+        for seq in 0..3u16 {
+            let mut p = rtp(seq, 800, 0xAAAA, &[5, 0x8a, 0x03, 0x20]);
+            p[1] = 101;
+            phone_a.send_to(&p, to_a).await.unwrap();
+        }
+        phone_a
+            .send_to(&rtp(3, 960, 0xAAAA, b"voice"), to_a)
+            .await
+            .unwrap();
+        let got = recv(&phone_b).await;
+        assert_eq!(
+            &got[12..],
+            b"voice",
+            "the key never reached B; the voice did"
+        );
+        let ev = timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            ev,
+            Some(RelayEvent::Key(
+                Side::A,
+                crate::media::dtmf::Key::from_char('5').unwrap()
+            ))
+        );
+
+        // Asked to forward: the next key goes through.
+        relay.forward_dtmf(true);
+        let mut p = rtp(4, 1120, 0xAAAA, &[6, 0x8a, 0x03, 0x20]);
+        p[1] = 101;
+        phone_a.send_to(&p, to_a).await.unwrap();
+        let got = recv(&phone_b).await;
+        assert_eq!(got[1] & 0x7f, 101);
+        relay.stop().await;
     }
 
     #[tokio::test]
