@@ -493,16 +493,26 @@ impl Call {
         self.phase = Phase::Ivr;
         self.rec.answered_ms = Some(now_ms());
 
+        let (endpoint, media) = self.caller_endpoint(a_ports, codec);
+        endpoint.watch_media(self.shared.config.media_timeout);
+        self.a_codec = Some(codec);
+        Ok((endpoint, media, codec))
+    }
+
+    /// Our own media endpoint on the caller's ports, speaking `codec` to where the
+    /// caller's SDP says (IVR, music on hold, announcements).
+    fn caller_endpoint(
+        &self,
+        ports: MediaPorts,
+        codec: Codec,
+    ) -> (EndpointHandle, mpsc::UnboundedReceiver<EndpointEvent>) {
         let (events, media) = mpsc::unbounded_channel();
         let leg = LegMedia {
             remote: self.a_offer.rtp,
             codec,
-            telephone_event: te,
+            telephone_event: self.a_offer.telephone_event,
         };
-        let endpoint = endpoint::spawn(a_ports, leg, events);
-        endpoint.watch_media(self.shared.config.media_timeout);
-        self.a_codec = Some(codec);
-        Ok((endpoint, media, codec))
+        (endpoint::spawn(ports, leg, events), media)
     }
 
     async fn answer_with_ivr(
@@ -707,13 +717,7 @@ impl Call {
                 .iter()
                 .find_map(|pt| Codec::from_payload_type(*pt))
         })?;
-        let (events, _media) = mpsc::unbounded_channel();
-        let leg = LegMedia {
-            remote: self.a_offer.rtp,
-            codec,
-            telephone_event: self.a_offer.telephone_event,
-        };
-        let music = endpoint::spawn(a_ports, leg, events);
+        let (music, _media) = self.caller_endpoint(a_ports, codec);
         let rate = SampleRate::from_hz(codec.sample_rate()).unwrap_or(SampleRate::Narrowband);
         let file = self.shared.config.ivr_prompts.join("moh/default.wav");
         match self.shared.prompts.get(&file, rate) {
@@ -843,13 +847,7 @@ impl Call {
         let Some(codec) = self.a_codec else {
             return false;
         };
-        let (events, media) = mpsc::unbounded_channel();
-        let leg = LegMedia {
-            remote: self.a_offer.rtp,
-            codec,
-            telephone_event: self.a_offer.telephone_event,
-        };
-        let endpoint = endpoint::spawn(a_ports, leg, events);
+        let (endpoint, media) = self.caller_endpoint(a_ports, codec);
         endpoint.watch_media(self.shared.config.media_timeout);
         match self.ivr.as_mut() {
             Some(ivr) => {

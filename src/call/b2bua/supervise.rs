@@ -68,16 +68,7 @@ impl Call {
                     self.hangup_both(Some(Side::A)).await;
                     return hang_up;
                 };
-                let (ev, media) = mpsc::unbounded_channel();
-                let speaker = endpoint::spawn(
-                    leg.ports,
-                    LegMedia {
-                        remote: self.a_offer.rtp,
-                        codec,
-                        telephone_event: self.a_offer.telephone_event,
-                    },
-                    ev,
-                );
+                let (speaker, media) = self.caller_endpoint(leg.ports, codec);
                 return self
                     .play_then_hang_up(speaker, media, codec, "en/supervisor_no_call.wav", events)
                     .await;
