@@ -482,16 +482,9 @@ impl Call {
         self.a_offer = info;
         let offer = self.a_offer_sd.clone();
         let body = self.render_sdp(Side::A, &offer);
-        self.respond_a(200, Some(body));
-        self.a_dialog = Some(Dialog::from_request(
-            &self.a_invite,
-            &self.a_tag,
-            self.a_peer,
-            self.a_contact.clone(),
-        ));
+        self.answer_caller(body);
         self.a_answered = true;
         self.phase = Phase::Ivr;
-        self.rec.answered_ms = Some(now_ms());
 
         let (endpoint, media) = self.caller_endpoint(a_ports, codec);
         endpoint.watch_media(self.shared.config.media_timeout);
@@ -1147,6 +1140,18 @@ impl Call {
         }
     }
 
+    /// Answers the caller's INVITE with `sdp`: 200, the caller's dialog, the answer time.
+    fn answer_caller(&mut self, sdp: String) {
+        self.respond_a(200, Some(sdp));
+        self.a_dialog = Some(Dialog::from_request(
+            &self.a_invite,
+            &self.a_tag,
+            self.a_peer,
+            self.a_contact.clone(),
+        ));
+        self.rec.answered_ms = Some(now_ms());
+    }
+
     fn respond_a(&self, code: u16, body: Option<String>) {
         let mut resp = message::response_to(&self.a_invite, code, Some(&self.a_tag));
         if code < 300 {
@@ -1438,14 +1443,7 @@ impl Call {
         self.b_ack = Some((ack, peer));
         match body {
             Some(body) => {
-                self.respond_a(200, Some(body));
-                self.a_dialog = Some(Dialog::from_request(
-                    &self.a_invite,
-                    &self.a_tag,
-                    self.a_peer,
-                    self.a_contact.clone(),
-                ));
-                self.rec.answered_ms = Some(now_ms());
+                self.answer_caller(body);
             }
             None => self.bridge_after_ivr().await,
         }

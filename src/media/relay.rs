@@ -488,6 +488,7 @@ impl Relay {
                 }
                 _ = timeout_check.tick() => {
                     self.check_media_timeout();
+                    self.publish_reception();
                     self.checks = self.checks.wrapping_add(1);
                     if self.checks.is_multiple_of(RTCP_EVERY_SECS) {
                         self.send_reports();
@@ -505,6 +506,7 @@ impl Relay {
                 Err(e) => tracing::trace!(error = %e, "RTP receive error"),
             }
         };
+        self.publish_reception();
         let recorder = self.taps.as_mut().and_then(|t| t.take_recording());
         match stopped_by {
             Some(Ending::Released(back)) => {
@@ -597,12 +599,17 @@ impl Relay {
         let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
         let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
         let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-        let stats = &mut self.reception[from.idx()];
-        stats.on_packet(seq, ts, ssrc, now);
-        let i = from.idx();
-        self.counters.lost[i].store(stats.lost(), Relaxed);
-        let jitter = (stats.mean_jitter_ms() * 1000.0) as u64;
-        self.counters.jitter_us[i].store(jitter, Relaxed);
+        self.reception[from.idx()].on_packet(seq, ts, ssrc, now);
+    }
+
+    /// Copies loss and jitter into the counters the handle reads: once a second and at
+    /// the end, not per packet.
+    fn publish_reception(&self) {
+        for (i, stats) in self.reception.iter().enumerate() {
+            self.counters.lost[i].store(stats.lost(), Relaxed);
+            let jitter = (stats.mean_jitter_ms() * 1000.0) as u64;
+            self.counters.jitter_us[i].store(jitter, Relaxed);
+        }
     }
 
     /// Reports the keys a leg sends as RFC 4733 events; true if `pkt` is one.
@@ -797,14 +804,14 @@ impl Relay {
             return self.counters.drop_one();
         }
         let to = from.other();
+        let now = Instant::now();
         if kind == Kind::Rtcp {
             // Terminated here: the other leg gets our reports, not these (module docs).
-            self.rtcp[from.idx()].on_packet(pkt, Instant::now());
+            self.rtcp[from.idx()].on_packet(pkt, now);
             return;
         }
         if kind == Kind::Rtp {
             self.counters.input[from.idx()].fetch_add(1, Relaxed);
-            let now = Instant::now();
             self.last_rtp[from.idx()] = now;
             self.count_reception(from, pkt, now);
             if self.detect_keys(from, pkt) && !self.forward_dtmf {
@@ -817,7 +824,7 @@ impl Relay {
                 } else {
                     Who::Agent
                 };
-                taps.receive(who, pkt, Instant::now());
+                taps.receive(who, pkt, now);
                 let to_who = if to == Side::A {
                     Who::Caller
                 } else {
@@ -836,7 +843,7 @@ impl Relay {
         };
         let socket = match kind {
             Kind::Rtp => {
-                self.rewriters[to.idx()].rewrite(pkt, Instant::now());
+                self.rewriters[to.idx()].rewrite(pkt, now);
                 &leg.ports.rtp
             }
             Kind::Rtcp => &leg.ports.rtcp,

@@ -70,7 +70,9 @@ struct Leg {
     seq: u16,
     timestamp: u32,
     ssrc: u32,
-    keys: DtmfDetector,
+    /// Only on the supervisor's leg (its 4, 5, 6); the relay detects the caller's and
+    /// the agent's keys whether or not it mixes.
+    keys: Option<DtmfDetector>,
 }
 
 impl Leg {
@@ -91,7 +93,7 @@ impl Leg {
             seq: rand::random(),
             timestamp: rand::random(),
             ssrc: rand::random(),
-            keys: DtmfDetector::new(8000, false),
+            keys: None,
         }
     }
 
@@ -101,7 +103,9 @@ impl Leg {
             return;
         };
         if Some(pt) == self.format.event_pt {
-            let _ = self.keys.on_telephone_event(now, ssrc, ts, marker, payload);
+            if let Some(keys) = &mut self.keys {
+                let _ = keys.on_telephone_event(now, ssrc, ts, marker, payload);
+            }
         } else if pt == self.format.codec.payload_type() {
             self.jitter.push(seq, ts, payload);
         }
@@ -312,7 +316,9 @@ impl Taps {
     pub fn attach_supervisor(&mut self, format: LegFormat, mode: Mode) {
         let _ = self.mixer.detach(SUPERVISOR);
         let _ = self.mixer.attach(SUPERVISOR, mode);
-        self.supervisor = Some(Leg::new(format, self.rate));
+        let mut leg = Leg::new(format, self.rate);
+        leg.keys = Some(DtmfDetector::new(8000, false));
+        self.supervisor = Some(leg);
     }
 
     pub fn detach_supervisor(&mut self) {
@@ -340,7 +346,7 @@ impl Taps {
     /// and 6 (RFC 4733) switch the mode here.
     pub fn poll_event(&mut self) -> Option<TapEvent> {
         let leg = self.supervisor.as_mut()?;
-        while let Some(d) = leg.keys.poll() {
+        while let Some(d) = leg.keys.as_mut().and_then(DtmfDetector::poll) {
             let mode = match d.digit.key.as_char() {
                 '4' => Mode::Listen,
                 '5' => Mode::Whisper,
