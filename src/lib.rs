@@ -1,7 +1,9 @@
 //! Switchboard: a contact-center telephony server.
 pub mod acd;
+pub mod api;
 pub mod call;
 pub mod config;
+pub mod events;
 pub mod ivr;
 pub mod media;
 pub mod server;

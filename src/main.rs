@@ -34,6 +34,9 @@ enum Command {
         /// Data directory (call records), instead of the file's.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Serve the API on this address, instead of the file's `api.listen`.
+        #[arg(long, value_name = "ADDR")]
+        api_listen: Option<std::net::SocketAddr>,
         /// For tests: the IVR's clock starts at this time (e.g. 2026-12-27T03:00:00+00:00),
         /// so business-hours paths can be exercised.
         #[arg(long, value_name = "TIME")]
@@ -60,6 +63,9 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 20)]
         threshold_secs: u64,
     },
+    /// Make a new API token: prints the token (give it to the client) and the sha256 line
+    /// for `api.tokens` in the configuration (the server keeps only that).
+    Token,
     /// Ask the server running on a data directory to reload its IVR flows now (SIGHUP).
     Reload {
         /// The running server's data directory.
@@ -291,15 +297,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Token => {
+            let (token, hash) = switchboard::api::auth::new_token();
+            println!("token:  {token}");
+            println!("config: {{ name: NAME, role: admin|supervisor|agent|reporting, sha256: \"{hash}\" }}");
+            ExitCode::SUCCESS
+        }
         Command::Serve {
             config,
             sip_listen,
             rtp_ports,
             data_dir,
+            api_listen,
             clock,
         } => {
             let overrides = Overrides {
                 sip_listen,
+                api_listen,
                 rtp_ports,
                 data_dir,
                 clock,

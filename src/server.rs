@@ -37,9 +37,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let flows = load_flows(&config)?;
     let store = Store::open(&config.data_dir).await?;
     repair_recordings(&config.data_dir.join("recordings"))?;
-    let acd = crate::call::acd::start(&config, store.clone())?;
-    let (sw, inbound, commands) =
-        switch::start(config.clone(), store.clone(), flows.clone(), acd).await?;
+    let events = crate::events::EventLog::start(store.clone()).await?;
+    let acd = crate::call::acd::start(&config, events.clone())?;
+    let (sw, inbound, commands) = switch::start(
+        config.clone(),
+        store.clone(),
+        flows.clone(),
+        acd.clone(),
+        events.clone(),
+    )
+    .await?;
+    if let Some(api) = &config.api {
+        let state = crate::api::ApiState {
+            config: std::sync::Arc::new(config.clone()),
+            store: store.clone(),
+            live: crate::api::live::LiveCalls::start(&events),
+            events: events.clone(),
+            acd,
+            switch: sw.handle(),
+            auth: crate::api::auth::Auth::new(&config),
+        };
+        let addr = crate::api::start(state, api.listen).await?;
+        info!(%addr, "API listening");
+    }
     let pid_file = config.data_dir.join(PID_FILE);
     std::fs::write(&pid_file, std::process::id().to_string())?;
     for (t, a) in sw.local_addrs() {
@@ -62,6 +82,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     sw.run(inbound, commands, stop_rx).await;
+    // Every event of the calls that just ended is in the store before it closes.
+    events.flush().await;
     store.close().await;
     let _ = std::fs::remove_file(&pid_file);
     info!("stopped");

@@ -29,7 +29,9 @@ mod tests;
 pub use agent::{AgentConfig, AgentState, AgentView};
 pub use event_log::{EventKind, EventRow};
 pub use queue::{OverflowTarget, QueueConfig, Relaxation, Strategy, WhenEmpty, Widen};
-pub use router::{Action, CallEnd, Event, Router};
+pub use router::{
+    Action, AgentSnapshot, CallEnd, Event, QueueSnapshot, Router, Snapshot, WaitingCaller,
+};
 pub use skill::LEVELS;
 
 /// Identifies a call to the router; the call layer chooses it.

@@ -31,6 +31,9 @@ use super::queue::{
 use super::skill::{Levels, SkillBook};
 use super::{AcdError, CallId};
 
+mod snapshot;
+pub use snapshot::{AgentSnapshot, QueueSnapshot, Snapshot, WaitingCaller};
+
 /// Who ended a connected call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallEnd {

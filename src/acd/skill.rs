@@ -17,6 +17,8 @@ pub(crate) struct SkillId(u32);
 #[derive(Debug, Default)]
 pub(crate) struct SkillBook {
     ids: HashMap<String, SkillId>,
+    /// Names by id, for views that show skills to people.
+    names: Vec<String>,
 }
 
 impl SkillBook {
@@ -26,7 +28,19 @@ impl SkillBook {
         }
         let id = SkillId(self.ids.len() as u32);
         self.ids.insert(name.to_string(), id);
+        self.names.push(name.to_string());
         id
+    }
+
+    /// `levels` with their names again, in name order.
+    pub(crate) fn named(&self, levels: &Levels) -> Vec<(String, u8)> {
+        let mut out: Vec<(String, u8)> = levels
+            .0
+            .iter()
+            .map(|(id, level)| (self.names[id.0 as usize].clone(), *level))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Interns `(name, level)` pairs, checking every level; a skill named twice keeps its

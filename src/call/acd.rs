@@ -1,8 +1,11 @@
 //! The ACD task: the one owner of the queue router. Calls enqueue through it and report
 //! what their phones did; it turns the router's actions into messages to those calls and
-//! writes every queue event to the store (the queue log reports are computed from).
+//! hands every queue event to the event log (which writes the queue log the reports are
+//! computed from, off this task's loop), with an `agent.state` event whenever an
+//! agent's state changes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -12,8 +15,10 @@ use crate::acd::{
     Action, AgentConfig, CallEnd, CallId, Event, EventRow, OverflowTarget, QueueConfig, Relaxation,
     Router, Strategy, WhenEmpty, Widen,
 };
+use crate::acd::{AgentState, Snapshot};
 use crate::config::{Config, QueueStrategy, RelaxWiden};
-use crate::store::{now_ms, QueueEvent, Store};
+use crate::events::{EventLog, NewEvent};
+use crate::store::{now_ms, QueueEvent};
 
 /// What the ACD tells a queued call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +49,24 @@ enum Cmd {
         to_call: mpsc::UnboundedSender<AcdMsg>,
     },
     Event(Event),
-    /// An agent's own request (feature code), answered with the router's verdict.
+    /// An agent's own request (feature code, API), answered with the router's verdict;
+    /// `cause` says who asked, for the agent's state history.
     AgentRequest {
         event: Event,
+        cause: String,
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
+    /// What the router holds now.
+    Snapshot {
+        reply: tokio::sync::oneshot::Sender<AcdView>,
+    },
+}
+
+/// The router's state as people see it, with each queued call's record id.
+#[derive(Debug, Clone, Default)]
+pub struct AcdView {
+    pub snapshot: Snapshot,
+    pub uuids: HashMap<CallId, String>,
 }
 
 /// A call's (or the switch's) way to talk to the ACD task.
@@ -105,14 +123,26 @@ impl AcdHandle {
     }
 
     /// Sends an agent's request (log in, pause…); the receiver gets whether the router
-    /// took it, so the agent can be told.
+    /// took it, so the agent can be told. `cause` says who asked (`phone`, `api:NAME`).
     pub fn agent_request(
         &self,
         event: Event,
+        cause: &str,
     ) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(Cmd::AgentRequest { event, reply });
+        let _ = self.tx.send(Cmd::AgentRequest {
+            event,
+            cause: cause.to_string(),
+            reply,
+        });
         rx
+    }
+
+    /// What the router holds now; None if the ACD task is gone.
+    pub async fn snapshot(&self) -> Option<AcdView> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Cmd::Snapshot { reply }).ok()?;
+        rx.await.ok()
     }
 }
 
@@ -128,7 +158,7 @@ fn strategy(s: QueueStrategy) -> Strategy {
 
 /// Builds the router from the configuration (members logged in and ready, as static
 /// members are in Asterisk) and starts the task. None when no queue is configured.
-pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>> {
+pub fn start(config: &Config, events: EventLog) -> anyhow::Result<Option<AcdHandle>> {
     if config.queues.is_empty() {
         return Ok(None);
     }
@@ -162,6 +192,7 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         router.add_queue(qc)?;
     }
     let now = Instant::now();
+    let mut agents = Vec::new();
     for u in &config.users {
         let queues: Vec<String> = config
             .queues
@@ -172,6 +203,7 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         if queues.is_empty() {
             continue;
         }
+        agents.push(u.extension.clone());
         router.add_agent(AgentConfig {
             extension: u.extension.clone(),
             skills: u.skills.clone(),
@@ -185,23 +217,50 @@ pub fn start(config: &Config, store: Store) -> anyhow::Result<Option<AcdHandle>>
         )?;
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(router, rx, store, now));
+    let log = Log {
+        events,
+        epoch: now,
+        epoch_ms: now_ms(),
+        published: HashMap::new(),
+        cause: "start-up".into(),
+        causes: HashMap::new(),
+    };
+    tokio::spawn(run(router, rx, log, agents));
     Ok(Some(AcdHandle { tx }))
+}
+
+/// Turns the router's log rows into events, and notices agents' state changes.
+struct Log {
+    events: EventLog,
+    // Router times are Instants; the log wants wall-clock milliseconds.
+    epoch: Instant,
+    epoch_ms: i64,
+    /// The last state published per agent.
+    published: HashMap<String, AgentState>,
+    /// Who asked for what the router does now (`phone`, `api:NAME`); empty when the
+    /// router acts by itself.
+    cause: String,
+    /// Per agent, the cause of the change not yet published.
+    causes: HashMap<String, String>,
 }
 
 async fn run(
     mut router: Router,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
-    store: Store,
-    epoch: Instant,
+    mut log: Log,
+    agents: Vec<String>,
 ) {
-    // Router times are Instants; the log wants wall-clock milliseconds.
-    let epoch_ms = now_ms();
     let mut calls: HashMap<CallId, mpsc::UnboundedSender<AcdMsg>> = HashMap::new();
     // The call's record id, so queue events join the call records.
     let mut uuids: HashMap<CallId, String> = HashMap::new();
+    // Start-up's log-ins first, then every agent's first state.
+    drain(&mut router, &mut calls, &uuids, &mut log);
+    for a in &agents {
+        log.agent_changed(&router, a);
+    }
     loop {
-        drain(&mut router, &mut calls, &uuids, &store, epoch, epoch_ms).await;
+        drain(&mut router, &mut calls, &uuids, &mut log);
+        log.cause.clear();
         let wake = router.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             cmd = rx.recv() => {
@@ -222,7 +281,12 @@ async fn run(
                             }
                         }
                     }
-                    Cmd::AgentRequest { event, reply } => {
+                    Cmd::Snapshot { reply } => {
+                        let view = AcdView { snapshot: router.snapshot(now), uuids: uuids.clone() };
+                        let _ = reply.send(view);
+                    }
+                    Cmd::AgentRequest { event, cause, reply } => {
+                        log.cause = cause;
                         let result = router.handle(event, now).map_err(|e| e.to_string());
                         if let Err(e) = &result {
                             info!(error = %e, "agent request refused");
@@ -239,7 +303,7 @@ async fn run(
                             warn!(error = %e, "ACD refused an event");
                         }
                         if let Some(call) = done {
-                            drain(&mut router, &mut calls, &uuids, &store, epoch, epoch_ms).await;
+                            drain(&mut router, &mut calls, &uuids, &mut log);
                             calls.remove(&call);
                             uuids.remove(&call);
                         }
@@ -251,14 +315,13 @@ async fn run(
     }
 }
 
-async fn drain(
+fn drain(
     router: &mut Router,
     calls: &mut HashMap<CallId, mpsc::UnboundedSender<AcdMsg>>,
     uuids: &HashMap<CallId, String>,
-    store: &Store,
-    epoch: Instant,
-    epoch_ms: i64,
+    log: &mut Log,
 ) {
+    let mut touched: Vec<Arc<str>> = Vec::new();
     while let Some(action) = router.poll() {
         let (call, msg) = match action {
             Action::Offer { call, agent } | Action::OfferCallback { call, agent } => (
@@ -332,12 +395,12 @@ async fn drain(
             ),
             Action::Log(row) => {
                 let uuid = row.call.and_then(|c| uuids.get(&c)).cloned();
-                if let Err(e) = store
-                    .write_queue_event(&queue_event(&row, uuid, epoch, epoch_ms))
-                    .await
-                {
-                    warn!(error = %e, "could not write a queue event");
+                if let Some(agent) = &row.agent {
+                    if !touched.contains(agent) {
+                        touched.push(agent.clone());
+                    }
                 }
+                log.row(&row, uuid);
                 continue;
             }
         };
@@ -346,6 +409,121 @@ async fn drain(
                 calls.remove(&call);
             }
         }
+    }
+    for agent in touched {
+        log.agent_changed(router, &agent);
+    }
+}
+
+impl Log {
+    fn at_ms(&self, at: Instant) -> i64 {
+        self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as i64
+    }
+
+    fn row(&mut self, row: &EventRow, call_uuid: Option<String>) {
+        let q = queue_event(row, call_uuid, self.epoch, self.epoch_ms);
+        let data = serde_json::json!({
+            "event": q.event,
+            "wait_ms": q.wait_ms,
+            "talk_ms": q.talk_ms,
+            "detail": q.detail,
+        });
+        let mut e = NewEvent::new(event_type(&row.kind))
+            .queue(q.queue.as_deref())
+            .agent(q.agent.as_deref())
+            .data(data);
+        e.call = q.call_uuid.clone();
+        e.at_ms = Some(q.at_ms);
+        e.queue_row = Some(q);
+        self.events.publish(e);
+        // A row about an agent is the cause of its next state: the request's asker for
+        // what the request itself did, else what the router did (an offer, a timeout…).
+        if let Some(agent) = &row.agent {
+            use crate::acd::EventKind as K;
+            let asked = matches!(
+                row.kind,
+                K::Login | K::Logout | K::Pause { .. } | K::Unpause | K::WrapUpEnd { .. }
+            );
+            let cause = if asked && !self.cause.is_empty() {
+                self.cause.clone()
+            } else {
+                row.kind.name().to_ascii_lowercase()
+            };
+            self.causes.insert(agent.to_string(), cause);
+        }
+    }
+
+    /// Publishes `agent.state` if the agent's state is not the one last published.
+    fn agent_changed(&mut self, router: &Router, agent: &str) {
+        let Some(view) = router.agent(agent) else {
+            return;
+        };
+        if self.published.get(agent) == Some(view.state) {
+            return;
+        }
+        // A state's own timers (ring until, wrap-up until) change with it.
+        let state = view.state.clone();
+        let cause = self
+            .causes
+            .remove(agent)
+            .unwrap_or_else(|| "timeout".to_string());
+        let mut data = agent_state_json(&state, self);
+        data["cause"] = serde_json::Value::String(cause);
+        self.events
+            .publish(NewEvent::new("agent.state").agent(Some(agent)).data(data));
+        self.published.insert(agent.to_string(), state);
+    }
+}
+
+/// The state's name and its details, as the event stream and the API show it.
+fn agent_state_json(state: &AgentState, log: &Log) -> serde_json::Value {
+    let (name, reason, call, until) = agent_state_parts(state);
+    serde_json::json!({
+        "state": name,
+        "reason": reason,
+        "call_key": call.map(|c| c.0),
+        "until_ms": until.map(|u| log.at_ms(u)),
+    })
+}
+
+/// An agent state's name (`logged_out`, `ready`, `ringing`, `on_call`, `wrap_up`,
+/// `not_ready`), its reason, its call, and when it ends by itself.
+pub fn agent_state_parts(
+    state: &AgentState,
+) -> (&'static str, Option<&str>, Option<CallId>, Option<Instant>) {
+    match state {
+        AgentState::LoggedOut => ("logged_out", None, None, None),
+        AgentState::Available { .. } => ("ready", None, None, None),
+        AgentState::Reserved { call, until } => ("ringing", None, Some(*call), Some(*until)),
+        AgentState::OnCall { call, .. } => ("on_call", None, Some(*call), None),
+        AgentState::WrapUp { until, .. } => ("wrap_up", None, None, Some(*until)),
+        AgentState::NotReady { reason } => ("not_ready", Some(reason.as_str()), None, None),
+    }
+}
+
+/// The event stream's name for a queue-log row.
+fn event_type(kind: &crate::acd::EventKind) -> &'static str {
+    use crate::acd::EventKind as K;
+    match kind {
+        K::Enter { .. } => "queue.entered",
+        K::Offer => "queue.offered",
+        K::RingNoAnswer { .. } => "queue.ring_no_answer",
+        K::Declined { .. } => "queue.declined",
+        K::Connect { .. } => "queue.answered",
+        K::Abandon { .. } => "queue.abandoned",
+        K::Transfer { .. } => "queue.transferred_out",
+        K::Overflow { .. } => "queue.overflowed",
+        K::CallbackRequested { .. } => "queue.callback_requested",
+        K::CallbackConnected { .. } => "queue.callback_answered",
+        K::CompleteAgent { .. } | K::CompleteCaller { .. } | K::CompleteTransfer { .. } => {
+            "queue.completed"
+        }
+        K::WrapUpStart => "agent.wrap_up_started",
+        K::WrapUpEnd { .. } => "agent.wrap_up_ended",
+        K::Login => "agent.logged_in",
+        K::Logout => "agent.logged_out",
+        K::Pause { .. } => "agent.paused",
+        K::Unpause => "agent.unpaused",
     }
 }
 
@@ -391,6 +569,7 @@ fn queue_event(
         wait_ms,
         talk_ms,
         detail,
+        seq: None,
     }
 }
 

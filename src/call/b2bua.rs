@@ -21,6 +21,7 @@ use super::switch::Shared;
 use super::{as_msg, CallEvent, CallKey, SwitchHandle};
 use crate::acd::{CallEnd, CallId};
 use crate::config::RecordPolicy;
+use crate::events::NewEvent;
 use crate::ivr::interpreter::QueueResult;
 use crate::ivr::interpreter::TransferTarget;
 use crate::ivr::FlowSet;
@@ -282,6 +283,20 @@ async fn run(mut s: CallSetup) {
         callback_dial: None,
     };
     let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
+    call.publish(NewEvent::new("call.arrived").data(serde_json::json!({
+        "caller": call.rec.from_user,
+        "dialed": call.rec.dialed,
+        "did": call.rec.did,
+        "source_kind": call.rec.source_kind,
+        "trunk": call.rec.trunk,
+        "target": call.rec.target,
+        "route": match &route {
+            Route::Ring(_) => "ring",
+            Route::Flow { .. } => "flow",
+            Route::Feature(_) => "feature",
+            Route::Supervise { .. } => "supervise",
+        },
+    })));
     match route {
         Route::Ring(targets) => {
             call.start_bridge(a_ports, b_ports);
@@ -406,16 +421,51 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// `call.ended` (and the survey's answers, when the caller gave some).
+fn publish_end(shared: &Shared, rec: &CallRecord) {
+    if rec.csat.is_some() || rec.resolved.is_some() {
+        shared.events.publish(
+            NewEvent::new("call.survey")
+                .call(&rec.call_uuid)
+                .queue(rec.queue.as_deref())
+                .agent(rec.target.as_deref())
+                .data(serde_json::json!({ "csat": rec.csat, "resolved": rec.resolved })),
+        );
+    }
+    shared.events.publish(
+        NewEvent::new("call.ended")
+            .call(&rec.call_uuid)
+            .queue(rec.queue.as_deref())
+            .agent(rec.target.as_deref())
+            .data(serde_json::json!({
+                "disposition": rec.disposition.map(Disposition::as_str),
+                "hangup_by": rec.hangup_by.map(HangupBy::as_str),
+                "reason": rec.reason,
+                "final_code": rec.final_code,
+                "caller": rec.from_user,
+                "recording": rec.recording,
+                "voicemail": rec.voicemail,
+            })),
+    );
+}
+
 /// Record for a call that ended before it had media.
 async fn finish_early(mut s: CallSetup) {
     s.record.ended_ms = now_ms();
-    if let Err(e) = s.shared.store.write_call(&s.record).await {
+    let written = s.shared.store.write_call(&s.record).await;
+    publish_end(&s.shared, &s.record);
+    if let Err(e) = written {
         warn!(error = %e, "could not write the call record");
     }
     s.switch.ended(s.key);
 }
 
 impl Call {
+    /// Hands an event about this call to the event log.
+    fn publish(&self, e: NewEvent) {
+        self.shared.events.publish(e.call(&self.rec.call_uuid));
+    }
+
     fn advertise(&self) -> std::net::IpAddr {
         self.shared.config.advertise
     }
@@ -669,6 +719,11 @@ impl Call {
         }
         let from_agent = self.rec.target.clone().unwrap_or_default();
         info!(from = %from_agent, to = %target, "blind transfer");
+        self.publish(
+            NewEvent::new("call.transferred")
+                .agent(Some(&from_agent))
+                .data(serde_json::json!({ "from": from_agent, "to": target })),
+        );
         if let Some(q) = self.queue.take() {
             q.acd.ended(CallId(self.key), CallEnd::Transferred);
         }
@@ -737,6 +792,7 @@ impl Call {
             (true, false) => {
                 self.park_caller_on_music().await?;
                 info!("the agent put the caller on hold: music on hold");
+                self.publish(NewEvent::new("call.held").agent(self.rec.target.as_deref()));
             }
             (false, true) => {
                 let (endpoint, b_ports) = self.held.take()?;
@@ -744,6 +800,7 @@ impl Call {
                 self.b_remote = info.rtp;
                 self.start_bridge(a_ports, b_ports);
                 info!("the agent took the caller off hold");
+                self.publish(NewEvent::new("call.resumed").agent(self.rec.target.as_deref()));
             }
             _ => return None,
         }
@@ -967,6 +1024,16 @@ impl Call {
                     let (tx, from_acd) = mpsc::unbounded_channel();
                     info!(%queue, priority, "queued");
                     self.rec.queue = Some(queue.clone());
+                    let variables = self.ivr.as_ref().map(|i| i.call_data()).unwrap_or_default();
+                    self.publish(
+                        NewEvent::new("call.queued")
+                            .queue(Some(&queue))
+                            .data(serde_json::json!({
+                                "priority": priority,
+                                "skills": skills.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                                "variables": variables,
+                            })),
+                    );
                     acd.enqueue(
                         CallId(self.key),
                         &self.rec.call_uuid,
@@ -1241,6 +1308,19 @@ impl Call {
                 self.on_supervise(leg, reply);
                 None
             }
+            CallEvent::HangUp { by } => {
+                if self.phase == Phase::Ringing && !self.a_answered {
+                    let why = format!("hung up by {by}");
+                    return Some(self.give_up(480, Disposition::Abandoned, &why).await);
+                }
+                self.hangup_both(None).await;
+                Some(End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Answered,
+                    code: 200,
+                    reason: Some(format!("hung up by {by}")),
+                })
+            }
             CallEvent::Shutdown => {
                 if self.phase == Phase::Ringing {
                     return Some(
@@ -1451,6 +1531,12 @@ impl Call {
         self.rec.bridged_ms = Some(now_ms());
         info!("answered");
         let answered_by = self.forks[idx].agent.clone();
+        self.publish(
+            NewEvent::new("call.answered")
+                .queue(self.rec.queue.as_deref())
+                .agent(self.rec.target.as_deref())
+                .data(serde_json::json!({ "by": self.rec.target })),
+        );
         self.on_bridged(answered_by.clone());
         let agent = self.queue.as_mut().and_then(|q| {
             let agent = answered_by?;
@@ -1997,6 +2083,8 @@ impl Call {
         if let Err(e) = self.shared.store.write_call(&rec).await {
             warn!(error = %e, "could not write the call record");
         }
+        // After the record: whoever sees the end can read the record.
+        publish_end(&self.shared, &rec);
         // Requests still waiting on the other leg get a final answer, so no transaction
         // is left open. Late 2xx answers from forks are ACKed and hung up by the switch.
         for r in self.relayed.values() {

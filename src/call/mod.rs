@@ -48,6 +48,10 @@ pub enum CallEvent {
     },
     /// The server is shutting down and the drain time is over: hang up now.
     Shutdown,
+    /// Hang up every leg now, at someone's request (`by` names who, for the record).
+    HangUp {
+        by: String,
+    },
     /// A supervisor asks to join this call's media (the call's agent is the one asked for).
     Supervise {
         leg: SupervisorLeg,
@@ -96,6 +100,12 @@ pub enum SwitchCmd {
         extension: String,
         leg: SupervisorLeg,
         reply: oneshot::Sender<Result<RelayHandle, SupervisorLeg>>,
+    },
+    /// Hang up the call with this record id; the reply says whether it was live.
+    HangUp {
+        call_uuid: String,
+        by: String,
+        reply: oneshot::Sender<bool>,
     },
     /// The registered phones of an extension (an IVR transfer).
     Lookup {
@@ -186,6 +196,20 @@ impl SwitchHandle {
             Ok(Err(leg)) => Err(Some(leg)),
             Err(_) => Err(None),
         }
+    }
+
+    /// Hangs up the live call with this record id; false if there is none.
+    pub async fn hang_up(&self, call_uuid: &str, by: &str) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let cmd = SwitchCmd::HangUp {
+            call_uuid: call_uuid.to_string(),
+            by: by.to_string(),
+            reply,
+        };
+        if self.tx.send(cmd).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     pub fn ended(&self, call: CallKey) {

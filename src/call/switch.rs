@@ -43,6 +43,8 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// The ACD, when queues are configured.
     pub acd: Option<super::acd::AcdHandle>,
+    /// The ordered event log every call reports to.
+    pub events: crate::events::EventLog,
     /// Our address per transport, for Contact headers.
     pub local: Vec<(Transport, SocketAddr)>,
 }
@@ -70,6 +72,8 @@ impl Shared {
 }
 
 struct LiveCall {
+    /// The call's record id.
+    uuid: String,
     events: mpsc::UnboundedSender<CallEvent>,
     call_ids: Vec<String>,
     txs: Vec<TxId>,
@@ -103,6 +107,7 @@ pub async fn start(
     store: Store,
     flows: Option<FlowsHandle>,
     acd: Option<super::acd::AcdHandle>,
+    events: crate::events::EventLog,
 ) -> anyhow::Result<(
     Switch,
     mpsc::Receiver<Inbound>,
@@ -132,6 +137,7 @@ pub async fn start(
         prompts: Arc::new(PromptCache::new()),
         http: reqwest::Client::new(),
         acd,
+        events,
         local: bound.local.clone(),
     });
     Ok((
@@ -209,7 +215,7 @@ impl Switch {
         while self.record_writes.join_next().await.is_some() {}
     }
 
-    fn handle(&self) -> SwitchHandle {
+    pub fn handle(&self) -> SwitchHandle {
         SwitchHandle {
             tx: self.cmd_tx.clone(),
         }
@@ -358,6 +364,15 @@ impl Switch {
             }
             SwitchCmd::Lookup { extension, reply } => {
                 let _ = reply.send(self.registrar.lookup(&extension, now));
+            }
+            SwitchCmd::HangUp {
+                call_uuid,
+                by,
+                reply,
+            } => {
+                let call = self.calls.values().find(|c| c.uuid == call_uuid);
+                let sent = call.is_some_and(|c| c.events.send(CallEvent::HangUp { by }).is_ok());
+                let _ = reply.send(sent);
             }
             SwitchCmd::Ended { call } => {
                 self.on_call.retain(|_, c| *c != call);
@@ -738,6 +753,7 @@ impl Switch {
         self.calls.insert(
             key,
             LiveCall {
+                uuid: record.call_uuid.clone(),
                 events: ev_tx,
                 call_ids: vec![record.a_call_id.clone()],
                 txs: vec![tx],
@@ -780,7 +796,11 @@ impl Switch {
             "*54" => (Event::EndWrapUp { agent }, "agent_wrapup_ended"),
             _ => return None,
         };
-        let verdict = self.shared.acd.as_ref().map(|acd| acd.agent_request(event));
+        let verdict = self
+            .shared
+            .acd
+            .as_ref()
+            .map(|acd| acd.agent_request(event, "phone"));
         Some(FeatureCall {
             done: format!("en/{prompt}.wav"),
             refused: "en/agent_refused.wav".into(),

@@ -13,6 +13,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+mod api;
+pub use api::{ApiConfig, ApiRole, ApiToken, DispositionCode};
+
 /// One problem found in a configuration file, printed as `file:line:column: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -76,6 +79,15 @@ struct RawConfig {
     queues: Vec<RawQueue>,
     #[serde(default)]
     recording: RawRecording,
+    #[serde(default)]
+    api: Option<api::RawApi>,
+    /// Outcome codes agents close calls with (default: resolved, follow_up, escalated).
+    #[serde(default)]
+    dispositions: Option<Vec<api::RawDisposition>>,
+    /// Reasons an agent may give for not being ready (default: break, lunch, training,
+    /// meeting).
+    #[serde(default)]
+    pause_reasons: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,12 +394,18 @@ pub struct Config {
     /// How far the IVR's clock is set from the real one (`--clock`, for testing business
     /// hours); zero in service.
     pub clock_offset: jiff::SignedDuration,
+    /// The control plane (HTTP API and event stream); None: not served.
+    pub api: Option<ApiConfig>,
+    pub dispositions: Vec<DispositionCode>,
+    pub pause_reasons: Vec<String>,
 }
 
 /// Command-line overrides, so several servers can run side by side.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub sip_listen: Option<SocketAddr>,
+    /// The API's listener, instead of the file's `api.listen`.
+    pub api_listen: Option<SocketAddr>,
     pub rtp_ports: Option<(u16, u16)>,
     pub data_dir: Option<PathBuf>,
     /// Run the IVR's clock as if it were this time now.
@@ -449,6 +467,9 @@ impl Config {
         }
         if let Some(p) = o.rtp_ports {
             self.rtp_ports = p;
+        }
+        if let (Some(addr), Some(api)) = (o.api_listen, self.api.as_mut()) {
+            api.listen = addr;
         }
         if let Some(d) = &o.data_dir {
             self.data_dir = d.clone();
@@ -976,10 +997,16 @@ impl Validator {
             Some(k) => k.value.clone(),
             None => "*3".into(),
         };
+        let api = self.api(raw.api.as_ref(), &extensions);
+        let dispositions = self.dispositions(raw.dispositions.as_deref());
+        let pause_reasons = self.pause_reasons(raw.pause_reasons.as_deref());
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
         Ok(Config {
+            api,
+            dispositions,
+            pause_reasons,
             source: self.file,
             listeners,
             advertise,
@@ -1205,6 +1232,7 @@ dids:
             rtp_ports: Some((31000, 31099)),
             data_dir: Some("/tmp/x".into()),
             clock: None,
+            api_listen: None,
         });
         assert_eq!(c.listeners.len(), 2);
         assert!(c.listeners.iter().all(|l| l.addr.port() == 5070));

@@ -5,7 +5,11 @@
 //! task awaits it before it considers the call ended, so a crash after a call ends never
 //! loses its record. Records are written once, complete; nothing here is updated in place.
 
+mod events;
+pub mod records;
 pub mod report;
+
+pub use records::{CallRecordView, Outcome, RecordFilter};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -123,6 +127,8 @@ pub struct QueueEvent {
     pub wait_ms: Option<i64>,
     pub talk_ms: Option<i64>,
     pub detail: Option<String>,
+    /// The same event's number in the event log.
+    pub seq: Option<i64>,
 }
 
 type QueueEventRow = (
@@ -197,6 +203,28 @@ CREATE TABLE IF NOT EXISTS queue_log (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_log_at ON queue_log (at_ms);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    call_uuid TEXT,
+    queue TEXT,
+    agent TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
+CREATE INDEX IF NOT EXISTS events_call ON events (call_uuid);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_uuid TEXT NOT NULL,
+    code TEXT NOT NULL,
+    resolved INTEGER NOT NULL,
+    note TEXT,
+    agent TEXT,
+    set_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_call ON outcomes (call_uuid);
+CREATE INDEX IF NOT EXISTS calls_from_user ON calls (from_user, arrived_ms);
 ";
 
 /// Columns added after the first release of the schema, with their types.
@@ -214,6 +242,12 @@ const ADDED_COLUMNS: [(&str, &str); 13] = [
     ("b_rtp_lost", "INTEGER NOT NULL DEFAULT 0"),
     ("a_jitter_ms", "REAL NOT NULL DEFAULT 0"),
     ("b_jitter_ms", "REAL NOT NULL DEFAULT 0"),
+];
+
+/// Columns added to the queue log after its first release.
+const ADDED_QUEUE_LOG_COLUMNS: [(&str, &str); 1] = [
+    // The event log's sequence number of the same event.
+    ("seq", "INTEGER"),
 ];
 
 #[derive(Clone)]
@@ -236,17 +270,8 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        // Databases made by an earlier version lack the newer columns.
-        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('calls')")
-            .fetch_all(&pool)
-            .await?;
-        for (column, kind) in ADDED_COLUMNS {
-            if !have.iter().any(|c| c == column) {
-                sqlx::raw_sql(&format!("ALTER TABLE calls ADD COLUMN {column} {kind}"))
-                    .execute(&pool)
-                    .await?;
-            }
-        }
+        add_missing_columns(&pool, "calls", &ADDED_COLUMNS).await?;
+        add_missing_columns(&pool, "queue_log", &ADDED_QUEUE_LOG_COLUMNS).await?;
         Ok(Store { pool })
     }
 
@@ -340,8 +365,29 @@ impl Store {
                 wait_ms: r.5,
                 talk_ms: r.6,
                 detail: r.7,
+                seq: None,
             })
             .collect())
+    }
+
+    /// Writes events (and the queue-log rows that go with them) in one transaction.
+    pub async fn write_events(
+        &self,
+        batch: &[(crate::events::Event, Option<QueueEvent>)],
+    ) -> anyhow::Result<()> {
+        events::write(&self.pool, batch).await
+    }
+
+    pub async fn events_since(
+        &self,
+        since: u64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<crate::events::Event>> {
+        events::since(&self.pool, since, limit).await
+    }
+
+    pub async fn last_event_seq(&self) -> anyhow::Result<u64> {
+        events::last_seq(&self.pool).await
     }
 
     pub async fn count_calls(&self) -> anyhow::Result<i64> {
@@ -353,6 +399,26 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Databases made by an earlier version lack the newer columns.
+async fn add_missing_columns(
+    pool: &SqlitePool,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let have: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .fetch_all(pool)
+            .await?;
+    for (column, kind) in columns {
+        if !have.iter().any(|c| c == column) {
+            sqlx::raw_sql(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod audio;
 pub mod phone;
 pub mod rtp;
@@ -207,6 +208,9 @@ pub struct ServerConfig {
     /// range and data directory overridden on the command line (the other fields here
     /// must then match the demo's, which they do by default).
     pub shipped_demo: bool,
+    /// Serve the control-plane API on a port of its own, with the test tokens
+    /// ([`api`]). The shipped demo always has one.
+    pub api: bool,
 }
 
 impl Default for ServerConfig {
@@ -244,6 +248,7 @@ impl Default for ServerConfig {
             extra_sip: Vec::new(),
             ipv6: false,
             shipped_demo: false,
+            api: false,
             flow_dids: Vec::new(),
             ivr: None,
             extra_args: Vec::new(),
@@ -257,7 +262,20 @@ impl ServerConfig {
     /// The YAML text. `listen`, `rtp` and `data_dir` are the values written into
     /// the file (which may be decoys when CLI overrides are used).
     pub fn to_yaml(&self, sip_port: u16, rtp: (u16, u16), data_dir: &Path) -> String {
+        self.to_yaml_with_api(sip_port, rtp, data_dir, None)
+    }
+
+    pub fn to_yaml_with_api(
+        &self,
+        sip_port: u16,
+        rtp: (u16, u16),
+        data_dir: &Path,
+        api_port: Option<u16>,
+    ) -> String {
         let mut y = String::new();
+        if let Some(port) = api_port {
+            y.push_str(&api::api_yaml(port));
+        }
         let (host, ip) = if self.ipv6 {
             ("[::1]", "\"::1\"")
         } else {
@@ -360,6 +378,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
+    /// The control-plane API's port, when it serves one.
+    pub api_port: Option<u16>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -389,8 +409,13 @@ impl Server {
             dir.path().join("switchboard.yaml")
         };
 
+        let api_port = (config.api || config.shipped_demo).then(|| alloc_ports(1));
         let mut cmd = Command::new(switchboard_bin());
         cmd.arg("serve").arg("--config").arg(&config_path);
+        if config.shipped_demo {
+            cmd.arg("--api-listen")
+                .arg(format!("{LOCALHOST}:{}", api_port.unwrap()));
+        }
         let yaml = if config.use_cli_overrides || config.shipped_demo {
             // The file points elsewhere; the flags must win.
             let decoy_data = dir.path().join("decoy-data");
@@ -402,9 +427,14 @@ impl Server {
                 .arg(&data_dir);
             let decoy_port = alloc_ports(1);
             let decoy_rtp = alloc_ports(10);
-            config.to_yaml(decoy_port, (decoy_rtp, decoy_rtp + 9), &decoy_data)
+            config.to_yaml_with_api(
+                decoy_port,
+                (decoy_rtp, decoy_rtp + 9),
+                &decoy_data,
+                api_port.filter(|_| !config.shipped_demo),
+            )
         } else {
-            config.to_yaml(sip_port, rtp_ports, &data_dir)
+            config.to_yaml_with_api(sip_port, rtp_ports, &data_dir, api_port)
         };
         if !config.shipped_demo {
             std::fs::write(&config_path, &yaml).unwrap();
@@ -476,6 +506,7 @@ impl Server {
             dir,
             config_path,
             data_dir,
+            api_port,
             stderr,
         };
 

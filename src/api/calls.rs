@@ -1,0 +1,352 @@
+//! Calls: the live ones (from the event log's fold), what can be done to them, their
+//! records once ended, the agent's disposition, and the caller's history.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::live::LiveCall;
+use super::problem::{ApiResult, Problem};
+use super::ApiState;
+use crate::config::{ApiRole, DispositionCode};
+use crate::events::NewEvent;
+use crate::store::records::{CallerHistory, QueueLogFilter, QueueLogRow};
+use crate::store::{now_ms, CallRecordView, Outcome, RecordFilter};
+
+const MAX_PAGE: u32 = 1000;
+
+/// Calls in progress (an agent token sees only its own).
+#[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
+    responses((status = 200, body = Vec<LiveCall>), (status = 401, body = Problem)))]
+pub async fn live_calls(State(st): State<Arc<ApiState>>, who: Caller) -> Json<Vec<LiveCall>> {
+    let mut calls = st.live.all().await;
+    if let Some(me) = who.only_agent() {
+        calls.retain(|c| c.agent.as_deref() == Some(me));
+    }
+    Json(calls)
+}
+
+/// A call: live, or its record once it ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallInfo {
+    /// Present while the call is in progress.
+    pub live: Option<LiveCall>,
+    /// Present once it ended.
+    pub record: Option<CallRecordView>,
+}
+
+async fn find(st: &ApiState, who: &Caller, uuid: &str) -> ApiResult<CallInfo> {
+    let live = st.live.get(uuid).await;
+    let record = if live.is_none() {
+        st.store.record(uuid).await?
+    } else {
+        None
+    };
+    let agent = live
+        .as_ref()
+        .and_then(|l| l.agent.clone())
+        .or_else(|| record.as_ref().and_then(|r| r.agent.clone()));
+    if live.is_none() && record.is_none() {
+        return Err(Problem::not_found(format!(
+            "no call {uuid}, live or recorded"
+        )));
+    }
+    if let Some(me) = who.only_agent() {
+        if agent.as_deref() != Some(me) {
+            // The same answer as for a call that does not exist: an agent learns nothing
+            // of other agents' calls.
+            return Err(Problem::not_found(format!(
+                "no call {uuid}, live or recorded"
+            )));
+        }
+    }
+    Ok(CallInfo { live, record })
+}
+
+/// One call, live or recorded.
+#[utoipa::path(get, path = "/api/v1/calls/{call_uuid}", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    responses((status = 200, body = CallInfo), (status = 401, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn get_call(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+) -> ApiResult<Json<CallInfo>> {
+    Ok(Json(find(&st, &who, &uuid).await?))
+}
+
+/// Hang up every leg of a live call.
+#[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/hangup", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    responses((status = 202, description = "Hanging up"), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn hang_up(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    who.require(ApiRole::Agent)?;
+    let call = find(&st, &who, &uuid).await?;
+    if call.live.is_none() {
+        return Err(Problem::conflict(format!("call {uuid} has already ended")));
+    }
+    if !st.switch.hang_up(&uuid, &who.cause()).await {
+        return Err(Problem::conflict(format!("call {uuid} has already ended")));
+    }
+    Ok(axum::http::StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DispositionRequest {
+    /// One of the configured codes (GET /api/v1/dispositions).
+    pub code: String,
+    /// Free text for the record, up to 2000 characters.
+    pub note: Option<String>,
+}
+
+/// Set the call's outcome (during the call or in wrap-up); a later one replaces it.
+#[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/disposition", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    request_body = DispositionRequest,
+    responses((status = 200, body = Outcome), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn set_disposition(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+    Json(req): Json<DispositionRequest>,
+) -> ApiResult<Json<Outcome>> {
+    who.require(ApiRole::Agent)?;
+    let Some(code) = st.config.dispositions.iter().find(|d| d.code == req.code) else {
+        let known: Vec<&str> = st
+            .config
+            .dispositions
+            .iter()
+            .map(|d| d.code.as_str())
+            .collect();
+        return Err(Problem::bad_request(format!(
+            "disposition \"{}\" is not configured; use one of: {}",
+            req.code,
+            known.join(", ")
+        )));
+    };
+    if req.note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
+        return Err(Problem::bad_request(
+            "the note is longer than 2000 characters",
+        ));
+    }
+    let call = find(&st, &who, &uuid).await?;
+    let agent = call
+        .live
+        .as_ref()
+        .and_then(|l| l.agent.clone())
+        .or_else(|| call.record.as_ref().and_then(|r| r.agent.clone()));
+    let outcome = Outcome {
+        code: code.code.clone(),
+        resolved: code.resolved,
+        note: req.note.filter(|n| !n.trim().is_empty()),
+        agent: who.extension.clone().or(agent.clone()),
+        set_ms: now_ms(),
+    };
+    st.store.set_outcome(&uuid, &outcome).await?;
+    st.events.publish(
+        NewEvent::new("call.disposition")
+            .call(&uuid)
+            .agent(agent.as_deref())
+            .data(serde_json::json!({
+                "code": outcome.code,
+                "resolved": outcome.resolved,
+                "note": outcome.note,
+                "by": who.cause(),
+            })),
+    );
+    Ok(Json(outcome))
+}
+
+/// The disposition codes agents close calls with.
+#[utoipa::path(get, path = "/api/v1/dispositions", tag = "calls",
+    responses((status = 200, body = Vec<DispositionInfo>), (status = 401, body = Problem)))]
+pub async fn dispositions(
+    State(st): State<Arc<ApiState>>,
+    _who: Caller,
+) -> Json<Vec<DispositionInfo>> {
+    Json(
+        st.config
+            .dispositions
+            .iter()
+            .map(DispositionInfo::from)
+            .collect(),
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DispositionInfo {
+    pub code: String,
+    pub resolved: bool,
+    pub label: String,
+}
+
+impl From<&DispositionCode> for DispositionInfo {
+    fn from(d: &DispositionCode) -> Self {
+        DispositionInfo {
+            code: d.code.clone(),
+            resolved: d.resolved,
+            label: d.label.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RecordQuery {
+    /// Arrived at or after (Unix ms).
+    pub from: Option<i64>,
+    /// Arrived before (Unix ms).
+    pub to: Option<i64>,
+    pub queue: Option<String>,
+    /// The agent's extension.
+    pub agent: Option<String>,
+    /// The caller's number.
+    pub caller: Option<String>,
+    /// How the call ended: answered, abandoned, no_answer…
+    pub disposition: Option<String>,
+    /// The agent's disposition code.
+    pub outcome: Option<String>,
+    /// The `next` of the previous page.
+    pub before: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordPage {
+    /// Newest first.
+    pub records: Vec<CallRecordView>,
+    /// Pass as `before` for the next (older) page; none when this is the last.
+    pub next: Option<i64>,
+}
+
+fn limit(l: Option<u32>) -> u32 {
+    l.unwrap_or(100).clamp(1, MAX_PAGE)
+}
+
+/// Finished calls, newest first, filtered and paged.
+#[utoipa::path(get, path = "/api/v1/records", tag = "records", params(RecordQuery),
+    responses((status = 200, body = RecordPage), (status = 400, body = Problem),
+        (status = 401, body = Problem)))]
+pub async fn records(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Query(q): Query<RecordQuery>,
+) -> ApiResult<Json<RecordPage>> {
+    let limit = limit(q.limit);
+    let agent = match who.only_agent() {
+        Some(me) if q.agent.as_deref().is_some_and(|a| a != me) => {
+            return Err(Problem::forbidden(
+                "an agent reads only its own calls' records",
+            ));
+        }
+        Some(me) => Some(me.to_string()),
+        None => q.agent,
+    };
+    let filter = RecordFilter {
+        from_ms: q.from,
+        to_ms: q.to,
+        queue: q.queue,
+        agent,
+        caller: q.caller,
+        disposition: q.disposition,
+        outcome: q.outcome,
+        before_id: q.before,
+        limit,
+    };
+    let records = st.store.records(&filter).await?;
+    let next = (records.len() as u32 == limit)
+        .then(|| records.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(RecordPage { records, next }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct QueueLogQuery {
+    /// At or after (Unix ms).
+    pub from: Option<i64>,
+    /// Before (Unix ms).
+    pub to: Option<i64>,
+    pub queue: Option<String>,
+    pub agent: Option<String>,
+    /// The call's id.
+    pub call: Option<String>,
+    /// The `next` of the previous page.
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueLogPage {
+    /// Oldest first.
+    pub rows: Vec<QueueLogRow>,
+    /// Pass as `after` for the next page; none when this is the last.
+    pub next: Option<i64>,
+}
+
+/// The queue event log (ENTER, OFFER, CONNECT, ABANDON…), oldest first, paged.
+#[utoipa::path(get, path = "/api/v1/queue-log", tag = "records", params(QueueLogQuery),
+    responses((status = 200, body = QueueLogPage), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn queue_log(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Query(q): Query<QueueLogQuery>,
+) -> ApiResult<Json<QueueLogPage>> {
+    if who.only_agent().is_some() {
+        return Err(Problem::forbidden(
+            "the queue log is for supervisors and reporting; an agent reads its own records",
+        ));
+    }
+    let limit = limit(q.limit);
+    let rows = st
+        .store
+        .queue_log(&QueueLogFilter {
+            from_ms: q.from,
+            to_ms: q.to,
+            queue: q.queue,
+            agent: q.agent,
+            call: q.call,
+            after_id: q.after,
+            limit,
+        })
+        .await?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(QueueLogPage { rows, next }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// How far back, in days (default 7).
+    pub days: Option<u32>,
+}
+
+/// The caller's earlier contacts, for the screen pop: how many in the window and the
+/// latest ones with their outcome, agent and CSAT.
+#[utoipa::path(get, path = "/api/v1/callers/{number}/history", tag = "calls",
+    params(("number" = String, Path, description = "The caller's number"), HistoryQuery),
+    responses((status = 200, body = CallerHistory), (status = 401, body = Problem)))]
+pub async fn caller_history(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(number): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<CallerHistory>> {
+    who.require(ApiRole::Agent)?;
+    let days = q.days.unwrap_or(7).clamp(1, 366);
+    let since = now_ms() - i64::from(days) * 86_400_000;
+    Ok(Json(st.store.caller_history(&number, since, days).await?))
+}

@@ -1,0 +1,183 @@
+//! Queues with their live figures: who waits (from the router) and how today went (from
+//! the queue log, by the same definitions as `switchboard report`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::agents::view;
+use super::auth::Caller;
+use super::problem::{ApiResult, Problem};
+use super::ApiState;
+use crate::acd::QueueSnapshot;
+use crate::call::acd::{agent_state_parts, AcdView};
+
+/// The service-level threshold the live figures use (answered within this).
+const SERVICE_LEVEL_SECS: u64 = 20;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WaitingCallerInfo {
+    pub call_uuid: Option<String>,
+    /// 1 is served next.
+    pub position: u32,
+    pub waited_ms: u64,
+    pub priority: i32,
+    /// Skill → minimum level an agent needs to take it now.
+    pub skills: BTreeMap<String, u8>,
+    /// Agents being rung for it now.
+    pub offered_to: Vec<String>,
+    /// Off the line, waiting to be called back.
+    pub callback: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentCounts {
+    pub ready: u32,
+    /// Ringing or on a call.
+    pub busy: u32,
+    pub wrap_up: u32,
+    /// Not ready (paused), with any reason.
+    pub paused: u32,
+    pub logged_out: u32,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TodayFigures {
+    /// Local midnight the figures count from (Unix ms).
+    pub since_ms: i64,
+    pub offered: u32,
+    pub answered: u32,
+    pub abandoned: u32,
+    /// Share (0–1) of calls that left the queue which were answered within the
+    /// threshold; none before any call left.
+    pub service_level: Option<f64>,
+    pub service_level_threshold_secs: u64,
+    /// Average speed of answer.
+    pub asa_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueInfo {
+    pub name: String,
+    /// Callers in the queue now, counting those whose agent is being rung.
+    pub waiting: u32,
+    pub longest_wait_ms: u64,
+    pub agents: AgentCounts,
+    pub today: TodayFigures,
+}
+
+fn counts(q: &QueueSnapshot, view: &AcdView) -> AgentCounts {
+    let mut c = AgentCounts {
+        ready: 0,
+        busy: 0,
+        wrap_up: 0,
+        paused: 0,
+        logged_out: 0,
+    };
+    for m in &q.members {
+        let Some(a) = view.snapshot.agents.iter().find(|a| &a.extension == m) else {
+            continue;
+        };
+        match agent_state_parts(&a.state).0 {
+            "ready" => c.ready += 1,
+            "ringing" | "on_call" => c.busy += 1,
+            "wrap_up" => c.wrap_up += 1,
+            "not_ready" => c.paused += 1,
+            _ => c.logged_out += 1,
+        }
+    }
+    c
+}
+
+fn local_midnight_ms() -> i64 {
+    jiff::Zoned::now()
+        .start_of_day()
+        .map(|z| z.timestamp().as_millisecond())
+        .unwrap_or(0)
+}
+
+async fn today(st: &ApiState, queue: &str) -> ApiResult<TodayFigures> {
+    let since_ms = local_midnight_ms();
+    let rows = st.store.queue_events_since(queue, since_ms).await?;
+    let threshold = Duration::from_secs(SERVICE_LEVEL_SECS);
+    let r = crate::store::report::queue_report(&rows, threshold);
+    let offered = rows.iter().filter(|e| e.event == "ENTER").count() as u32;
+    Ok(TodayFigures {
+        since_ms,
+        offered,
+        answered: r.answered as u32,
+        abandoned: r.abandoned as u32,
+        service_level: r.service_level,
+        service_level_threshold_secs: SERVICE_LEVEL_SECS,
+        asa_ms: r.average_speed_of_answer.map(|d| d.as_millis() as u64),
+    })
+}
+
+async fn queue_info(st: &ApiState, q: &QueueSnapshot, view: &AcdView) -> ApiResult<QueueInfo> {
+    Ok(QueueInfo {
+        name: q.name.clone(),
+        waiting: q.callers.len() as u32,
+        longest_wait_ms: q
+            .callers
+            .iter()
+            .map(|c| c.waited.as_millis() as u64)
+            .max()
+            .unwrap_or(0),
+        agents: counts(q, view),
+        today: today(st, &q.name).await?,
+    })
+}
+
+/// Every queue with its live figures.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
+    responses((status = 200, body = Vec<QueueInfo>), (status = 401, body = Problem)))]
+pub async fn list_queues(
+    State(st): State<Arc<ApiState>>,
+    _who: Caller,
+) -> ApiResult<Json<Vec<QueueInfo>>> {
+    let view = view(&st).await?;
+    let mut out = Vec::new();
+    for q in &view.snapshot.queues {
+        out.push(queue_info(&st, q, &view).await?);
+    }
+    Ok(Json(out))
+}
+
+/// The callers in one queue, in the order they will be served.
+#[utoipa::path(get, path = "/api/v1/queues/{name}/callers", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses((status = 200, body = Vec<WaitingCallerInfo>), (status = 401, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn queue_callers(
+    State(st): State<Arc<ApiState>>,
+    _who: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<WaitingCallerInfo>>> {
+    let view = view(&st).await?;
+    let q = view
+        .snapshot
+        .queues
+        .iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| Problem::not_found(format!("queue \"{name}\" is not configured")))?;
+    Ok(Json(
+        q.callers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| WaitingCallerInfo {
+                call_uuid: view.uuids.get(&c.call).cloned(),
+                position: i as u32 + 1,
+                waited_ms: c.waited.as_millis() as u64,
+                priority: c.priority,
+                skills: c.skills.iter().cloned().collect(),
+                offered_to: c.offered_to.clone(),
+                callback: c.callback,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,80 @@
+//! The event log's table: one row per event, keyed by its sequence number.
+
+use sqlx::{Row, SqlitePool};
+
+use super::QueueEvent;
+use crate::events::Event;
+
+pub(super) async fn write(
+    pool: &SqlitePool,
+    batch: &[(Event, Option<QueueEvent>)],
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for (e, row) in batch {
+        sqlx::query(
+            "INSERT INTO events (seq, at_ms, type, call_uuid, queue, agent, data)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.seq as i64)
+        .bind(e.at_ms)
+        .bind(&e.kind)
+        .bind(&e.call)
+        .bind(&e.queue)
+        .bind(&e.agent)
+        .bind(e.data.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(q) = row {
+            sqlx::query(
+                "INSERT INTO queue_log (at_ms, queue, call_uuid, agent, event, wait_ms, talk_ms,
+                   detail, seq)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(q.at_ms)
+            .bind(&q.queue)
+            .bind(&q.call_uuid)
+            .bind(&q.agent)
+            .bind(&q.event)
+            .bind(q.wait_ms)
+            .bind(q.talk_ms)
+            .bind(&q.detail)
+            .bind(q.seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn since(pool: &SqlitePool, since: u64, limit: u32) -> anyhow::Result<Vec<Event>> {
+    let rows = sqlx::query(
+        "SELECT seq, at_ms, type, call_uuid, queue, agent, data FROM events
+         WHERE seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(since as i64)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let data: String = r.try_get("data")?;
+            Ok(Event {
+                seq: r.try_get::<i64, _>("seq")? as u64,
+                at_ms: r.try_get("at_ms")?,
+                kind: r.try_get("type")?,
+                call: r.try_get("call_uuid")?,
+                queue: r.try_get("queue")?,
+                agent: r.try_get("agent")?,
+                data: serde_json::from_str(&data)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn last_seq(pool: &SqlitePool) -> anyhow::Result<u64> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok(seq.unwrap_or(0) as u64)
+}
