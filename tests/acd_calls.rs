@@ -134,6 +134,7 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
         // The test callers send no RTP while they wait: no media timeout here.
         rtp_timeout_secs: Some(0),
         env: vec![("RUST_LOG".into(), "warn".into())],
+        api: true,
             ..ServerConfig::default()
         },
     );
@@ -216,6 +217,24 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
             assert!(w[0].1 <= w[1].0, "agent {agent} double-booked: {w:?}");
         }
     }
+
+    // The event log of the whole run has no gap, and tells of every call's end.
+    let api = common::api::Api::new(&server);
+    let events = api.all_events(common::api::REPORTING, 0);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "gap before {e}");
+    }
+    let ended = events.iter().filter(|e| e["type"] == "call.ended").count();
+    assert_eq!(ended, CALLERS as usize, "one call.ended per caller");
+    let queue_rows = sqlite_query(&server.db_path(), "SELECT COUNT(*) FROM queue_log").unwrap();
+    let queue_events = events
+        .iter()
+        .filter(|e| e["data"]["event"].is_string())
+        .count();
+    assert_eq!(
+        queue_rows[0][0].as_deref(),
+        Some(queue_events.to_string().as_str())
+    );
 
     // Service level and ASA from the event log, by hand…
     let log = sqlite_query(
