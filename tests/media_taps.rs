@@ -333,3 +333,71 @@ fn a_pcmu_caller_and_a_g722_agent_hear_each_other_through_the_transcoding_bridge
         assert!(jitter.is_some_and(|j| (0.0..10.0).contains(&j)), "{rec:#?}");
     }
 }
+
+#[test]
+fn a_recording_paused_and_resumed_by_the_api_is_silent_while_paused() {
+    let server = Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    let api = common::api::Api::new(&server);
+    // The shipped demo's admin token.
+    let token = "sb_demo_admin";
+    let work = tempfile::tempdir().unwrap();
+    let (mut caller, mut agent, _) = talking(&server, work.path());
+    let live = api.wait_for("/api/v1/calls", token, Duration::from_secs(5), |v| {
+        v.as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["phase"] == "talking")
+    });
+    let uuid = live[0]["call_uuid"].as_str().unwrap().to_string();
+    assert_eq!(live[0]["recording"], "recording", "{live:#}");
+    let path = format!("/api/v1/calls/{uuid}/recording");
+    let act = |action: &str| {
+        let r = api.post(&path, token, serde_json::json!({ "action": action }));
+        assert_eq!(r.status, 200, "{action}: {}", r.text);
+        r.body["result"].as_str().unwrap().to_string()
+    };
+    thread::sleep(secs(3.0));
+    assert_eq!(act("pause"), "paused");
+    thread::sleep(secs(3.0));
+    assert_eq!(act("resume"), "recording");
+    // A second recording of the same call is refused, with the reason.
+    let r = api.post(&path, token, serde_json::json!({ "action": "start" }));
+    assert_eq!(r.status, 409, "{}", r.text);
+    thread::sleep(secs(3.0));
+    caller.hangup();
+    caller.wait_closed(Duration::from_secs(10));
+    agent.wait_closed(Duration::from_secs(10));
+    caller.quit();
+    agent.quit();
+
+    let wav = read_wav(&recording_of(&server));
+    for (from, to) in [(secs(0.5), secs(2.8)), (secs(7.0), secs(8.8))] {
+        window(&wav, 0, from, to).assert_hears(&[CALLER], &[AGENT]);
+        window(&wav, 1, from, to).assert_hears(&[AGENT], &[CALLER]);
+    }
+    for channel in [0, 1] {
+        let paused = window(&wav, channel, secs(3.5), secs(5.7));
+        assert!(paused.is_silent(), "paused by the API, yet {paused:?}");
+    }
+    // The event log has the pause and the resume, by whom.
+    let events = api.all_events(token, 0);
+    let states: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "call.recording")
+        .map(|e| {
+            (
+                e["data"]["state"].as_str().unwrap(),
+                e["data"]["by"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("recording", ""),
+            ("paused", "api:demo-admin"),
+            ("recording", "api:demo-admin")
+        ]
+    );
+}

@@ -12,6 +12,7 @@ use super::auth::Caller;
 use super::live::LiveCall;
 use super::problem::{ApiResult, Problem};
 use super::ApiState;
+use crate::call::{ApiCommand, RecordingAction};
 use crate::config::{ApiRole, DispositionCode};
 use crate::events::NewEvent;
 use crate::store::records::{CallerHistory, QueueLogFilter, QueueLogRow};
@@ -91,14 +92,97 @@ pub async fn hang_up(
     Path(uuid): Path<String>,
 ) -> ApiResult<axum::http::StatusCode> {
     who.require(ApiRole::Agent)?;
-    let call = find(&st, &who, &uuid).await?;
+    command(&st, &who, &uuid, ApiCommand::HangUp).await?;
+    Ok(axum::http::StatusCode::ACCEPTED)
+}
+
+/// Hands a request to a live call the caller may act on; its answer, or 409 with why not.
+async fn command(st: &ApiState, who: &Caller, uuid: &str, cmd: ApiCommand) -> ApiResult<String> {
+    let call = find(st, who, uuid).await?;
     if call.live.is_none() {
         return Err(Problem::conflict(format!("call {uuid} has already ended")));
     }
-    if !st.switch.hang_up(&uuid, &who.cause()).await {
-        return Err(Problem::conflict(format!("call {uuid} has already ended")));
+    match st.switch.call_command(uuid, cmd, &who.cause()).await {
+        Some(Ok(done)) => Ok(done),
+        Some(Err(why)) => Err(Problem::conflict(why)),
+        None => Err(Problem::conflict(format!(
+            "call {uuid} cannot take requests now (it is ending, or is a supervisor's or a feature call)"
+        ))),
     }
-    Ok(axum::http::StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingVerb {
+    /// Start recording the conversation (unless its policy is never).
+    Start,
+    /// Pause (card details are read out): silence is written meanwhile.
+    Pause,
+    Resume,
+    /// Finish the file now; the rest of the call is not recorded.
+    Stop,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecordingRequest {
+    pub action: RecordingVerb,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Done {
+    /// What the call did: e.g. `recording`, `paused`, `stopped`, `transferred to 2002`.
+    pub result: String,
+}
+
+/// Start, pause, resume or stop the call's recording (PCI pause by API).
+#[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/recording", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    request_body = RecordingRequest,
+    responses((status = 200, body = Done), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Not possible now, and why")))]
+pub async fn recording(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+    Json(req): Json<RecordingRequest>,
+) -> ApiResult<Json<Done>> {
+    who.require(ApiRole::Agent)?;
+    let action = match req.action {
+        RecordingVerb::Start => RecordingAction::Start,
+        RecordingVerb::Pause => RecordingAction::Pause,
+        RecordingVerb::Resume => RecordingAction::Resume,
+        RecordingVerb::Stop => RecordingAction::Stop,
+    };
+    let result = command(&st, &who, &uuid, ApiCommand::Recording(action)).await?;
+    Ok(Json(Done { result }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TransferRequest {
+    /// The extension the caller goes to; the agent is released.
+    pub extension: String,
+}
+
+/// Blind transfer of the caller to another extension.
+#[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/transfer", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    request_body = TransferRequest,
+    responses((status = 200, body = Done), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Not possible now, and why")))]
+pub async fn transfer(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+    Json(req): Json<TransferRequest>,
+) -> ApiResult<Json<Done>> {
+    who.require(ApiRole::Agent)?;
+    let cmd = ApiCommand::Transfer {
+        extension: req.extension,
+    };
+    let result = command(&st, &who, &uuid, cmd).await?;
+    Ok(Json(Done { result }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

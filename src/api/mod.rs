@@ -97,6 +97,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(calls::live_calls))
         .routes(routes!(calls::get_call))
         .routes(routes!(calls::hang_up))
+        .routes(routes!(calls::recording))
+        .routes(routes!(calls::transfer))
         .routes(routes!(calls::set_disposition))
         .routes(routes!(calls::dispositions))
         .routes(routes!(calls::records))

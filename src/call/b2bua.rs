@@ -182,6 +182,8 @@ struct Call {
     /// The flow step's `record:`, which outranks the queue's and the DID's.
     flow_record: Option<RecordPolicy>,
     recording_paused: bool,
+    /// Stopped by the control plane: the file is finished, the rest is not recorded.
+    recording_stopped: bool,
     /// The agent's last keys, to spot the recording keys.
     agent_keys: String,
     /// The extension talking on leg B, as the switch knows it (for supervisors).
@@ -276,6 +278,7 @@ async fn run(mut s: CallSetup) {
         record_policy: None,
         flow_record: None,
         recording_paused: false,
+        recording_stopped: false,
         agent_keys: String::new(),
         talking: None,
         callback_bye_at: None,
@@ -461,6 +464,112 @@ async fn finish_early(mut s: CallSetup) {
 }
 
 impl Call {
+    /// A control-plane request: what was done (or why not), and the call's end if it
+    /// ended the call.
+    async fn on_api(
+        &mut self,
+        cmd: super::ApiCommand,
+        by: &str,
+    ) -> (Result<String, String>, Option<End>) {
+        use super::{ApiCommand, RecordingAction};
+        let talking = self.phase == Phase::Answered && self.b_dialog.is_some();
+        match cmd {
+            ApiCommand::HangUp => {
+                let why = format!("hung up by {by}");
+                if self.phase == Phase::Ringing && !self.a_answered {
+                    let end = self.give_up(480, Disposition::Abandoned, &why).await;
+                    return (Ok("hung up".into()), Some(end));
+                }
+                self.hangup_both(None).await;
+                let end = End {
+                    by: HangupBy::Switchboard,
+                    disposition: Disposition::Answered,
+                    code: 200,
+                    reason: Some(why),
+                };
+                (Ok("hung up".into()), Some(end))
+            }
+            ApiCommand::Transfer { extension } => {
+                if !talking {
+                    return (
+                        Err("only a call connected to an agent can be transferred".into()),
+                        None,
+                    );
+                }
+                if self.shared.config.user(&extension).is_none() {
+                    return (
+                        Err(format!("{extension} is not a configured extension")),
+                        None,
+                    );
+                }
+                let phones = self.sw.lookup(&extension).await;
+                if phones.is_empty() {
+                    return (
+                        Err(format!("extension {extension} has no registered phone")),
+                        None,
+                    );
+                }
+                let end = self.transfer_to(extension.clone(), phones).await;
+                (Ok(format!("transferred to {extension}")), end)
+            }
+            ApiCommand::Recording(action) => {
+                let Some(policy) = self.record_policy.filter(|_| talking) else {
+                    return (
+                        Err(
+                            "the call is not in a conversation, so there is nothing to record"
+                                .into(),
+                        ),
+                        None,
+                    );
+                };
+                let answer = match action {
+                    RecordingAction::Start if policy == RecordPolicy::Never => {
+                        Err("this call's recording policy is never".into())
+                    }
+                    RecordingAction::Start if self.rec.recording.is_some() => {
+                        Err("the call has a recording already (pause and resume it)".into())
+                    }
+                    RecordingAction::Start => {
+                        self.start_recording();
+                        match self.rec.recording {
+                            Some(_) => Ok("recording".to_string()),
+                            None => Err("the call cannot be recorded now; the log says why".into()),
+                        }
+                    }
+                    _ if self.rec.recording.is_none() || self.recording_stopped => {
+                        Err("the call is not being recorded".into())
+                    }
+                    RecordingAction::Pause | RecordingAction::Resume => {
+                        self.set_recording_paused(action == RecordingAction::Pause);
+                        Ok(if self.recording_paused {
+                            "paused"
+                        } else {
+                            "recording"
+                        }
+                        .to_string())
+                    }
+                    RecordingAction::Stop => {
+                        let recorder = match &self.relay {
+                            Some(relay) => relay.take_recording().await,
+                            None => self.recorder.take(),
+                        };
+                        self.finish_recording(recorder).await;
+                        self.recording_stopped = true;
+                        Ok("stopped".to_string())
+                    }
+                };
+                if let Ok(state) = &answer {
+                    self.publish(
+                        NewEvent::new("call.recording")
+                            .agent(self.rec.target.as_deref())
+                            .data(serde_json::json!({ "state": state, "by": by })),
+                    );
+                }
+                (answer, None)
+            }
+        }
+    }
+
     /// Hands an event about this call to the event log.
     fn publish(&self, e: NewEvent) {
         self.shared.events.publish(e.call(&self.rec.call_uuid));
@@ -717,6 +826,12 @@ impl Call {
             let peer = d.destination();
             let _ = self.sw.send(self.key, notify, peer).await;
         }
+        self.transfer_to(target, phones).await
+    }
+
+    /// Sends the caller on to `target` (whose phones are `phones`): the agent is released,
+    /// the caller hears music while the target rings.
+    async fn transfer_to(&mut self, target: String, phones: Vec<Binding>) -> Option<End> {
         let from_agent = self.rec.target.clone().unwrap_or_default();
         info!(from = %from_agent, to = %target, "blind transfer");
         self.publish(
@@ -1308,18 +1423,10 @@ impl Call {
                 self.on_supervise(leg, reply);
                 None
             }
-            CallEvent::HangUp { by } => {
-                if self.phase == Phase::Ringing && !self.a_answered {
-                    let why = format!("hung up by {by}");
-                    return Some(self.give_up(480, Disposition::Abandoned, &why).await);
-                }
-                self.hangup_both(None).await;
-                Some(End {
-                    by: HangupBy::Switchboard,
-                    disposition: Disposition::Answered,
-                    code: 200,
-                    reason: Some(format!("hung up by {by}")),
-                })
+            CallEvent::Api { cmd, by, reply } => {
+                let (answer, end) = self.on_api(cmd, &by).await;
+                let _ = reply.send(answer);
+                end
             }
             CallEvent::Shutdown => {
                 if self.phase == Phase::Ringing {

@@ -48,15 +48,38 @@ pub enum CallEvent {
     },
     /// The server is shutting down and the drain time is over: hang up now.
     Shutdown,
-    /// Hang up every leg now, at someone's request (`by` names who, for the record).
-    HangUp {
+    /// A control-plane request (`by` names who asked, for the record); the reply says
+    /// what was done, or why not.
+    Api {
+        cmd: ApiCommand,
         by: String,
+        reply: oneshot::Sender<Result<String, String>>,
     },
     /// A supervisor asks to join this call's media (the call's agent is the one asked for).
     Supervise {
         leg: SupervisorLeg,
         reply: oneshot::Sender<Result<RelayHandle, SupervisorLeg>>,
     },
+}
+
+/// What the control plane may ask of a live call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiCommand {
+    HangUp,
+    /// Start, pause, resume or stop the conversation's recording.
+    Recording(RecordingAction),
+    /// Blind transfer of the caller to another extension (the agent leaves).
+    Transfer {
+        extension: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingAction {
+    Start,
+    Pause,
+    Resume,
+    Stop,
 }
 
 /// What a call asks of the switch.
@@ -101,11 +124,13 @@ pub enum SwitchCmd {
         leg: SupervisorLeg,
         reply: oneshot::Sender<Result<RelayHandle, SupervisorLeg>>,
     },
-    /// Hang up the call with this record id; the reply says whether it was live.
-    HangUp {
+    /// A control-plane request for the call with this record id (`None`: no such live
+    /// call).
+    Api {
         call_uuid: String,
+        cmd: ApiCommand,
         by: String,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Option<Result<String, String>>>,
     },
     /// The registered phones of an extension (an IVR transfer).
     Lookup {
@@ -198,18 +223,23 @@ impl SwitchHandle {
         }
     }
 
-    /// Hangs up the live call with this record id; false if there is none.
-    pub async fn hang_up(&self, call_uuid: &str, by: &str) -> bool {
+    /// Hands a control-plane request to the live call with this record id: None if
+    /// there is no such call, else what it did or why not.
+    pub async fn call_command(
+        &self,
+        call_uuid: &str,
+        cmd: ApiCommand,
+        by: &str,
+    ) -> Option<Result<String, String>> {
         let (reply, rx) = oneshot::channel();
-        let cmd = SwitchCmd::HangUp {
+        let cmd = SwitchCmd::Api {
             call_uuid: call_uuid.to_string(),
+            cmd,
             by: by.to_string(),
             reply,
         };
-        if self.tx.send(cmd).is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+        self.tx.send(cmd).ok()?;
+        rx.await.ok().flatten()
     }
 
     pub fn ended(&self, call: CallKey) {

@@ -365,14 +365,29 @@ impl Switch {
             SwitchCmd::Lookup { extension, reply } => {
                 let _ = reply.send(self.registrar.lookup(&extension, now));
             }
-            SwitchCmd::HangUp {
+            SwitchCmd::Api {
                 call_uuid,
+                cmd,
                 by,
                 reply,
             } => {
-                let call = self.calls.values().find(|c| c.uuid == call_uuid);
-                let sent = call.is_some_and(|c| c.events.send(CallEvent::HangUp { by }).is_ok());
-                let _ = reply.send(sent);
+                let Some(call) = self.calls.values().find(|c| c.uuid == call_uuid) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                // The call answers; the switch does not wait for it.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if call
+                    .events
+                    .send(CallEvent::Api { cmd, by, reply: tx })
+                    .is_err()
+                {
+                    let _ = reply.send(None);
+                    return;
+                }
+                tokio::spawn(async move {
+                    let _ = reply.send(rx.await.ok());
+                });
             }
             SwitchCmd::Ended { call } => {
                 self.on_call.retain(|_, c| *c != call);

@@ -159,6 +159,8 @@ enum Control {
     ForwardDtmf(bool),
     Record(Recorder),
     PauseRecording(bool),
+    /// Hand the recording back (it ends; the call goes on unrecorded).
+    TakeRecording(oneshot::Sender<Option<Recorder>>),
     Supervise(SupervisorLeg),
     Unsupervise,
     SupervisorMode(Mode),
@@ -221,6 +223,14 @@ impl RelayHandle {
     /// Pauses (PCI: card details) or resumes the recording.
     pub fn pause_recording(&self, pause: bool) {
         let _ = self.ctl.send(Control::PauseRecording(pause));
+    }
+
+    /// Ends the recording while the call goes on; the recorder comes back to be
+    /// finished.
+    pub async fn take_recording(&self) -> Option<Recorder> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Control::TakeRecording(tx)).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Attaches a supervisor (replacing any other).
@@ -750,6 +760,12 @@ impl Relay {
                 if let Some(t) = self.taps.as_deref_mut() {
                     t.pause_recording(pause);
                 }
+                ControlFlow::Continue(())
+            }
+            Some(Control::TakeRecording(reply)) => {
+                let rec = self.taps.as_deref_mut().and_then(|t| t.take_recording());
+                self.drop_idle_taps();
+                let _ = reply.send(rec);
                 ControlFlow::Continue(())
             }
             Some(Control::Supervise(leg)) => {

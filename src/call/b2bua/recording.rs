@@ -53,6 +53,11 @@ impl Call {
                 info!(file = %path.display(), "recording");
                 relay.record(rec);
                 self.rec.recording = Some(name);
+                self.publish(
+                    NewEvent::new("call.recording")
+                        .agent(self.rec.target.as_deref())
+                        .data(serde_json::json!({ "state": "recording" })),
+                );
             }
             Err(e) => warn!(error = %e, "the call cannot be recorded"),
         }
@@ -73,21 +78,38 @@ impl Call {
         match self.record_policy {
             Some(RecordPolicy::Never) | None => {}
             Some(_) if self.rec.recording.is_none() => self.start_recording(),
+            Some(_) if self.recording_stopped => {}
             Some(_) => {
-                self.recording_paused = !self.recording_paused;
+                self.set_recording_paused(!self.recording_paused);
                 info!(
                     paused = self.recording_paused,
                     "the agent toggled the recording"
                 );
-                if let Some(relay) = &self.relay {
-                    relay.pause_recording(self.recording_paused);
-                } else if let Some(rec) = &mut self.recorder {
-                    if self.recording_paused {
-                        rec.pause();
-                    } else {
-                        rec.resume();
-                    }
-                }
+                let state = if self.recording_paused {
+                    "paused"
+                } else {
+                    "recording"
+                };
+                self.publish(
+                    NewEvent::new("call.recording")
+                        .agent(self.rec.target.as_deref())
+                        .data(serde_json::json!({ "state": state, "by": "phone" })),
+                );
+            }
+        }
+    }
+
+    /// Pauses or resumes the recording wherever it is (on the bridge, or parked while
+    /// the caller hears hold music).
+    pub(super) fn set_recording_paused(&mut self, paused: bool) {
+        self.recording_paused = paused;
+        if let Some(relay) = &self.relay {
+            relay.pause_recording(paused);
+        } else if let Some(rec) = &mut self.recorder {
+            if paused {
+                rec.pause();
+            } else {
+                rec.resume();
             }
         }
     }
