@@ -55,6 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             events: events.clone(),
             acd,
             switch: sw.handle(),
+            calls: sw.shared(),
             auth: crate::api::auth::Auth::new(&config),
         };
         let addr = crate::api::start(state, api.listen).await?;

@@ -423,11 +423,8 @@ fn a_stream_client_that_drops_and_reconnects_with_since_gets_exactly_the_log_in_
     // The WebSocket client got the same events, in the same order.
     let mut over_ws = Vec::new();
     while over_ws.len() < stored.len() {
-        match ws.read().unwrap() {
-            tungstenite::Message::Text(t) => {
-                over_ws.push(serde_json::from_str::<Value>(&t).unwrap())
-            }
-            _ => {}
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            over_ws.push(serde_json::from_str::<Value>(&t).unwrap());
         }
     }
     assert_eq!(over_ws, stored);

@@ -401,3 +401,105 @@ fn a_recording_paused_and_resumed_by_the_api_is_silent_while_paused() {
         ]
     );
 }
+
+#[test]
+fn a_supervisor_asked_by_the_api_to_whisper_is_rung_joins_and_is_heard_by_the_agent_only() {
+    let server = Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    let api = common::api::Api::new(&server);
+    let token = "sb_demo_admin";
+    let work = tempfile::tempdir().unwrap();
+    let (mut caller, mut agent, answered) = talking(&server, work.path());
+    let mut supervisor = Phone::agent(&server, "3001")
+        .auto_answer()
+        .source(&tone_wav(work.path(), SUPERVISOR as u32, 8000))
+        .start(&server);
+    let live = api.wait_for("/api/v1/calls", token, Duration::from_secs(5), |v| {
+        v.as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["phase"] == "talking")
+    });
+    let uuid = live[0]["call_uuid"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/calls/{uuid}/supervise");
+    // A reporting token may not; an agent is not a supervisor.
+    let r = api.post(
+        &path,
+        "sb_demo_wallboard",
+        serde_json::json!({"mode": "whisper", "supervisor": "3001"}),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = api.post(
+        &path,
+        token,
+        serde_json::json!({"mode": "whisper", "supervisor": "2002"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    let r = api.post(
+        &path,
+        token,
+        serde_json::json!({"mode": "whisper", "supervisor": "3001"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    supervisor.wait_established(Duration::from_secs(10));
+    let joined = answered.elapsed();
+    api.wait_for(
+        &format!("/api/v1/calls/{uuid}"),
+        token,
+        Duration::from_secs(5),
+        |v| v["live"]["supervisors"]["3001"] == "whisper",
+    );
+    thread::sleep(secs(4.0));
+    // Barge, by the API again: the same supervisor changes mode, no second ring.
+    let r = api.post(
+        &path,
+        token,
+        serde_json::json!({"mode": "barge", "supervisor": "3001"}),
+    );
+    assert_eq!(
+        (r.status, r.body["result"].as_str()),
+        (200, Some("barge")),
+        "{}",
+        r.text
+    );
+    let barge = answered.elapsed();
+    thread::sleep(secs(4.0));
+    let left = answered.elapsed();
+    supervisor.hangup();
+    supervisor.wait_closed(Duration::from_secs(10));
+    thread::sleep(secs(1.0));
+    caller.hangup();
+    caller.wait_closed(Duration::from_secs(10));
+    agent.wait_closed(Duration::from_secs(10));
+
+    let (caller_heard, agent_heard, sup_heard) = (
+        read_wav(&caller.heard()),
+        read_wav(&agent.heard()),
+        read_wav(&supervisor.heard()),
+    );
+    let whispering = (joined + secs(1.0), barge - secs(0.3));
+    let barging = (barge + secs(1.0), left - secs(0.3));
+    window(&agent_heard, 0, whispering.0, whispering.1)
+        .assert_hears(&[CALLER, SUPERVISOR], &[AGENT]);
+    window(&caller_heard, 0, whispering.0, whispering.1)
+        .assert_hears(&[AGENT], &[SUPERVISOR, CALLER]);
+    let on_sup = |t: Duration| t.saturating_sub(joined);
+    window(&sup_heard, 0, on_sup(whispering.0), on_sup(whispering.1))
+        .assert_hears(&[CALLER, AGENT], &[SUPERVISOR]);
+    window(&caller_heard, 0, barging.0, barging.1).assert_hears(&[AGENT, SUPERVISOR], &[CALLER]);
+
+    caller.quit();
+    agent.quit();
+    supervisor.quit();
+    let rows = server.wait_for_calls(2, Duration::from_secs(10));
+    let sup_row = rows
+        .iter()
+        .find(|r| r.caller_user.as_deref() == Some("3001"))
+        .expect("the supervisor's call has a record");
+    assert_eq!(
+        sup_row.reason.as_deref(),
+        Some("whispered to 2001 (api:demo-admin)"),
+        "{sup_row:#?}"
+    );
+}

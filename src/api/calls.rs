@@ -434,3 +434,92 @@ pub async fn caller_history(
     let since = now_ms() - i64::from(days) * 86_400_000;
     Ok(Json(st.store.caller_history(&number, since, days).await?))
 }
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuperviseMode {
+    /// Hears both; nobody hears the supervisor.
+    Listen,
+    /// Only the agent hears the supervisor.
+    Whisper,
+    /// Both hear the supervisor.
+    Barge,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SuperviseRequest {
+    pub mode: SuperviseMode,
+    /// The supervisor whose phone rings; default: the logged-in supervisor's own.
+    pub supervisor: Option<String>,
+}
+
+/// Join a live call as a supervisor: rings the supervisor's phone and, once answered,
+/// joins it in that mode. If that supervisor is already joined, switches its mode.
+#[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/supervise", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    request_body = SuperviseRequest,
+    responses((status = 202, body = Done, description = "The supervisor's phone rings"),
+        (status = 200, body = Done, description = "The joined supervisor's mode changed"),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Not possible now, and why")))]
+pub async fn supervise(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+    Json(req): Json<SuperviseRequest>,
+) -> ApiResult<(axum::http::StatusCode, Json<Done>)> {
+    use crate::media::mixer::Mode;
+    who.require(ApiRole::Supervisor)?;
+    let mode = match req.mode {
+        SuperviseMode::Listen => Mode::Listen,
+        SuperviseMode::Whisper => Mode::Whisper,
+        SuperviseMode::Barge => Mode::Barge,
+    };
+    let Some(supervisor) = req.supervisor.or(who.extension.clone()) else {
+        return Err(Problem::bad_request(
+            "name the supervisor whose phone should ring (`supervisor`: an extension)",
+        ));
+    };
+    match st.config.user(&supervisor).map(|u| u.role) {
+        Some(crate::config::Role::Supervisor) => {}
+        Some(_) => {
+            return Err(Problem::bad_request(format!(
+                "{supervisor} is not a supervisor (role: supervisor in the configuration)"
+            )))
+        }
+        None => {
+            return Err(Problem::bad_request(format!(
+                "{supervisor} is not a configured extension"
+            )))
+        }
+    }
+    let call = find(&st, &who, &uuid).await?;
+    let live = call
+        .live
+        .ok_or_else(|| Problem::conflict(format!("call {uuid} has already ended")))?;
+    let agent = match (&live.agent, live.phase.as_str()) {
+        (Some(agent), "talking") => agent.clone(),
+        _ => {
+            return Err(Problem::conflict(format!(
+                "call {uuid} is not talking to an agent now ({})",
+                live.phase
+            )))
+        }
+    };
+    if live.supervisors.contains_key(&supervisor) {
+        let result = command(&st, &who, &uuid, ApiCommand::SupervisorMode(mode)).await?;
+        return Ok((axum::http::StatusCode::OK, Json(Done { result })));
+    }
+    let join = crate::call::supervisor_call::Join {
+        supervisor,
+        agent,
+        agent_call: uuid,
+        mode,
+        by: who.cause(),
+    };
+    let result = crate::call::supervisor_call::start(st.calls.clone(), st.switch.clone(), join)
+        .await
+        .map_err(Problem::conflict)?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(Done { result })))
+}

@@ -71,15 +71,21 @@ impl LiveCall {
                 self.agent = s("to");
             }
             "call.recording" => self.recording = s("state").filter(|st| st != "stopped"),
-            "call.supervisor" => {
-                if let (Some(who), Some(mode)) = (s("supervisor"), s("mode")) {
-                    if mode == "left" {
-                        self.supervisors.remove(&who);
-                    } else {
-                        self.supervisors.insert(who, mode);
+            "call.supervisor" => match (s("supervisor"), s("mode")) {
+                (Some(who), Some(mode)) if mode == "left" => {
+                    self.supervisors.remove(&who);
+                }
+                (Some(who), Some(mode)) => {
+                    self.supervisors.insert(who, mode);
+                }
+                // A mode change on the agent's call: whoever is joined.
+                (None, Some(mode)) => {
+                    for m in self.supervisors.values_mut() {
+                        *m = mode.clone();
                     }
                 }
-            }
+                _ => {}
+            },
             _ => {}
         }
     }

@@ -38,6 +38,8 @@ pub struct ApiState {
     pub events: EventLog,
     pub acd: Option<AcdHandle>,
     pub switch: SwitchHandle,
+    /// What calls share, for the calls the API places (a supervisor's phone).
+    pub calls: Arc<crate::call::switch::Shared>,
     pub live: live::LiveCalls,
     pub auth: auth::Auth,
 }
@@ -99,6 +101,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(calls::hang_up))
         .routes(routes!(calls::recording))
         .routes(routes!(calls::transfer))
+        .routes(routes!(calls::supervise))
         .routes(routes!(calls::set_disposition))
         .routes(routes!(calls::dispositions))
         .routes(routes!(calls::records))

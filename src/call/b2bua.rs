@@ -512,6 +512,19 @@ impl Call {
                 let end = self.transfer_to(extension.clone(), phones).await;
                 (Ok(format!("transferred to {extension}")), end)
             }
+            ApiCommand::SupervisorMode(mode) => match &self.relay {
+                Some(relay) if talking => {
+                    relay.supervisor_mode(mode);
+                    let name = super::supervisor_call::mode_name(mode);
+                    self.publish(
+                        NewEvent::new("call.supervisor")
+                            .agent(self.rec.target.as_deref())
+                            .data(serde_json::json!({ "mode": name, "by": by })),
+                    );
+                    (Ok(name.to_string()), None)
+                }
+                _ => (Err("the call is not in a conversation".into()), None),
+            },
             ApiCommand::Recording(action) => {
                 let Some(policy) = self.record_policy.filter(|_| talking) else {
                     return (
@@ -2234,7 +2247,7 @@ fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<
 /// Adds one bridge's packet counters to the record (a call may be bridged several times:
 /// hold, survey, transfer).
 /// An INVITE to `uri` with `headers` and an SDP offer.
-fn invite_with_sdp(uri: rsip::Uri, headers: rsip::Headers, sdp: String) -> Request {
+pub(super) fn invite_with_sdp(uri: rsip::Uri, headers: rsip::Headers, sdp: String) -> Request {
     let mut req = Request {
         method: Method::Invite,
         uri,

@@ -7,6 +7,7 @@
 pub mod acd;
 pub mod b2bua;
 pub mod ivr;
+pub mod supervisor_call;
 pub mod switch;
 
 use rsip::{Request, Response, SipMessage};
@@ -72,6 +73,8 @@ pub enum ApiCommand {
     Transfer {
         extension: String,
     },
+    /// The joined supervisor's new mode.
+    SupervisorMode(crate::media::mixer::Mode),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +134,12 @@ pub enum SwitchCmd {
         cmd: ApiCommand,
         by: String,
         reply: oneshot::Sender<Option<Result<String, String>>>,
+    },
+    /// A call Switchboard places itself (a supervisor's phone rung from the API): its
+    /// key and the events the switch routes to it.
+    Open {
+        call_uuid: String,
+        reply: oneshot::Sender<(CallKey, mpsc::UnboundedReceiver<CallEvent>)>,
     },
     /// The registered phones of an extension (an IVR transfer).
     Lookup {
@@ -240,6 +249,20 @@ impl SwitchHandle {
         };
         self.tx.send(cmd).ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Registers a call Switchboard places itself; None if the switch is gone.
+    pub async fn open(
+        &self,
+        call_uuid: &str,
+    ) -> Option<(CallKey, mpsc::UnboundedReceiver<CallEvent>)> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = SwitchCmd::Open {
+            call_uuid: call_uuid.to_string(),
+            reply,
+        };
+        self.tx.send(cmd).ok()?;
+        rx.await.ok()
     }
 
     pub fn ended(&self, call: CallKey) {

@@ -215,6 +215,11 @@ impl Switch {
         while self.record_writes.join_next().await.is_some() {}
     }
 
+    /// What every call shares (the API places supervisor calls with it).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub fn handle(&self) -> SwitchHandle {
         SwitchHandle {
             tx: self.cmd_tx.clone(),
@@ -361,6 +366,21 @@ impl Switch {
                         let _ = reply.send(Err(leg));
                     }
                 }
+            }
+            SwitchCmd::Open { call_uuid, reply } => {
+                let key = self.next_call;
+                self.next_call += 1;
+                let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+                self.calls.insert(
+                    key,
+                    LiveCall {
+                        uuid: call_uuid,
+                        events: ev_tx,
+                        call_ids: Vec::new(),
+                        txs: Vec::new(),
+                    },
+                );
+                let _ = reply.send((key, ev_rx));
             }
             SwitchCmd::Lookup { extension, reply } => {
                 let _ = reply.send(self.registrar.lookup(&extension, now));

@@ -83,6 +83,8 @@ impl NewEvent {
     }
 }
 
+// Events are the traffic; a flush is rare and small. Boxing would cost every event.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(NewEvent),
     /// Answered once everything sent before it is in the store.
