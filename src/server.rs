@@ -47,6 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         events.clone(),
     )
     .await?;
+    crate::webhooks::start(&config.webhooks, store.clone(), events.clone());
     if let Some(api) = &config.api {
         let state = crate::api::ApiState {
             config: std::sync::Arc::new(config.clone()),

@@ -40,6 +40,20 @@ pub(super) struct RawToken {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    name: Spanned<String>,
+    /// http://host:port/path the signed POSTs go to.
+    url: Spanned<String>,
+    /// The shared secret the receiver checks signatures with.
+    secret: Spanned<String>,
+    /// Which to send (default: all of call.offered, call.answered, call.ended,
+    /// call.disposition, voicemail.left).
+    #[serde(default)]
+    events: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawDisposition {
     code: Spanned<String>,
     resolved: bool,
@@ -85,6 +99,23 @@ pub struct ApiConfig {
     pub session_secs: u64,
     pub lockout_after: u32,
     pub lockout_secs: u64,
+}
+
+/// The webhook kinds a CRM can be sent.
+pub const WEBHOOK_EVENTS: [&str; 5] = [
+    "call.offered",
+    "call.answered",
+    "call.ended",
+    "call.disposition",
+    "voicemail.left",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +245,71 @@ impl Validator {
             lockout_after: raw.lockout_after.unwrap_or(5),
             lockout_secs: raw.lockout_secs.unwrap_or(300),
         })
+    }
+
+    pub(super) fn webhooks(&mut self, raw: &[RawWebhook]) -> Vec<Webhook> {
+        let mut out: Vec<Webhook> = Vec::new();
+        for w in raw {
+            if !is_code(&w.name.value) || out.iter().any(|o| o.name == w.name.value) {
+                self.error(
+                    &w.name,
+                    format!(
+                        "webhook name \"{}\" must be unique and lower-case letters, digits, _ or -",
+                        w.name.value
+                    ),
+                );
+                continue;
+            }
+            if !w.url.value.starts_with("http://") && !w.url.value.starts_with("https://") {
+                self.error(
+                    &w.url,
+                    format!(
+                        "webhook url \"{}\" must start with http:// or https://",
+                        w.url.value
+                    ),
+                );
+                continue;
+            }
+            if w.url.value.starts_with("https://") {
+                self.error(
+                    &w.url,
+                    "https webhooks are not supported yet; use http:// to a local relay",
+                );
+                continue;
+            }
+            if w.secret.value.len() < 16 {
+                self.error(&w.secret, "a webhook secret must be at least 16 characters (the receiver checks signatures with it)");
+                continue;
+            }
+            let events = match &w.events {
+                None => WEBHOOK_EVENTS.iter().map(|e| e.to_string()).collect(),
+                Some(list) => {
+                    let mut events = Vec::new();
+                    for e in list {
+                        if WEBHOOK_EVENTS.contains(&e.value.as_str()) {
+                            events.push(e.value.clone());
+                        } else {
+                            self.error(
+                                e,
+                                format!(
+                                    "webhook event \"{}\" is unknown; use {}",
+                                    e.value,
+                                    WEBHOOK_EVENTS.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    events
+                }
+            };
+            out.push(Webhook {
+                name: w.name.value.clone(),
+                url: w.url.value.clone(),
+                secret: w.secret.value.clone(),
+                events,
+            });
+        }
+        out
     }
 
     pub(super) fn dispositions(&mut self, raw: Option<&[RawDisposition]>) -> Vec<DispositionCode> {

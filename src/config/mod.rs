@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod api;
-pub use api::{ApiConfig, ApiRole, ApiToken, DispositionCode};
+pub use api::{ApiConfig, ApiRole, ApiToken, DispositionCode, Webhook, WEBHOOK_EVENTS};
 
 /// One problem found in a configuration file, printed as `file:line:column: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,9 @@ struct RawConfig {
     /// meeting).
     #[serde(default)]
     pause_reasons: Option<Vec<Spanned<String>>>,
+    /// CRM endpoints that get signed POSTs about calls.
+    #[serde(default)]
+    webhooks: Vec<api::RawWebhook>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -398,6 +401,7 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     pub dispositions: Vec<DispositionCode>,
     pub pause_reasons: Vec<String>,
+    pub webhooks: Vec<Webhook>,
 }
 
 /// Command-line overrides, so several servers can run side by side.
@@ -1000,6 +1004,7 @@ impl Validator {
         let api = self.api(raw.api.as_ref(), &extensions);
         let dispositions = self.dispositions(raw.dispositions.as_deref());
         let pause_reasons = self.pause_reasons(raw.pause_reasons.as_deref());
+        let webhooks = self.webhooks(&raw.webhooks);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -1007,6 +1012,7 @@ impl Validator {
             api,
             dispositions,
             pause_reasons,
+            webhooks,
             source: self.file,
             listeners,
             advertise,

@@ -56,20 +56,52 @@ pub(super) async fn since(pool: &SqlitePool, since: u64, limit: u32) -> anyhow::
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let data: String = r.try_get("data")?;
-            Ok(Event {
-                seq: r.try_get::<i64, _>("seq")? as u64,
-                at_ms: r.try_get("at_ms")?,
-                kind: r.try_get("type")?,
-                call: r.try_get("call_uuid")?,
-                queue: r.try_get("queue")?,
-                agent: r.try_get("agent")?,
-                data: serde_json::from_str(&data)?,
-            })
-        })
-        .collect()
+    rows.iter().map(event).collect()
+}
+
+fn event(r: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Event> {
+    let data: String = r.try_get("data")?;
+    Ok(Event {
+        seq: r.try_get::<i64, _>("seq")? as u64,
+        at_ms: r.try_get("at_ms")?,
+        kind: r.try_get("type")?,
+        call: r.try_get("call_uuid")?,
+        queue: r.try_get("queue")?,
+        agent: r.try_get("agent")?,
+        data: serde_json::from_str(&data)?,
+    })
+}
+
+/// Every event of one call, oldest first.
+pub(super) async fn of_call(pool: &SqlitePool, call: &str) -> anyhow::Result<Vec<Event>> {
+    let rows = sqlx::query(
+        "SELECT seq, at_ms, type, call_uuid, queue, agent, data FROM events
+         WHERE call_uuid = ? ORDER BY seq",
+    )
+    .bind(call)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event).collect()
+}
+
+pub(super) async fn cursor(pool: &SqlitePool, name: &str) -> anyhow::Result<Option<u64>> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM webhook_cursors WHERE name = ?")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.map(|s| s as u64))
+}
+
+pub(super) async fn set_cursor(pool: &SqlitePool, name: &str, seq: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_cursors (name, seq) VALUES (?, ?)
+         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+    )
+    .bind(name)
+    .bind(seq as i64)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn last_seq(pool: &SqlitePool) -> anyhow::Result<u64> {

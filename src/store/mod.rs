@@ -225,6 +225,10 @@ CREATE TABLE IF NOT EXISTS outcomes (
 );
 CREATE INDEX IF NOT EXISTS outcomes_call ON outcomes (call_uuid);
 CREATE INDEX IF NOT EXISTS calls_from_user ON calls (from_user, arrived_ms);
+CREATE TABLE IF NOT EXISTS webhook_cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
 ";
 
 /// Columns added after the first release of the schema, with their types.
@@ -384,6 +388,19 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<Vec<crate::events::Event>> {
         events::since(&self.pool, since, limit).await
+    }
+
+    pub async fn events_of_call(&self, call: &str) -> anyhow::Result<Vec<crate::events::Event>> {
+        events::of_call(&self.pool, call).await
+    }
+
+    /// The last event a webhook endpoint has been given (None: a new endpoint).
+    pub async fn webhook_cursor(&self, name: &str) -> anyhow::Result<Option<u64>> {
+        events::cursor(&self.pool, name).await
+    }
+
+    pub async fn set_webhook_cursor(&self, name: &str, seq: u64) -> anyhow::Result<()> {
+        events::set_cursor(&self.pool, name, seq).await
     }
 
     pub async fn last_event_seq(&self) -> anyhow::Result<u64> {

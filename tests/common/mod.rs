@@ -381,6 +381,15 @@ pub struct Server {
     /// The control-plane API's port, when it serves one.
     pub api_port: Option<u16>,
     stderr: Arc<Mutex<String>>,
+    launch: Launch,
+}
+
+/// How the server process was started, to start it again.
+struct Launch {
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    cwd: Option<PathBuf>,
+    yaml: String,
 }
 
 pub fn switchboard_bin() -> &'static str {
@@ -460,6 +469,48 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let mut server = Server {
+            child: None,
+            config,
+            sip_port,
+            rtp_ports,
+            dir,
+            config_path,
+            data_dir,
+            api_port,
+            stderr: Arc::new(Mutex::new(String::new())),
+            launch: Launch {
+                args: cmd.get_args().map(|a| a.to_os_string()).collect(),
+                envs: cmd
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+                    .collect(),
+                cwd: cmd.get_current_dir().map(Path::to_path_buf),
+                yaml,
+            },
+        };
+        server.launch();
+        server
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and starts it again on the same
+    /// configuration and data directory.
+    pub fn restart(&mut self) {
+        let _ = self.terminate(Duration::from_secs(20));
+        self.launch();
+    }
+
+    /// Spawns the server as recorded in `launch` and waits for its ready line.
+    fn launch(&mut self) {
+        let mut cmd = Command::new(switchboard_bin());
+        cmd.args(&self.launch.args)
+            .envs(self.launch.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(cwd) = &self.launch.cwd {
+            cmd.current_dir(cwd);
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", switchboard_bin()));
@@ -498,17 +549,10 @@ impl Server {
             });
         }
 
-        let mut server = Server {
-            child: Some(child),
-            config,
-            sip_port,
-            rtp_ports,
-            dir,
-            config_path,
-            data_dir,
-            api_port,
-            stderr,
-        };
+        self.child = Some(child);
+        self.stderr = stderr;
+        let yaml = self.launch.yaml.clone();
+        let server = self;
 
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -542,7 +586,6 @@ impl Server {
                 );
             }
         }
-        server
     }
 
     /// `127.0.0.1:PORT` (or `[::1]:PORT`) of the SIP listeners (UDP and TCP).
