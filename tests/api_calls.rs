@@ -627,3 +627,40 @@ fn every_endpoint_in_the_openapi_document_refuses_missing_and_wrong_tokens_and_w
     assert_eq!(queues[0]["name"], "billing");
     assert_eq!(queues[0]["agents"]["ready"], 2, "{queues:#}");
 }
+
+#[test]
+fn an_agent_whose_phone_unregisters_is_made_not_ready_and_ready_again_when_it_registers() {
+    let (_flows, server) = billing_server("\"2001\", \"2002\"", 0);
+    let api = Api::new(&server);
+    let port = alloc_ports(1);
+    server.register("2001", port);
+    assert_eq!(state_of(&api, "2001")["state"], "ready");
+    Sipp::new("unregister.xml")
+        .service("2001")
+        .auth("2001", "secret2001")
+        .local_port(port)
+        .run(&server)
+        .assert_ok(&server, "REGISTER Expires: 0");
+    let s = api.wait_for(
+        "/api/v1/agents/2001",
+        api::SUPERVISOR,
+        Duration::from_secs(5),
+        |v| v["state"] == "not_ready",
+    );
+    assert_eq!(s["reason"], "unreachable", "{s:#}");
+    // The phone is back: so is the agent.
+    server.register("2001", port);
+    api.wait_for(
+        "/api/v1/agents/2001",
+        api::SUPERVISOR,
+        Duration::from_secs(5),
+        |v| v["state"] == "ready",
+    );
+    let events = api.all_events(api::REPORTING, 0);
+    let causes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "agent.state" && e["agent"] == "2001")
+        .filter_map(|e| e["data"]["cause"].as_str())
+        .collect();
+    assert!(causes.ends_with(&["registrar", "registrar"]), "{causes:?}");
+}

@@ -31,6 +31,7 @@ pub use event_log::{EventKind, EventRow};
 pub use queue::{OverflowTarget, QueueConfig, Relaxation, Strategy, WhenEmpty, Widen};
 pub use router::{
     Action, AgentSnapshot, CallEnd, Event, QueueSnapshot, Router, Snapshot, WaitingCaller,
+    UNREACHABLE,
 };
 pub use skill::LEVELS;
 

@@ -106,6 +106,8 @@ enum Op {
     },
     Advance(u64),
     DayStarted,
+    Unreachable(usize),
+    Reachable(usize),
 }
 
 fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -124,9 +126,11 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         1 => agent.clone().prop_map(Op::Pause),
         2 => agent.clone().prop_map(Op::Ready),
         1 => agent.clone().prop_map(Op::EndWrapUp),
-        1 => (agent, 1..11u8, 1..11u8).prop_map(|(agent, x, y)| Op::Skills { agent, x, y }),
+        1 => (agent.clone(), 1..11u8, 1..11u8).prop_map(|(agent, x, y)| Op::Skills { agent, x, y }),
         4 => (0..25u64).prop_map(Op::Advance),
         1 => Just(Op::DayStarted),
+        1 => agent.clone().prop_map(Op::Unreachable),
+        1 => agent.prop_map(Op::Reachable),
     ]
 }
 
@@ -455,6 +459,8 @@ impl Run {
                 Ok(())
             }
             Op::DayStarted => self.send(Event::DayStarted),
+            Op::Unreachable(i) => self.send(Event::PhoneUnreachable { agent: agent(i) }),
+            Op::Reachable(i) => self.send(Event::PhoneReachable { agent: agent(i) }),
         };
     }
 }
@@ -486,6 +492,103 @@ proptest! {
         }
         for spec in &QUEUES {
             prop_assert_eq!(run.router.waiting(spec.name), Some(0));
+        }
+    }
+}
+
+impl Run {
+    fn state(&self, i: usize) -> AgentState {
+        self.router.agent(&agent_name(i)).unwrap().state.clone()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever happened before, every agent state has a way out: a ringing offer and a
+    /// wrap-up end by themselves in time; a call ends when a party hangs up; a pause ends
+    /// by a request (API or phone code); and from every state but a call in progress a
+    /// log-out succeeds at once, after which a log-in makes the agent ready.
+    #[test]
+    fn no_sequence_of_events_leaves_an_agent_without_a_way_out(
+        ops in prop::collection::vec(op(), 1..200),
+        which in 0..AGENTS,
+    ) {
+        let mut run = Run::new();
+        for op in ops {
+            run.apply(op);
+        }
+        let name = agent_name(which);
+        match run.state(which) {
+            AgentState::Reserved { call, until } => {
+                run.advance(until.saturating_duration_since(run.now));
+                let after = run.state(which);
+                prop_assert!(
+                    !matches!(after, AgentState::Reserved { call: c, .. } if c == call),
+                    "still ringing with {} after its ring timeout: {:?}", call, after
+                );
+            }
+            AgentState::WrapUp { until, .. } => {
+                run.advance(until.saturating_duration_since(run.now));
+                let after = run.state(which);
+                prop_assert!(!matches!(after, AgentState::WrapUp { .. }), "wrap-up never ended: {:?}", after);
+            }
+            AgentState::NotReady { .. } => {
+                run.send(Event::AgentReady { agent: name.clone() }).unwrap();
+                let after = run.state(which);
+                prop_assert!(!matches!(after, AgentState::NotReady { .. }), "ready refused: {:?}", after);
+            }
+            AgentState::OnCall { call, .. } => {
+                run.send(Event::CallEnded { call, by: CallEnd::Caller }).unwrap();
+                let after = run.state(which);
+                prop_assert!(!matches!(after, AgentState::OnCall { .. }), "the call's end left it on a call: {:?}", after);
+            }
+            AgentState::LoggedOut | AgentState::Available { .. } => {}
+        }
+        // Out and back in, from wherever it is now (ending a call first if it got one).
+        if let AgentState::OnCall { call, .. } = run.state(which) {
+            run.send(Event::CallEnded { call, by: CallEnd::Agent }).unwrap();
+        }
+        run.send(Event::AgentLogout { agent: name.clone() }).unwrap();
+        prop_assert_eq!(run.state(which), AgentState::LoggedOut);
+        run.send(Event::AgentLogin { agent: name.clone() }).unwrap();
+        let back = run.state(which);
+        prop_assert!(
+            matches!(back, AgentState::Available { .. } | AgentState::Reserved { .. }),
+            "logged in again but {:?}", back
+        );
+    }
+
+    /// An unreachable phone never keeps its agent ready or ringing, and its return makes
+    /// the agent ready only if unreachability was the reason it was not.
+    #[test]
+    fn an_unreachable_phone_is_never_offered_calls(
+        ops in prop::collection::vec(op(), 1..150),
+        which in 0..AGENTS,
+    ) {
+        let mut run = Run::new();
+        for op in ops {
+            run.apply(op);
+        }
+        let name = agent_name(which);
+        let before = run.state(which);
+        run.send(Event::PhoneUnreachable { agent: name.clone() }).unwrap();
+        let after = run.state(which);
+        match before {
+            AgentState::OnCall { .. } | AgentState::LoggedOut => prop_assert_eq!(&after, &before),
+            AgentState::NotReady { .. } => prop_assert_eq!(&after, &before),
+            _ => prop_assert_eq!(&after, &AgentState::NotReady { reason: UNREACHABLE.into() }),
+        }
+        // Time passes and calls come: it is offered none while unreachable.
+        for q in 0..QUEUES.len() {
+            run.apply(Op::Arrive { queue: q, priority: 0, needs_x: None });
+        }
+        run.advance(Duration::from_secs(30));
+        if after == (AgentState::NotReady { reason: UNREACHABLE.into() }) {
+            prop_assert_eq!(run.state(which), after.clone());
+            run.send(Event::PhoneReachable { agent: name }).unwrap();
+            let back = run.state(which);
+            prop_assert!(!matches!(back, AgentState::NotReady { .. }), "still not ready: {:?}", back);
         }
     }
 }

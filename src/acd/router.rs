@@ -105,7 +105,21 @@ pub enum Event {
     },
     /// Midnight: every agent's calls-today count starts again from zero.
     DayStarted,
+    /// The agent's phone can no longer be reached (unregistered, registration expired,
+    /// keep-alives unanswered): it is made not ready ([`UNREACHABLE`]), withdrawing a
+    /// ringing offer. A call in progress is left alone; it ends by itself.
+    PhoneUnreachable {
+        agent: String,
+    },
+    /// The phone is back: an agent made not ready by [`Event::PhoneUnreachable`] is ready
+    /// again; any other state is left as it is.
+    PhoneReachable {
+        agent: String,
+    },
 }
+
+/// The not-ready reason of an agent whose phone cannot be reached.
+pub const UNREACHABLE: &str = "unreachable";
 
 /// What the call layer must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,6 +354,8 @@ impl Router {
                 self.day_started(now);
                 Ok(())
             }
+            Event::PhoneUnreachable { agent } => self.phone_unreachable(&agent, now),
+            Event::PhoneReachable { agent } => self.phone_reachable(&agent, now),
         };
         self.settle(now);
         result
@@ -772,6 +788,24 @@ impl Router {
                 self.set_state(a, AgentState::Available { since: now }, now);
                 Ok(())
             }
+        }
+    }
+
+    fn phone_unreachable(&mut self, extension: &str, now: Instant) -> Result<(), AcdError> {
+        let a = self.agent_idx(extension)?;
+        match self.agent_at(a).state {
+            AgentState::Available { .. }
+            | AgentState::Reserved { .. }
+            | AgentState::WrapUp { .. } => self.not_ready(extension, UNREACHABLE.to_string(), now),
+            _ => Ok(()),
+        }
+    }
+
+    fn phone_reachable(&mut self, extension: &str, now: Instant) -> Result<(), AcdError> {
+        let a = self.agent_idx(extension)?;
+        match &self.agent_at(a).state {
+            AgentState::NotReady { reason } if reason == UNREACHABLE => self.ready(extension, now),
+            _ => Ok(()),
         }
     }
 

@@ -93,6 +93,9 @@ pub struct Switch {
     next_call: CallKey,
     cmd_tx: mpsc::UnboundedSender<SwitchCmd>,
     draining: bool,
+    /// Agents with at least one live registration, to tell the ACD when the last one
+    /// goes (unregistered or expired) and when one comes back.
+    reachable: std::collections::HashSet<String>,
     /// Records of refused calls being written; awaited before the switch stops.
     record_writes: tokio::task::JoinSet<()>,
 }
@@ -149,6 +152,7 @@ pub async fn start(
             auth,
             calls: HashMap::new(),
             on_call: HashMap::new(),
+            reachable: Default::default(),
             by_call_id: HashMap::new(),
             tx_owner: HashMap::new(),
             next_call: 1,
@@ -174,6 +178,9 @@ impl Switch {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        // Registrations expire silently: look for agents whose last one did.
+        let mut sweep = tokio::time::interval(Duration::from_secs(5));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown_sent = false;
         loop {
             self.flush();
@@ -189,6 +196,7 @@ impl Switch {
                 Some(msg) = inbound.recv() => self.on_inbound(msg),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 _ = sleep_until_opt(wake) => self.layer.handle_timeout(Instant::now()),
+                _ = sweep.tick() => self.sweep_registrations(),
                 changed = stop.changed(), if !self.draining => {
                     if changed.is_err() || *stop.borrow() {
                         let limit = Duration::from_secs(self.shared.config.drain_timeout_secs);
@@ -213,6 +221,50 @@ impl Switch {
         }
         self.flush();
         while self.record_writes.join_next().await.is_some() {}
+    }
+
+    /// Tells the ACD an agent's phone became reachable or unreachable (its first
+    /// registration, its last one gone), so no agent is offered calls it cannot ring.
+    fn phone_reachability(&mut self, user: &str, registered: bool) {
+        let is_agent = self
+            .shared
+            .config
+            .queues
+            .iter()
+            .any(|q| q.members.iter().any(|m| m == user));
+        let Some(acd) = self.shared.acd.as_ref().filter(|_| is_agent) else {
+            return;
+        };
+        let changed = if registered {
+            self.reachable.insert(user.to_string())
+        } else {
+            self.reachable.remove(user)
+        };
+        if changed {
+            let agent = user.to_string();
+            let event = if registered {
+                crate::acd::Event::PhoneReachable { agent }
+            } else {
+                info!(agent = %user, "the agent's phone is no longer registered");
+                crate::acd::Event::PhoneUnreachable { agent }
+            };
+            // The verdict is not needed: both requests always succeed for an agent.
+            drop(acd.agent_request(event, "registrar"));
+        }
+    }
+
+    fn sweep_registrations(&mut self) {
+        let now = Instant::now();
+        self.registrar.purge(now);
+        let gone: Vec<String> = self
+            .reachable
+            .iter()
+            .filter(|u| self.registrar.lookup(u, now).is_empty())
+            .cloned()
+            .collect();
+        for user in gone {
+            self.phone_reachability(&user, false);
+        }
     }
 
     /// What every call shares (the API places supervisor calls with it).
@@ -634,6 +686,7 @@ impl Switch {
                 }
                 info!(%user, contacts = bindings.len(), from = %from.addr, "registered");
                 self.layer.respond(tx, resp, now);
+                self.phone_reachability(&user, !bindings.is_empty());
             }
             Err(RegisterError::TooBrief(min)) => {
                 let mut resp = message::response_to(&req, 423, Some(&message::new_tag()));
