@@ -63,6 +63,12 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 20)]
         threshold_secs: u64,
     },
+    /// The agents and their live states (over the API).
+    Agents(ApiArgs),
+    /// The calls in progress (over the API).
+    Calls(ApiArgs),
+    /// The queues with their live figures (over the API).
+    Queues(ApiArgs),
     /// Make a new API token: prints the token (give it to the client) and the sha256 line
     /// for `api.tokens` in the configuration (the server keeps only that).
     Token,
@@ -95,6 +101,41 @@ enum Command {
         #[arg(long)]
         no_agents: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The API's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// An API token (any role); else $SWITCHBOARD_TOKEN.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn api_list(what: &str, args: ApiArgs) -> ExitCode {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let path = format!("/api/v1/{what}");
+    match rt.block_on(switchboard::api::client::get(&args.api, &args.token, &path)) {
+        Ok(list) if args.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(list) => {
+            println!("{}", switchboard::api::client::table(what, &list));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchboard {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Where flows live when `--flows` is not given.
@@ -297,6 +338,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Agents(args) => api_list("agents", args),
+        Command::Calls(args) => api_list("calls", args),
+        Command::Queues(args) => api_list("queues", args),
         Command::Token => {
             let (token, hash) = switchboard::api::auth::new_token();
             println!("token:  {token}");

@@ -664,3 +664,67 @@ fn an_agent_whose_phone_unregisters_is_made_not_ready_and_ready_again_when_it_re
         .collect();
     assert!(causes.ends_with(&["registrar", "registrar"]), "{causes:?}");
 }
+
+#[test]
+fn the_cli_prints_agents_queues_and_calls_over_the_api_as_tables_or_json() {
+    let (_flows, server) = billing_server("\"2001\", \"2002\"", 0);
+    let api = Api::new(&server);
+    let r = api.post(
+        "/api/v1/agents/2002/state",
+        api::ADMIN,
+        json!({"state": "not_ready", "reason": "training"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut cmd = std::process::Command::new(switchboard_bin());
+        cmd.args(args)
+            .arg("--api")
+            .arg(&api.base)
+            .env_remove("SWITCHBOARD_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SWITCHBOARD_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, table, err) = cli(&["agents"], Some(api::REPORTING));
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("EXT") && lines[0].contains("STATE"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("2001") && l.contains(" ready")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("2002") && l.contains("not_ready") && l.contains("training")),
+        "{table}"
+    );
+    let (ok, json_out, err) = cli(&["agents", "--json"], Some(api::REPORTING));
+    assert!(ok, "{err}");
+    let parsed: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(parsed, api.ok("/api/v1/agents", api::REPORTING));
+    let (ok, queues, err) = cli(&["queues"], Some(api::REPORTING));
+    assert!(
+        ok && queues.lines().nth(1).unwrap().starts_with("billing"),
+        "{queues}{err}"
+    );
+    let (ok, calls, err) = cli(&["calls"], Some(api::REPORTING));
+    assert!(
+        ok && calls.lines().count() == 1,
+        "no calls, only the header: {calls}{err}"
+    );
+    // A wrong token fails with the API's reason.
+    let (ok, _, err) = cli(&["agents"], Some("sb_wrong"));
+    assert!(!ok && err.contains("401"), "{err}");
+}

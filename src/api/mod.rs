@@ -8,6 +8,7 @@
 mod agents;
 pub mod auth;
 mod calls;
+pub mod client;
 mod events;
 pub mod live;
 mod problem;
