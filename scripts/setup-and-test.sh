@@ -34,6 +34,18 @@ fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found" >&2; exit 1; }
 
+# The API schema test runs an OpenAPI validator and schemathesis from PyPI, kept in the
+# repository's own .venv.
+if [[ ! -x .venv/bin/schemathesis || ! -x .venv/bin/openapi-spec-validator ]]; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends python3 python3-venv python3-pip
+  fi
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet 'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
+fi
+
 echo "== SIPp scenario self-check (scenarios against each other, no server)"
 bash tests/scenarios/selfcheck.sh
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{self, Caller, LoginError};
+use super::extract::Body;
 use super::problem::{ApiResult, Problem};
 use super::ApiState;
 use crate::acd::{AgentSnapshot, Event};
@@ -42,15 +43,15 @@ pub struct Me {
 /// cookie and returns the CSRF token to send with state changes.
 #[utoipa::path(post, path = "/api/v1/login", tag = "session", security(()),
     request_body = LoginRequest,
-    responses(
+    responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), 
         (status = 200, body = Me, description = "Logged in"),
-        (status = 401, body = Problem, description = "Wrong extension or password"),
-        (status = 429, body = Problem, description = "Too many failures from this address"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Wrong extension or password"),
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "Too many failures from this address"),
     ))]
 pub async fn login(
     State(st): State<Arc<ApiState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    Json(req): Json<LoginRequest>,
+    Body(req): Body<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
     match st
         .auth
@@ -86,7 +87,7 @@ pub async fn login(
 
 /// End the browser session.
 #[utoipa::path(post, path = "/api/v1/logout", tag = "session",
-    responses((status = 204, description = "Logged out"), (status = 401, body = Problem)))]
+    responses((status = 204, description = "Logged out"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn logout(
     State(st): State<Arc<ApiState>>,
     _who: Caller,
@@ -111,7 +112,7 @@ pub async fn logout(
 
 /// Who the credentials belong to.
 #[utoipa::path(get, path = "/api/v1/me", tag = "session",
-    responses((status = 200, body = Me), (status = 401, body = Problem)))]
+    responses((status = 200, body = Me, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn me(who: Caller) -> Json<Me> {
     Json(Me {
         name: who.name,
@@ -175,7 +176,7 @@ fn info(st: &ApiState, a: &AgentSnapshot, view: &AcdView, now: Instant) -> Agent
 
 /// Every agent with its live state (an agent token sees only itself).
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
-    responses((status = 200, body = Vec<AgentInfo>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<AgentInfo>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn list_agents(
     State(st): State<Arc<ApiState>>,
     who: Caller,
@@ -211,8 +212,8 @@ async fn one_agent(st: &ApiState, extension: &str) -> ApiResult<AgentInfo> {
 /// One agent's live state.
 #[utoipa::path(get, path = "/api/v1/agents/{extension}", tag = "agents",
     params(("extension" = String, Path, description = "The agent's extension")),
-    responses((status = 200, body = AgentInfo), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = AgentInfo, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource")))]
 pub async fn get_agent(
     State(st): State<Arc<ApiState>>,
     who: Caller,
@@ -255,13 +256,13 @@ async fn ask(acd: &AcdHandle, event: Event, cause: &str) -> ApiResult<()> {
     params(("extension" = String, Path, description = "The agent's extension")),
     request_body = StateRequest,
     responses((status = 200, body = AgentInfo, description = "The agent's state after the change"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem, description = "The ACD refused it")))]
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"), (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"), (status = 409, body = Problem, content_type = "application/problem+json", description = "The ACD refused it")))]
 pub async fn set_state(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(extension): Path<String>,
-    Json(req): Json<StateRequest>,
+    Body(req): Body<StateRequest>,
 ) -> ApiResult<Json<AgentInfo>> {
     who.may_act_as(&extension)?;
     let current = one_agent(&st, &extension).await?;
@@ -310,8 +311,8 @@ pub async fn set_state(
 /// End the agent's wrap-up now (after-call work done); it becomes ready.
 #[utoipa::path(post, path = "/api/v1/agents/{extension}/end-wrap-up", tag = "agents",
     params(("extension" = String, Path, description = "The agent's extension")),
-    responses((status = 200, body = AgentInfo), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = AgentInfo, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"), (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now; the detail says why")))]
 pub async fn end_wrap_up(
     State(st): State<Arc<ApiState>>,
     who: Caller,
@@ -334,13 +335,13 @@ pub struct SkillsRequest {
 #[utoipa::path(put, path = "/api/v1/agents/{extension}/skills", tag = "agents",
     params(("extension" = String, Path, description = "The agent's extension")),
     request_body = SkillsRequest,
-    responses((status = 200, body = AgentInfo), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 200, body = AgentInfo, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"), (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now; the detail says why")))]
 pub async fn set_skills(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(extension): Path<String>,
-    Json(req): Json<SkillsRequest>,
+    Body(req): Body<SkillsRequest>,
 ) -> ApiResult<Json<AgentInfo>> {
     who.require(ApiRole::Supervisor)?;
     one_agent(&st, &extension).await?;
@@ -355,7 +356,7 @@ pub async fn set_skills(
 
 /// The reasons an agent may give for not being ready.
 #[utoipa::path(get, path = "/api/v1/pause-reasons", tag = "agents",
-    responses((status = 200, body = Vec<String>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<String>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn pause_reasons(State(st): State<Arc<ApiState>>, _who: Caller) -> Json<Vec<String>> {
     Json(st.config.pause_reasons.clone())
 }

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::extract::{Body, Params};
 use super::live::LiveCall;
 use super::problem::{ApiResult, Problem};
 use super::ApiState;
@@ -22,7 +23,7 @@ const MAX_PAGE: u32 = 1000;
 
 /// Calls in progress (an agent token sees only its own).
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls",
-    responses((status = 200, body = Vec<LiveCall>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<LiveCall>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn live_calls(State(st): State<Arc<ApiState>>, who: Caller) -> Json<Vec<LiveCall>> {
     let mut calls = st.live.all().await;
     if let Some(me) = who.only_agent() {
@@ -71,8 +72,8 @@ async fn find(st: &ApiState, who: &Caller, uuid: &str) -> ApiResult<CallInfo> {
 /// One call, live or recorded.
 #[utoipa::path(get, path = "/api/v1/calls/{call_uuid}", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),
-    responses((status = 200, body = CallInfo), (status = 401, body = Problem),
-        (status = 404, body = Problem)))]
+    responses((status = 200, body = CallInfo, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource")))]
 pub async fn get_call(
     State(st): State<Arc<ApiState>>,
     who: Caller,
@@ -84,8 +85,8 @@ pub async fn get_call(
 /// Hang up every leg of a live call.
 #[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/hangup", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),
-    responses((status = 202, description = "Hanging up"), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 409, body = Problem, content_type = "application/problem+json", description = "The call has already ended"), (status = 202, description = "Hanging up"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource")))]
 pub async fn hang_up(
     State(st): State<Arc<ApiState>>,
     who: Caller,
@@ -138,14 +139,14 @@ pub struct Done {
 #[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/recording", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),
     request_body = RecordingRequest,
-    responses((status = 200, body = Done), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "Not possible now, and why")))]
+    responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 200, body = Done, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now, and why")))]
 pub async fn recording(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(uuid): Path<String>,
-    Json(req): Json<RecordingRequest>,
+    Body(req): Body<RecordingRequest>,
 ) -> ApiResult<Json<Done>> {
     who.require(ApiRole::Agent)?;
     let action = match req.action {
@@ -168,14 +169,14 @@ pub struct TransferRequest {
 #[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/transfer", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),
     request_body = TransferRequest,
-    responses((status = 200, body = Done), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "Not possible now, and why")))]
+    responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 200, body = Done, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now, and why")))]
 pub async fn transfer(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(uuid): Path<String>,
-    Json(req): Json<TransferRequest>,
+    Body(req): Body<TransferRequest>,
 ) -> ApiResult<Json<Done>> {
     who.require(ApiRole::Agent)?;
     let cmd = ApiCommand::Transfer {
@@ -197,13 +198,13 @@ pub struct DispositionRequest {
 #[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/disposition", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),
     request_body = DispositionRequest,
-    responses((status = 200, body = Outcome), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = Outcome, description = "Done"), (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"), (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource")))]
 pub async fn set_disposition(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(uuid): Path<String>,
-    Json(req): Json<DispositionRequest>,
+    Body(req): Body<DispositionRequest>,
 ) -> ApiResult<Json<Outcome>> {
     who.require(ApiRole::Agent)?;
     let Some(code) = st.config.dispositions.iter().find(|d| d.code == req.code) else {
@@ -254,7 +255,7 @@ pub async fn set_disposition(
 
 /// The disposition codes agents close calls with.
 #[utoipa::path(get, path = "/api/v1/dispositions", tag = "calls",
-    responses((status = 200, body = Vec<DispositionInfo>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<DispositionInfo>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn dispositions(
     State(st): State<Arc<ApiState>>,
     _who: Caller,
@@ -286,6 +287,7 @@ impl From<&DispositionCode> for DispositionInfo {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordQuery {
     /// Arrived at or after (Unix ms).
     pub from: Option<i64>,
@@ -320,12 +322,12 @@ fn limit(l: Option<u32>) -> u32 {
 
 /// Finished calls, newest first, filtered and paged.
 #[utoipa::path(get, path = "/api/v1/records", tag = "records", params(RecordQuery),
-    responses((status = 200, body = RecordPage), (status = 400, body = Problem),
-        (status = 401, body = Problem)))]
+    responses((status = 200, body = RecordPage, description = "Done"), (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn records(
     State(st): State<Arc<ApiState>>,
     who: Caller,
-    Query(q): Query<RecordQuery>,
+    Params(q): Params<RecordQuery>,
 ) -> ApiResult<Json<RecordPage>> {
     let limit = limit(q.limit);
     let agent = match who.only_agent() {
@@ -356,6 +358,7 @@ pub async fn records(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueLogQuery {
     /// At or after (Unix ms).
     pub from: Option<i64>,
@@ -381,12 +384,12 @@ pub struct QueueLogPage {
 
 /// The queue event log (ENTER, OFFER, CONNECT, ABANDON…), oldest first, paged.
 #[utoipa::path(get, path = "/api/v1/queue-log", tag = "records", params(QueueLogQuery),
-    responses((status = 200, body = QueueLogPage), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = QueueLogPage, description = "Done"), (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"), (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this")))]
 pub async fn queue_log(
     State(st): State<Arc<ApiState>>,
     who: Caller,
-    Query(q): Query<QueueLogQuery>,
+    Params(q): Params<QueueLogQuery>,
 ) -> ApiResult<Json<QueueLogPage>> {
     if who.only_agent().is_some() {
         return Err(Problem::forbidden(
@@ -413,6 +416,7 @@ pub async fn queue_log(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// How far back, in days (default 7).
     pub days: Option<u32>,
@@ -422,12 +426,12 @@ pub struct HistoryQuery {
 /// latest ones with their outcome, agent and CSAT.
 #[utoipa::path(get, path = "/api/v1/callers/{number}/history", tag = "calls",
     params(("number" = String, Path, description = "The caller's number"), HistoryQuery),
-    responses((status = 200, body = CallerHistory), (status = 401, body = Problem)))]
+    responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 200, body = CallerHistory, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn caller_history(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(number): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    Params(q): Params<HistoryQuery>,
 ) -> ApiResult<Json<CallerHistory>> {
     who.require(ApiRole::Agent)?;
     let days = q.days.unwrap_or(7).clamp(1, 366);
@@ -460,14 +464,14 @@ pub struct SuperviseRequest {
     request_body = SuperviseRequest,
     responses((status = 202, body = Done, description = "The supervisor's phone rings"),
         (status = 200, body = Done, description = "The joined supervisor's mode changed"),
-        (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "Not possible now, and why")))]
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now, and why")))]
 pub async fn supervise(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     Path(uuid): Path<String>,
-    Json(req): Json<SuperviseRequest>,
+    Body(req): Body<SuperviseRequest>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Done>)> {
     use crate::media::mixer::Mode;
     who.require(ApiRole::Supervisor)?;

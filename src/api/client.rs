@@ -64,7 +64,15 @@ pub fn table(what: &str, list: &Value) -> String {
     let items = list.as_array().cloned().unwrap_or_default();
     match what {
         "agents" => render(
-            &["EXT", "NAME", "STATE", "REASON", "CALL", "QUEUES", "CALLS TODAY"],
+            &[
+                "EXT",
+                "NAME",
+                "STATE",
+                "REASON",
+                "CALL",
+                "QUEUES",
+                "CALLS TODAY",
+            ],
             items
                 .iter()
                 .map(|a| {
@@ -81,7 +89,15 @@ pub fn table(what: &str, list: &Value) -> String {
                 .collect(),
         ),
         "calls" => render(
-            &["CALL", "CALLER", "DIALED", "PHASE", "QUEUE", "AGENT", "RECORDING"],
+            &[
+                "CALL",
+                "CALLER",
+                "DIALED",
+                "PHASE",
+                "QUEUE",
+                "AGENT",
+                "RECORDING",
+            ],
             items
                 .iter()
                 .map(|c| {
@@ -99,8 +115,17 @@ pub fn table(what: &str, list: &Value) -> String {
         ),
         _ => render(
             &[
-                "QUEUE", "WAITING", "LONGEST", "READY", "BUSY", "WRAP-UP", "PAUSED", "OFFERED",
-                "ANSWERED", "ABANDONED", "SERVICE LEVEL",
+                "QUEUE",
+                "WAITING",
+                "LONGEST",
+                "READY",
+                "BUSY",
+                "WRAP-UP",
+                "PAUSED",
+                "OFFERED",
+                "ANSWERED",
+                "ABANDONED",
+                "SERVICE LEVEL",
             ],
             items
                 .iter()
@@ -119,7 +144,13 @@ pub fn table(what: &str, list: &Value) -> String {
                         cell(&today["abandoned"]),
                         today["service_level"]
                             .as_f64()
-                            .map(|v| format!("{:.1}% ({} s)", v * 100.0, today["service_level_threshold_secs"]))
+                            .map(|v| {
+                                format!(
+                                    "{:.1}% ({} s)",
+                                    v * 100.0,
+                                    today["service_level_threshold_secs"]
+                                )
+                            })
                             .unwrap_or_else(|| "-".into()),
                     ]
                 })
@@ -143,7 +174,10 @@ mod tests {
         let t = table("agents", &agents);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
-        assert!(lines[1].starts_with("2001  Agent 2001  ready      -"), "{t}");
+        assert!(
+            lines[1].starts_with("2001  Agent 2001  ready      -"),
+            "{t}"
+        );
         assert!(lines[2].contains("not_ready  lunch"), "{t}");
         assert!(lines[1].contains("billing,support"), "{t}");
         // Every column starts at the same offset on every line.

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -16,11 +16,13 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::extract::Params;
 use super::problem::{ApiResult, Problem};
 use super::ApiState;
 use crate::events::{Event, EventLog};
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Only events after this sequence number (0: from the first).
     pub since: Option<u64>,
@@ -79,12 +81,12 @@ pub struct EventPage {
 
 /// Stored events after `since`, oldest first (filtered).
 #[utoipa::path(get, path = "/api/v1/events/log", tag = "events", params(StreamQuery),
-    responses((status = 200, body = EventPage), (status = 400, body = Problem),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = EventPage, description = "Done"), (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"), (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this")))]
 pub async fn event_log(
     State(st): State<Arc<ApiState>>,
     who: Caller,
-    Query(q): Query<StreamQuery>,
+    Params(q): Params<StreamQuery>,
 ) -> ApiResult<Json<EventPage>> {
     let filter = Filter::new(&q, &who)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -180,11 +182,11 @@ fn since_or_now(st: &ApiState, q: &mut StreamQuery) {
 /// The live event stream over WebSocket: one JSON event per text message.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(StreamQuery),
     responses((status = 101, description = "Switching to WebSocket"),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"), (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this")))]
 pub async fn websocket(
     State(st): State<Arc<ApiState>>,
     who: Caller,
-    Query(mut q): Query<StreamQuery>,
+    Params(mut q): Params<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<impl IntoResponse> {
     since_or_now(&st, &mut q);
@@ -214,12 +216,12 @@ async fn pump_ws(mut socket: WebSocket, mut rx: mpsc::Receiver<Arc<Event>>) {
 /// browser's EventSource resumes by itself with Last-Event-ID).
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(StreamQuery),
     responses((status = 200, description = "text/event-stream of events", content_type = "text/event-stream"),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"), (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this")))]
 pub async fn sse(
     State(st): State<Arc<ApiState>>,
     who: Caller,
     headers: axum::http::HeaderMap,
-    Query(mut q): Query<StreamQuery>,
+    Params(mut q): Params<StreamQuery>,
 ) -> ApiResult<impl IntoResponse> {
     if q.since.is_none() {
         q.since = headers

@@ -10,6 +10,7 @@ pub mod auth;
 mod calls;
 pub mod client;
 mod events;
+mod extract;
 pub mod live;
 mod problem;
 mod queues;

@@ -135,7 +135,7 @@ async fn queue_info(st: &ApiState, q: &QueueSnapshot, view: &AcdView) -> ApiResu
 
 /// Every queue with its live figures.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
-    responses((status = 200, body = Vec<QueueInfo>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<QueueInfo>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
 pub async fn list_queues(
     State(st): State<Arc<ApiState>>,
     _who: Caller,
@@ -151,8 +151,8 @@ pub async fn list_queues(
 /// The callers in one queue, in the order they will be served.
 #[utoipa::path(get, path = "/api/v1/queues/{name}/callers", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = Vec<WaitingCallerInfo>), (status = 401, body = Problem),
-        (status = 404, body = Problem)))]
+    responses((status = 200, body = Vec<WaitingCallerInfo>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource")))]
 pub async fn queue_callers(
     State(st): State<Arc<ApiState>>,
     _who: Caller,

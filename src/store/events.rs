@@ -52,7 +52,8 @@ pub(super) async fn since(pool: &SqlitePool, since: u64, limit: u32) -> anyhow::
         "SELECT seq, at_ms, type, call_uuid, queue, agent, data FROM events
          WHERE seq > ? ORDER BY seq LIMIT ?",
     )
-    .bind(since as i64)
+    // Past the last possible number there is nothing (and no wrap to a negative).
+    .bind(i64::try_from(since).unwrap_or(i64::MAX))
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
