@@ -728,3 +728,63 @@ fn the_cli_prints_agents_queues_and_calls_over_the_api_as_tables_or_json() {
     let (ok, _, err) = cli(&["agents"], Some("sb_wrong"));
     assert!(!ok && err.contains("401"), "{err}");
 }
+
+#[test]
+fn an_agent_whose_caller_is_on_hold_shows_on_hold_and_the_live_call_says_held() {
+    let (_flows, server) = billing_server("\"2001\"", 0);
+    let api = Api::new(&server);
+    // Answers, holds the caller after 1 s for 2 s, resumes, hangs up.
+    let port = alloc_ports(1);
+    server.register("2001", port);
+    let agent = Sipp::new("uas_answer_hold_resume.xml")
+        .local_port(port)
+        .media_port(alloc_ports(4))
+        .timeout_secs(30)
+        .args(&["-rtp_echo"])
+        .no_remote()
+        .spawn(&server);
+    let caller = Sipp::new("uac_queue_patience.xml")
+        .service("100")
+        .timeout_secs(30)
+        .spawn(&server);
+    let held = api.wait_for(
+        "/api/v1/agents/2001",
+        api::SUPERVISOR,
+        Duration::from_secs(10),
+        |v| v["state"] == "on_hold",
+    );
+    let uuid = held["call_uuid"].as_str().unwrap().to_string();
+    let call = api.ok(&format!("/api/v1/calls/{uuid}"), api::SUPERVISOR);
+    assert_eq!(call["live"]["phase"], "held", "{call:#}");
+    api.wait_for(
+        "/api/v1/agents/2001",
+        api::SUPERVISOR,
+        Duration::from_secs(10),
+        |v| v["state"] == "on_call",
+    );
+    caller
+        .wait(Duration::from_secs(30))
+        .assert_ok(&server, "caller");
+    agent
+        .wait(Duration::from_secs(30))
+        .assert_ok(&server, "agent");
+    let events = api.all_events(api::REPORTING, 0);
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter(|e| e["call"] == uuid.as_str())
+        .filter_map(|e| e["type"].as_str())
+        .filter(|k| k.starts_with("call."))
+        .collect();
+    let pos = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
+    assert!(
+        pos("call.answered") < pos("call.held")
+            && pos("call.held") < pos("call.resumed")
+            && pos("call.resumed") < pos("call.ended"),
+        "{kinds:?}"
+    );
+}

@@ -127,7 +127,8 @@ pub async fn me(who: Caller) -> Json<Me> {
 pub struct AgentInfo {
     pub extension: String,
     pub name: String,
-    /// logged_out, ready, ringing, on_call, wrap_up or not_ready.
+    /// logged_out, ready, ringing, on_call, on_hold (its caller on hold), wrap_up or
+    /// not_ready.
     pub state: String,
     /// The not-ready reason.
     pub reason: Option<String>,
@@ -154,8 +155,29 @@ pub(super) async fn view(st: &ApiState) -> ApiResult<AcdView> {
         .ok_or_else(|| Problem::unavailable("the ACD is not running"))
 }
 
-fn info(st: &ApiState, a: &AgentSnapshot, view: &AcdView, now: Instant) -> AgentInfo {
+/// The calls on hold now, so an agent on one shows as `on_hold` (the ACD does not know
+/// hold; the call does).
+async fn held_calls(st: &ApiState) -> std::collections::HashSet<String> {
+    st.live
+        .all()
+        .await
+        .into_iter()
+        .filter(|c| c.phase == "held")
+        .map(|c| c.call_uuid)
+        .collect()
+}
+
+fn info(
+    st: &ApiState,
+    a: &AgentSnapshot,
+    view: &AcdView,
+    now: Instant,
+    held: &std::collections::HashSet<String>,
+) -> AgentInfo {
     let (state, reason, call, until) = agent_state_parts(&a.state);
+    let call_uuid = call.and_then(|c| view.uuids.get(&c).cloned());
+    let on_hold = state == "on_call" && call_uuid.as_ref().is_some_and(|u| held.contains(u));
+    let state = if on_hold { "on_hold" } else { state };
     let now_ms = now_ms();
     AgentInfo {
         extension: a.extension.clone(),
@@ -166,7 +188,7 @@ fn info(st: &ApiState, a: &AgentSnapshot, view: &AcdView, now: Instant) -> Agent
             .unwrap_or_else(|| a.extension.clone()),
         state: state.into(),
         reason: reason.map(str::to_string),
-        call_uuid: call.and_then(|c| view.uuids.get(&c).cloned()),
+        call_uuid,
         until_ms: until.map(|u| now_ms + u.saturating_duration_since(now).as_millis() as i64),
         skills: a.skills.iter().cloned().collect(),
         queues: a.queues.clone(),
@@ -182,6 +204,7 @@ pub async fn list_agents(
     who: Caller,
 ) -> ApiResult<Json<Vec<AgentInfo>>> {
     let view = view(&st).await?;
+    let held = held_calls(&st).await;
     let now = Instant::now();
     let only = who.only_agent();
     Ok(Json(
@@ -189,7 +212,7 @@ pub async fn list_agents(
             .agents
             .iter()
             .filter(|a| only.is_none_or(|o| o == a.extension))
-            .map(|a| info(&st, a, &view, now))
+            .map(|a| info(&st, a, &view, now, &held))
             .collect(),
     ))
 }
@@ -206,7 +229,7 @@ async fn one_agent(st: &ApiState, extension: &str) -> ApiResult<AgentInfo> {
                 "{extension} is not an agent (no queue lists it as a member)"
             ))
         })?;
-    Ok(info(st, a, &view, Instant::now()))
+    Ok(info(st, a, &view, Instant::now(), &held_calls(st).await))
 }
 
 /// One agent's live state.

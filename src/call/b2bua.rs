@@ -1135,6 +1135,13 @@ impl Call {
     }
 
     async fn on_ivr_steps(&mut self, steps: Vec<IvrStep>) -> Option<End> {
+        let nodes = self.ivr.as_mut().map(|i| i.new_nodes()).unwrap_or_default();
+        for (flow, node, kind) in nodes {
+            self.publish(
+                NewEvent::new("ivr.step")
+                    .data(serde_json::json!({ "flow": flow, "node": node, "kind": kind })),
+            );
+        }
         for step in steps {
             match step {
                 IvrStep::Finished(outcome) => {

@@ -78,6 +78,8 @@ pub struct IvrSession {
     voicemail: Option<String>,
     /// The caller sent no RTP for the media timeout.
     media_timed_out: bool,
+    /// How many trace entries the call has been told about (`new_nodes`).
+    reported: usize,
 }
 
 impl IvrSession {
@@ -114,6 +116,7 @@ impl IvrSession {
             call_uuid: call_uuid.to_string(),
             voicemail: None,
             media_timed_out: false,
+            reported: 0,
         })
     }
 
@@ -180,6 +183,22 @@ impl IvrSession {
 
     pub fn take_endpoint(&mut self) -> Option<EndpointHandle> {
         self.endpoint.take()
+    }
+
+    /// The nodes entered since the last call: (flow, node, kind), for the event log.
+    pub fn new_nodes(&mut self) -> Vec<(String, String, &'static str)> {
+        let entries = &self.interp.trace().entries;
+        let fresh = entries[self.reported.min(entries.len())..]
+            .iter()
+            .filter_map(|e| match &e.step {
+                crate::ivr::interpreter::Step::Node { flow, node, kind } => {
+                    Some((flow.clone(), node.clone(), *kind))
+                }
+                _ => None,
+            })
+            .collect();
+        self.reported = entries.len();
+        fresh
     }
 
     pub fn trace_text(&self) -> String {
