@@ -18,8 +18,10 @@ fn billing_server(members: &str, wrap_up_secs: u64) -> (tempfile::TempDir, Serve
         "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
     )
     .unwrap();
+    // DIDs 2001–2003 ring their extensions; 100 is the flow.
+    let dids = ServerConfig::default().dids.into_iter().filter(|(n, _)| n != "100").collect();
     let server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
+        dids,
         flow_dids: vec![("100".into(), "main".into())],
         ivr: Some((
             dir.path().to_path_buf(),
@@ -785,6 +787,84 @@ fn an_agent_whose_caller_is_on_hold_shows_on_hold_and_the_live_call_says_held() 
         pos("call.answered") < pos("call.held")
             && pos("call.held") < pos("call.resumed")
             && pos("call.resumed") < pos("call.ended"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn an_agent_transfers_its_caller_into_a_queue_by_api_and_the_queue_connects_another_agent() {
+    let (_flows, server) = billing_server("\"2002\"", 0);
+    let api = Api::new(&server);
+    // A trunk call to DID 2001 rings agent 2001 directly; 2002 serves the billing queue.
+    let first = server.start_callee("2001", "uas_answer.xml", &[]);
+    let second = agent_phone(&server, "2002", 1, 2000);
+    let caller = Sipp::new("uac_call_wait_bye.xml")
+        .service("2001")
+        .timeout_secs(40)
+        .spawn(&server);
+    let live = api.wait_for(
+        "/api/v1/calls",
+        api::AGENT_2001,
+        Duration::from_secs(10),
+        |v| {
+            v.as_array()
+                .is_some_and(|a| a.len() == 1 && a[0]["phase"] == "talking")
+        },
+    );
+    let uuid = live[0]["call_uuid"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/calls/{uuid}/transfer");
+    let r = api.post(&path, api::AGENT_2001, json!({"queue": "nowhere"}));
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = api.post(
+        &path,
+        api::AGENT_2001,
+        json!({"queue": "billing", "extension": "2002"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    // Another agent cannot move 2001's call.
+    let r = api.post(&path, api::AGENT_2002, json!({"queue": "billing"}));
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = api.post(&path, api::AGENT_2001, json!({"queue": "billing"}));
+    assert_eq!(
+        (r.status, r.body["result"].as_str()),
+        (200, Some("transferred to queue billing")),
+        "{}",
+        r.text
+    );
+    first
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "2001 is released by a BYE");
+    second
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "2002 answers from the queue and hangs up");
+    caller
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "the caller talks to 2002, then gets the BYE");
+    let rec = server.wait_for_calls(1, Duration::from_secs(10)).remove(0);
+    assert_eq!(
+        (rec.target.as_deref(), rec.queue.as_deref()),
+        (Some("2002"), Some("billing")),
+        "{rec:#?}"
+    );
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some("transferred by 2001 to queue billing"),
+        "{rec:#?}"
+    );
+    let kinds: Vec<String> = api
+        .all_events(api::REPORTING, 0)
+        .iter()
+        .filter(|e| e["call"] == uuid.as_str())
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| x == k)
+            .unwrap_or_else(|| panic!("no {k}: {kinds:?}"))
+    };
+    assert!(
+        at("call.transferred") < at("queue.entered") && at("queue.entered") < at("queue.answered"),
         "{kinds:?}"
     );
 }

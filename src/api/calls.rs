@@ -159,13 +159,16 @@ pub async fn recording(
     Ok(Json(Done { result }))
 }
 
+/// Exactly one of `extension` and `queue`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TransferRequest {
     /// The extension the caller goes to; the agent is released.
-    pub extension: String,
+    pub extension: Option<String>,
+    /// The queue the caller goes into (music, then the agent the queue picks).
+    pub queue: Option<String>,
 }
 
-/// Blind transfer of the caller to another extension.
+/// Blind transfer of the caller to another extension or into a queue.
 #[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/transfer", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),
     request_body = TransferRequest,
@@ -179,8 +182,14 @@ pub async fn transfer(
     Body(req): Body<TransferRequest>,
 ) -> ApiResult<Json<Done>> {
     who.require(ApiRole::Agent)?;
-    let cmd = ApiCommand::Transfer {
-        extension: req.extension,
+    let cmd = match (req.extension, req.queue) {
+        (Some(extension), None) => ApiCommand::Transfer { extension },
+        (None, Some(queue)) => ApiCommand::TransferToQueue { queue },
+        _ => {
+            return Err(Problem::bad_request(
+                "give exactly one of `extension` and `queue` to transfer to",
+            ))
+        }
     };
     let result = command(&st, &who, &uuid, cmd).await?;
     Ok(Json(Done { result }))

@@ -184,6 +184,8 @@ struct Call {
     recording_paused: bool,
     /// Stopped by the control plane: the file is finished, the rest is not recorded.
     recording_stopped: bool,
+    /// An agent (or the API) sent the caller into a queue after a conversation.
+    transferred_to_queue: bool,
     /// The agent's last keys, to spot the recording keys.
     agent_keys: String,
     /// The extension talking on leg B, as the switch knows it (for supervisors).
@@ -279,6 +281,7 @@ async fn run(mut s: CallSetup) {
         flow_record: None,
         recording_paused: false,
         recording_stopped: false,
+        transferred_to_queue: false,
         agent_keys: String::new(),
         talking: None,
         callback_bye_at: None,
@@ -511,6 +514,22 @@ impl Call {
                 }
                 let end = self.transfer_to(extension.clone(), phones).await;
                 (Ok(format!("transferred to {extension}")), end)
+            }
+            ApiCommand::TransferToQueue { queue } => {
+                if !talking {
+                    return (
+                        Err("only a call connected to an agent can be transferred".into()),
+                        None,
+                    );
+                }
+                let Some(acd) = self.shared.acd.clone() else {
+                    return (Err("no queues are configured".into()), None);
+                };
+                if !self.shared.config.queues.iter().any(|q| q.name == queue) {
+                    return (Err(format!("queue \"{queue}\" is not configured")), None);
+                }
+                let end = self.transfer_to_queue(queue.clone(), acd).await;
+                (Ok(format!("transferred to queue {queue}")), end)
             }
             ApiCommand::SupervisorMode(mode) => match &self.relay {
                 Some(relay) if talking => {
@@ -788,6 +807,18 @@ impl Call {
                 self.cancel_agent_forks(None);
                 self.queue = None;
                 self.phase = Phase::Ivr;
+                // A caller transferred into the queue has no flow step to fall back on.
+                if self.transferred_to_queue || self.ivr.is_none() {
+                    self.hangup_both(Some(Side::A)).await;
+                    return Some(End {
+                        by: HangupBy::Switchboard,
+                        disposition: Disposition::Answered,
+                        code: 200,
+                        reason: Some(format!(
+                            "the queue gave up on the transferred caller: {reason}"
+                        )),
+                    });
+                }
                 let steps =
                     self.ivr
                         .as_mut()?
@@ -845,15 +876,59 @@ impl Call {
     /// Sends the caller on to `target` (whose phones are `phones`): the agent is released,
     /// the caller hears music while the target rings.
     async fn transfer_to(&mut self, target: String, phones: Vec<Binding>) -> Option<End> {
+        let from_agent = self.release_agent(&target).await?;
+        self.rec.reason = Some(format!("transferred by {from_agent} to {target}"));
+        self.rec.target = Some(target);
+        self.ring(&phones).await;
+        None
+    }
+
+    /// Sends the caller from its agent into `queue`: music while it waits, then the agent
+    /// the queue picks. Should the queue give up on it, the call ends there.
+    async fn transfer_to_queue(
+        &mut self,
+        queue: String,
+        acd: super::acd::AcdHandle,
+    ) -> Option<End> {
+        let from_agent = self.release_agent(&format!("queue:{queue}")).await?;
+        self.rec.reason = Some(format!("transferred by {from_agent} to queue {queue}"));
+        self.rec.queue = Some(queue.clone());
+        let (tx, from_acd) = mpsc::unbounded_channel();
+        acd.enqueue(
+            CallId(self.key),
+            &self.rec.call_uuid,
+            &queue,
+            Vec::new(),
+            0,
+            tx,
+        );
+        self.queue = Some(Queued {
+            acd,
+            from_acd,
+            offered: Vec::new(),
+            connected: false,
+            callback: false,
+        });
+        self.transferred_to_queue = true;
+        self.phase = Phase::Ivr;
+        None
+    }
+
+    /// Lets the agent go (its leg hung up, its queue told) and parks the caller on music,
+    /// offered from now on exactly the codec it speaks. The agent it was talking to.
+    async fn release_agent(&mut self, to: &str) -> Option<String> {
         let from_agent = self.rec.target.clone().unwrap_or_default();
-        info!(from = %from_agent, to = %target, "blind transfer");
+        info!(from = %from_agent, %to, "blind transfer");
         self.publish(
             NewEvent::new("call.transferred")
                 .agent(Some(&from_agent))
-                .data(serde_json::json!({ "from": from_agent, "to": target })),
+                .data(serde_json::json!({ "from": from_agent, "to": to })),
         );
         if let Some(q) = self.queue.take() {
             q.acd.ended(CallId(self.key), CallEnd::Transferred);
+        }
+        if let Some(ext) = self.talking.take() {
+            self.sw.on_call(&ext, self.key, false);
         }
         self.hangup_both(Some(Side::B)).await;
         // The caller waits on music while the new target rings.
@@ -873,10 +948,7 @@ impl Call {
         self.b_ack = None;
         self.b_remote = None;
         self.a_answered = true;
-        self.rec.reason = Some(format!("transferred by {from_agent} to {target}"));
-        self.rec.target = Some(target);
-        self.ring(&phones).await;
-        None
+        Some(from_agent)
     }
 
     /// Takes the caller's ports back from the bridge and plays music on hold into them;
@@ -985,6 +1057,16 @@ impl Call {
         self.relayed.clear();
         self.reinvite_acks.clear();
         self.phase = Phase::Ivr;
+        if self.ivr.is_none() {
+            // A call that reached the queue by a transfer has no flow to go back to.
+            self.hangup_both(Some(Side::A)).await;
+            return Some(End {
+                by: HangupBy::Callee,
+                disposition: Disposition::Answered,
+                code: 200,
+                reason: self.rec.reason.clone(),
+            });
+        }
         let resumed = self.resume_flow_media().await;
         let Some(ivr) = self.ivr.as_mut().filter(|_| resumed) else {
             // No way to speak to the caller again: end the call rather than leave it mute.

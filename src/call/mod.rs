@@ -73,6 +73,10 @@ pub enum ApiCommand {
     Transfer {
         extension: String,
     },
+    /// Blind transfer of the caller into a queue (the agent leaves).
+    TransferToQueue {
+        queue: String,
+    },
     /// The joined supervisor's new mode.
     SupervisorMode(crate::media::mixer::Mode),
 }
