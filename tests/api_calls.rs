@@ -19,7 +19,11 @@ fn billing_server(members: &str, wrap_up_secs: u64) -> (tempfile::TempDir, Serve
     )
     .unwrap();
     // DIDs 2001–2003 ring their extensions; 100 is the flow.
-    let dids = ServerConfig::default().dids.into_iter().filter(|(n, _)| n != "100").collect();
+    let dids = ServerConfig::default()
+        .dids
+        .into_iter()
+        .filter(|(n, _)| n != "100")
+        .collect();
     let server = Server::start_with(ServerConfig {
         dids,
         flow_dids: vec![("100".into(), "main".into())],
@@ -867,4 +871,53 @@ fn an_agent_transfers_its_caller_into_a_queue_by_api_and_the_queue_connects_anot
         at("call.transferred") < at("queue.entered") && at("queue.entered") < at("queue.answered"),
         "{kinds:?}"
     );
+}
+
+#[test]
+fn an_agent_whose_phone_stops_answering_keep_alives_is_made_not_ready_while_a_live_phone_stays_ready(
+) {
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        flows.path().join("main.yaml"),
+        "name: main\nentry: bye\nprompts: en\nnodes:\n  bye:\n    hangup:\n",
+    )
+    .unwrap();
+    let server = Server::start_with(ServerConfig {
+        // Fast timers: an unanswered OPTIONS times out after 64·T1 = 3.2 s.
+        t1_ms: Some(50),
+        extra_sip: vec!["keepalive_secs: 1".into()],
+        dids: Vec::new(),
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((
+            flows.path().to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        extra_yaml: vec![
+            "queues:".into(),
+            "  - { name: billing, members: [\"2001\", \"2002\"] }".into(),
+        ],
+        api: true,
+        ..ServerConfig::default()
+    });
+    let api = Api::new(&server);
+    // 2001 registers from a port where nothing answers afterwards (SIPp has exited);
+    // 2002 is a real softphone, which answers OPTIONS.
+    server.register("2001", alloc_ports(1));
+    let phone = common::phone::Phone::agent(&server, "2002").start(&server);
+    let gone = api.wait_for(
+        "/api/v1/agents/2001",
+        api::SUPERVISOR,
+        Duration::from_secs(20),
+        |v| v["state"] == "not_ready",
+    );
+    assert_eq!(gone["reason"], "unreachable", "{gone:#}");
+    assert!(
+        server.stderr().contains("did not answer the keep-alive"),
+        "{}",
+        server.stderr_tail(30)
+    );
+    // The live phone has been pinged as long, and is still ready.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state_of(&api, "2002")["state"], "ready");
+    drop(phone);
 }

@@ -96,6 +96,9 @@ pub struct Switch {
     /// Agents with at least one live registration, to tell the ACD when the last one
     /// goes (unregistered or expired) and when one comes back.
     reachable: std::collections::HashSet<String>,
+    /// OPTIONS keep-alives in flight: transaction → (user, contact).
+    pings: HashMap<TxId, (String, String)>,
+    last_ping: Instant,
     /// Records of refused calls being written; awaited before the switch stops.
     record_writes: tokio::task::JoinSet<()>,
 }
@@ -153,6 +156,8 @@ pub async fn start(
             calls: HashMap::new(),
             on_call: HashMap::new(),
             reachable: Default::default(),
+            pings: HashMap::new(),
+            last_ping: Instant::now(),
             by_call_id: HashMap::new(),
             tx_owner: HashMap::new(),
             next_call: 1,
@@ -264,6 +269,63 @@ impl Switch {
             .collect();
         for user in gone {
             self.phone_reachability(&user, false);
+        }
+        self.keep_alive(now);
+    }
+
+    /// Pings every registered phone of an agent with OPTIONS (RFC 3261 §11), as
+    /// Asterisk's `qualify` does; the answers and timeouts come back as transaction
+    /// events. A phone still being pinged is not pinged again.
+    fn keep_alive(&mut self, now: Instant) {
+        let Some(every) = self.shared.config.keepalive else {
+            return;
+        };
+        if now.duration_since(self.last_ping) < every {
+            return;
+        }
+        self.last_ping = now;
+        let adv = message::host_str(self.shared.config.advertise);
+        let users: Vec<String> = self.reachable.iter().cloned().collect();
+        for user in users {
+            for b in self.registrar.lookup(&user, now) {
+                if self
+                    .pings
+                    .values()
+                    .any(|(u, c)| *u == user && *c == b.contact)
+                {
+                    continue;
+                }
+                let Ok(uri) = rsip::Uri::try_from(b.contact.as_str()) else {
+                    continue;
+                };
+                let mut headers = rsip::Headers::default();
+                headers.push(Header::From(rsip::headers::From::new(format!(
+                    "<sip:keepalive@{adv}>;tag={}",
+                    message::new_tag()
+                ))));
+                headers.push(Header::To(rsip::headers::To::new(format!(
+                    "<{}>",
+                    b.contact
+                ))));
+                headers.push(Header::CallId(rsip::headers::CallId::new(format!(
+                    "{}@switchboard",
+                    message::random_token(20)
+                ))));
+                headers.push(Header::CSeq(rsip::headers::CSeq::new("1 OPTIONS")));
+                headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
+                headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
+                    "0",
+                )));
+                let req = rsip::Request {
+                    method: rsip::Method::Options,
+                    uri,
+                    version: rsip::Version::V2,
+                    headers,
+                    body: Vec::new(),
+                };
+                let tx = self.layer.send_request(req, b.source, now);
+                self.pings.insert(tx, (user.clone(), b.contact.clone()));
+            }
         }
     }
 
@@ -499,6 +561,13 @@ impl Switch {
                 }
             }
             TxEvent::Response { tx, resp } => {
+                // Any final answer to a keep-alive, even 405, says the phone is there.
+                if resp.status_code.code() >= 200 && self.pings.remove(&tx).is_some() {
+                    return;
+                }
+                if self.pings.contains_key(&tx) {
+                    return;
+                }
                 let owner = self.tx_owner.get(&tx).copied();
                 if let Some(call) = owner {
                     if self.send_to_call(
@@ -514,6 +583,13 @@ impl Switch {
                 self.hang_up_orphan_answer(tx, resp);
             }
             TxEvent::Timeout { tx } => {
+                if let Some((user, contact)) = self.pings.remove(&tx) {
+                    info!(%user, %contact, "the phone did not answer the keep-alive; dropping its registration");
+                    self.registrar.remove(&user, &contact);
+                    let left = !self.registrar.lookup(&user, Instant::now()).is_empty();
+                    self.phone_reachability(&user, left);
+                    return;
+                }
                 if let Some(&call) = self.tx_owner.get(&tx) {
                     self.send_to_call(call, CallEvent::Timeout { tx });
                 }

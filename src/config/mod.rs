@@ -113,6 +113,10 @@ struct RawSip {
     advertise: Option<Spanned<String>>,
     #[serde(default)]
     t1_ms: Option<Spanned<u64>>,
+    /// OPTIONS keep-alive to agents' registered phones every this many seconds (0 or
+    /// absent: off); an unanswered one drops that registration.
+    #[serde(default)]
+    keepalive_secs: Option<u64>,
     #[serde(default)]
     realm: Option<String>,
     /// Digest algorithms offered, most preferred first: MD5, SHA-256.
@@ -370,6 +374,8 @@ pub struct Config {
     /// Address written into Via, Contact, Record-Route and SDP.
     pub advertise: IpAddr,
     pub t1_ms: u64,
+    /// How often agents' registered phones are pinged with OPTIONS (None: never).
+    pub keepalive: Option<std::time::Duration>,
     pub realm: String,
     pub auth_algorithms: Vec<crate::sip::auth::Algorithm>,
     pub rtp_bind: IpAddr,
@@ -1017,6 +1023,11 @@ impl Validator {
             listeners,
             advertise,
             t1_ms,
+            keepalive: raw
+                .sip
+                .keepalive_secs
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs),
             realm: raw.sip.realm.unwrap_or_else(|| "switchboard".into()),
             auth_algorithms,
             rtp_bind,

@@ -142,6 +142,20 @@ impl Registrar {
         v
     }
 
+    /// Drops one binding (its phone stopped answering); true if it was there.
+    pub fn remove(&mut self, user: &str, contact: &str) -> bool {
+        let Some(list) = self.bindings.get_mut(user) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|b| b.contact != contact);
+        let removed = list.len() != before;
+        if list.is_empty() {
+            self.bindings.remove(user);
+        }
+        removed
+    }
+
     /// Drops expired bindings.
     pub fn purge(&mut self, now: Instant) {
         self.bindings.retain(|_, l| {
