@@ -628,6 +628,45 @@ fn every_endpoint_in_the_openapi_document_refuses_missing_and_wrong_tokens_and_w
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
     let r = api.get("/api/v1/queue-log", api::AGENT_2001);
     assert_eq!(r.status, 403, "{}", r.text);
+    // An agent logs itself out of its queues and back in; not another agent.
+    let put =
+        |path: &str, token: &str, body: Value| api.call("PUT", path, Some(token), &[], Some(&body));
+    let r = put(
+        "/api/v1/agents/2001/queues",
+        api::AGENT_2001,
+        json!({"queues": []}),
+    );
+    assert_eq!(
+        (r.status, r.body["queues"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{}",
+        r.text
+    );
+    let queues = api.ok("/api/v1/queues", api::REPORTING);
+    assert_eq!(queues[0]["agents"]["ready"], 1, "{queues:#}");
+    let r = put(
+        "/api/v1/agents/2001/queues",
+        api::AGENT_2001,
+        json!({"queues": ["billing"]}),
+    );
+    assert_eq!(
+        (r.status, r.body["queues"][0].as_str()),
+        (200, Some("billing")),
+        "{}",
+        r.text
+    );
+    let r = put(
+        "/api/v1/agents/2002/queues",
+        api::AGENT_2001,
+        json!({"queues": []}),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = put(
+        "/api/v1/agents/2001/queues",
+        api::SUPERVISOR,
+        json!({"queues": ["nowhere"]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
     // Queues with their figures, for the wallboard.
     let queues = api.ok("/api/v1/queues", api::REPORTING);
     assert_eq!(queues[0]["name"], "billing");

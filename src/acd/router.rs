@@ -103,6 +103,13 @@ pub enum Event {
         agent: String,
         skills: Vec<(String, u8)>,
     },
+    /// Replaces the queues the agent serves (logs it into those, out of the others),
+    /// keeping its state. Callers left in a queue nobody is logged in to any more
+    /// overflow as on a log-out.
+    QueuesChanged {
+        agent: String,
+        queues: Vec<String>,
+    },
     /// Midnight: every agent's calls-today count starts again from zero.
     DayStarted,
     /// The agent's phone can no longer be reached (unregistered, registration expired,
@@ -350,6 +357,7 @@ impl Router {
             Event::AgentReady { agent } => self.ready(&agent, now),
             Event::EndWrapUp { agent } => self.end_wrap_up(&agent, now),
             Event::SkillsChanged { agent, skills } => self.skills_changed(&agent, &skills, now),
+            Event::QueuesChanged { agent, queues } => self.queues_changed(&agent, &queues, now),
             Event::DayStarted => {
                 self.day_started(now);
                 Ok(())
@@ -789,6 +797,54 @@ impl Router {
                 Ok(())
             }
         }
+    }
+
+    fn queues_changed(
+        &mut self,
+        extension: &str,
+        queues: &[String],
+        now: Instant,
+    ) -> Result<(), AcdError> {
+        let a = self.agent_idx(extension)?;
+        let mut new = Vec::with_capacity(queues.len());
+        for name in queues {
+            let q = self.queue_idx(name)?;
+            if !new.contains(&q) {
+                new.push(q);
+            }
+        }
+        let state = self.agent_at(a).state.clone();
+        let logged_in = usize::from(state.is_logged_in());
+        let staffed = usize::from(state.is_staffed());
+        let available = matches!(state, AgentState::Available { .. });
+        let old = self.agent_at(a).queues.clone();
+        let left: Vec<QueueIdx> = old.iter().copied().filter(|q| !new.contains(q)).collect();
+        for &q in &left {
+            let queue = &mut self.queues[q.0 as usize];
+            queue.logged_in -= logged_in;
+            queue.staffed -= staffed;
+            if available {
+                queue.remove_available(a);
+            }
+        }
+        self.agents[a.0 as usize].queues = new.clone();
+        for &q in new.iter().filter(|q| !old.contains(q)) {
+            let agent = &self.agents[a.0 as usize];
+            let queue = &mut self.queues[q.0 as usize];
+            queue.logged_in += logged_in;
+            queue.staffed += staffed;
+            if available {
+                queue.add_available(a, agent, now);
+            }
+        }
+        if available {
+            // It may take the callers of the queues it joined.
+            self.freed.push(a);
+        }
+        for q in left {
+            self.overflow_if_empty(q, now);
+        }
+        Ok(())
     }
 
     fn phone_unreachable(&mut self, extension: &str, now: Instant) -> Result<(), AcdError> {

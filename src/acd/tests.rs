@@ -957,3 +957,50 @@ fn poll_timeout_skips_timers_that_no_longer_matter() {
     sim.event(Event::CallAbandoned { call: CallId(1) });
     assert_eq!(sim.router.poll_timeout(), None);
 }
+
+#[test]
+fn an_agent_moved_to_another_queue_takes_its_callers_and_leaves_the_old_one() {
+    let mut sim = Sim::new(
+        vec![
+            QueueConfig::new("sales", Strategy::LongestIdle),
+            QueueConfig {
+                when_empty: WhenEmpty::Wait,
+                ..QueueConfig::new("support", Strategy::LongestIdle)
+            },
+        ],
+        &[("a1", &[], &["sales"])],
+    );
+    sim.login("a1");
+    // A support caller waits: nobody serves support yet.
+    assert!(sim.arrive(1, "support").is_empty());
+    let moved = sim.event(Event::QueuesChanged {
+        agent: "a1".into(),
+        queues: vec!["support".into()],
+    });
+    assert_eq!(moved, vec![offer(1, "a1")]);
+    sim.answer(1, "a1");
+    sim.end(1);
+    // No longer in sales: a sales caller overflows (nobody logged in there).
+    let sales = sim.arrive(2, "sales");
+    assert!(
+        sales.iter().any(|a| matches!(
+            a,
+            Action::Overflow {
+                call: CallId(2),
+                ..
+            }
+        )),
+        "{sales:?}"
+    );
+    // And an unknown queue is refused without a change.
+    assert!(sim
+        .try_event(Event::QueuesChanged {
+            agent: "a1".into(),
+            queues: vec!["nowhere".into()],
+        })
+        .is_err());
+    assert_eq!(
+        sim.router.snapshot(sim.now).agents[0].queues,
+        vec!["support"]
+    );
+}

@@ -377,6 +377,53 @@ pub async fn set_skills(
     Ok(Json(one_agent(&st, &extension).await?))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct QueuesRequest {
+    /// The queues the agent serves from now on (logged into these, out of the others).
+    pub queues: Vec<String>,
+}
+
+/// Log the agent into exactly these queues (until the server restarts); its state is
+/// kept. An agent may do this for itself.
+#[utoipa::path(put, path = "/api/v1/agents/{extension}/queues", tag = "agents",
+    params(("extension" = String, Path, description = "The agent's extension")),
+    request_body = QueuesRequest,
+    responses((status = 200, body = AgentInfo, description = "Done"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now; the detail says why")))]
+pub async fn set_queues(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(extension): Path<String>,
+    Body(req): Body<QueuesRequest>,
+) -> ApiResult<Json<AgentInfo>> {
+    who.may_act_as(&extension)?;
+    one_agent(&st, &extension).await?;
+    if let Some(q) = req
+        .queues
+        .iter()
+        .find(|q| !st.config.queues.iter().any(|c| &c.name == *q))
+    {
+        return Err(Problem::bad_request(format!(
+            "queue \"{q}\" is not configured"
+        )));
+    }
+    let ev = Event::QueuesChanged {
+        agent: extension.clone(),
+        queues: req.queues.clone(),
+    };
+    ask(acd(&st)?, ev, &who.cause()).await?;
+    st.events.publish(
+        crate::events::NewEvent::new("agent.queues")
+            .agent(Some(&extension))
+            .data(serde_json::json!({ "queues": req.queues, "by": who.cause() })),
+    );
+    Ok(Json(one_agent(&st, &extension).await?))
+}
+
 /// The reasons an agent may give for not being ready.
 #[utoipa::path(get, path = "/api/v1/pause-reasons", tag = "agents",
     responses((status = 200, body = Vec<String>, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]

@@ -95,6 +95,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(agents::set_state))
         .routes(routes!(agents::end_wrap_up))
         .routes(routes!(agents::set_skills))
+        .routes(routes!(agents::set_queues))
         .routes(routes!(agents::pause_reasons))
         .routes(routes!(queues::list_queues))
         .routes(routes!(queues::queue_callers))
