@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -92,32 +91,6 @@ fn each_caller_reaches_the_agent_best_skill_routing_picks() {
             "{pair:?} not in {connects:?}"
         );
     }
-}
-
-/// A server whose DID 100 flow puts callers straight into `queue` (then hangs up), with
-/// the given `queues:` entries; the flow directory lives as long as the first value.
-fn queue_server(queue: &str, queues: &[&str], config: ServerConfig) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.yaml"),
-        format!(
-            "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: {queue}\n      next: bye\n  bye:\n    hangup:\n"
-        ),
-    )
-    .unwrap();
-    let mut extra_yaml = vec!["queues:".to_string()];
-    extra_yaml.extend(queues.iter().map(|q| q.to_string()));
-    let server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            dir.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml,
-        ..config
-    });
-    (dir, server)
 }
 
 const CALLERS: u32 = 200;

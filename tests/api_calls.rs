@@ -3,43 +3,27 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::api::{self, Api};
 use common::*;
 use serde_json::{json, Value};
 
-/// DID 100 → a flow that queues the caller in `billing`, then hangs up.
+/// DID 100 → a flow that queues the caller in `billing`, then hangs up; DIDs 2001–2003
+/// ring their extensions.
 fn billing_server(members: &str, wrap_up_secs: u64) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.yaml"),
-        "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
+    let queue = format!(
+        "  - {{ name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: {wrap_up_secs}, members: [{members}] }}"
+    );
+    queue_server(
+        "billing",
+        &[&queue],
+        ServerConfig {
+            rtp_timeout_secs: Some(0),
+            api: true,
+            ..ServerConfig::default()
+        },
     )
-    .unwrap();
-    // DIDs 2001–2003 ring their extensions; 100 is the flow.
-    let dids = ServerConfig::default()
-        .dids
-        .into_iter()
-        .filter(|(n, _)| n != "100")
-        .collect();
-    let server = Server::start_with(ServerConfig {
-        dids,
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            dir.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml: vec![
-            "queues:".into(),
-            format!("  - {{ name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: {wrap_up_secs}, members: [{members}] }}"),
-        ],
-        rtp_timeout_secs: Some(0),
-        api: true,
-        ..ServerConfig::default()
-    });
-    (dir, server)
 }
 
 /// A registered agent phone that answers each call and hangs up after `talk_ms`.
@@ -915,29 +899,17 @@ fn an_agent_transfers_its_caller_into_a_queue_by_api_and_the_queue_connects_anot
 #[test]
 fn an_agent_whose_phone_stops_answering_keep_alives_is_made_not_ready_while_a_live_phone_stays_ready(
 ) {
-    let flows = tempfile::tempdir().unwrap();
-    std::fs::write(
-        flows.path().join("main.yaml"),
-        "name: main\nentry: bye\nprompts: en\nnodes:\n  bye:\n    hangup:\n",
-    )
-    .unwrap();
-    let server = Server::start_with(ServerConfig {
-        // Fast timers: an unanswered OPTIONS times out after 64·T1 = 3.2 s.
-        t1_ms: Some(50),
-        extra_sip: vec!["keepalive_secs: 1".into()],
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            flows.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: billing, members: [\"2001\", \"2002\"] }".into(),
-        ],
-        api: true,
-        ..ServerConfig::default()
-    });
+    let (_flows, server) = queue_server(
+        "billing",
+        &["  - { name: billing, members: [\"2001\", \"2002\"] }"],
+        ServerConfig {
+            // Fast timers: an unanswered OPTIONS times out after 64·T1 = 3.2 s.
+            t1_ms: Some(50),
+            extra_sip: vec!["keepalive_secs: 1".into()],
+            api: true,
+            ..ServerConfig::default()
+        },
+    );
     let api = Api::new(&server);
     // 2001 registers from a port where nothing answers afterwards (SIPp has exited);
     // 2002 is a real softphone, which answers OPTIONS.

@@ -31,26 +31,14 @@ fn venv_tool(name: &str) -> PathBuf {
 fn the_openapi_document_validates_and_a_schema_driven_client_finds_no_5xx_and_no_schema_break() {
     let validator = venv_tool("openapi-spec-validator");
     let schemathesis = venv_tool("schemathesis");
-    let flows = tempfile::tempdir().unwrap();
-    std::fs::write(
-        flows.path().join("main.yaml"),
-        "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
-    )
-    .unwrap();
-    let server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((
-            flows.path().to_path_buf(),
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
-        )),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: billing, wrap_up_secs: 0, members: [\"2001\", \"2002\"] }".into(),
-        ],
-        api: true,
-        ..ServerConfig::default()
-    });
+    let (_flows, server) = queue_server(
+        "billing",
+        &["  - { name: billing, wrap_up_secs: 0, members: [\"2001\", \"2002\"] }"],
+        ServerConfig {
+            api: true,
+            ..ServerConfig::default()
+        },
+    );
     let api = Api::new(&server);
     // A finished call, so records, history and the queue log have something to show.
     Sipp::new("uac_queue_impatient.xml")

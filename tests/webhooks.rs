@@ -7,7 +7,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,29 +112,22 @@ fn crm(listener: TcpListener, got: Arc<Mutex<Vec<Delivery>>>) {
 
 #[test]
 fn every_webhook_of_100_calls_arrives_once_signed_despite_a_30_s_outage_and_a_restart() {
-    let flows = tempfile::tempdir().unwrap();
-    std::fs::write(
-        flows.path().join("main.yaml"),
-        "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n",
-    )
-    .unwrap();
     let crm_port = alloc_ports(1);
-    let mut server = Server::start_with(ServerConfig {
-        dids: Vec::new(),
-        flow_dids: vec![("100".into(), "main".into())],
-        ivr: Some((flows.path().to_path_buf(), PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"))),
-        extra_yaml: vec![
-            "queues:".into(),
-            "  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\", \"2002\", \"2003\"] }".into(),
-            "webhooks:".into(),
-            format!("  - {{ name: crm, url: \"http://127.0.0.1:{crm_port}/switchboard\", secret: \"{SECRET}\" }}"),
-        ],
-        rtp_timeout_secs: Some(0),
-        rtp_port_count: 400,
-        env: vec![("RUST_LOG".into(), "warn".into())],
-        api: true,
-        ..ServerConfig::default()
-    });
+    let (_flows, mut server) = queue_server(
+        "billing",
+        &["  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\", \"2002\", \"2003\"] }"],
+        ServerConfig {
+            extra_yaml: vec![
+                "webhooks:".into(),
+                format!("  - {{ name: crm, url: \"http://127.0.0.1:{crm_port}/switchboard\", secret: \"{SECRET}\" }}"),
+            ],
+            rtp_timeout_secs: Some(0),
+            rtp_port_count: 400,
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            api: true,
+            ..ServerConfig::default()
+        },
+    );
     let started = Instant::now();
     let agents: Vec<_> = ["2001", "2002", "2003"]
         .iter()

@@ -892,16 +892,37 @@ impl Call {
     ) -> Option<End> {
         let from_agent = self.release_agent(&format!("queue:{queue}")).await?;
         self.rec.reason = Some(format!("transferred by {from_agent} to queue {queue}"));
-        self.rec.queue = Some(queue.clone());
+        self.join_queue(acd, queue, Vec::new(), 0);
+        self.transferred_to_queue = true;
+        self.phase = Phase::Ivr;
+        None
+    }
+
+    /// Puts the caller in `queue` (the IVR's data goes along in `call.queued`); the
+    /// ACD's answers arrive in `self.queue`.
+    fn join_queue(
+        &mut self,
+        acd: super::acd::AcdHandle,
+        queue: String,
+        skills: Vec<(String, u8)>,
+        priority: i32,
+    ) {
+        info!(%queue, priority, "queued");
+        let variables = self.ivr.as_ref().map(|i| i.call_data()).unwrap_or_default();
+        let skill_map: std::collections::BTreeMap<_, _> = skills.iter().cloned().collect();
+        self.publish(NewEvent::new("call.queued").queue(Some(&queue)).data(
+            serde_json::json!({ "priority": priority, "skills": skill_map, "variables": variables }),
+        ));
         let (tx, from_acd) = mpsc::unbounded_channel();
         acd.enqueue(
             CallId(self.key),
             &self.rec.call_uuid,
             &queue,
-            Vec::new(),
-            0,
+            skills,
+            priority,
             tx,
         );
+        self.rec.queue = Some(queue);
         self.queue = Some(Queued {
             acd,
             from_acd,
@@ -909,9 +930,6 @@ impl Call {
             connected: false,
             callback: false,
         });
-        self.transferred_to_queue = true;
-        self.phase = Phase::Ivr;
-        None
     }
 
     /// Lets the agent go (its leg hung up, its queue told) and parks the caller on music,
@@ -1238,34 +1256,7 @@ impl Call {
                     let Some(acd) = self.shared.acd.clone() else {
                         continue; // the session only asks when there is an ACD
                     };
-                    let (tx, from_acd) = mpsc::unbounded_channel();
-                    info!(%queue, priority, "queued");
-                    self.rec.queue = Some(queue.clone());
-                    let variables = self.ivr.as_ref().map(|i| i.call_data()).unwrap_or_default();
-                    self.publish(
-                        NewEvent::new("call.queued")
-                            .queue(Some(&queue))
-                            .data(serde_json::json!({
-                                "priority": priority,
-                                "skills": skills.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                                "variables": variables,
-                            })),
-                    );
-                    acd.enqueue(
-                        CallId(self.key),
-                        &self.rec.call_uuid,
-                        &queue,
-                        skills,
-                        priority,
-                        tx,
-                    );
-                    self.queue = Some(Queued {
-                        acd,
-                        from_acd,
-                        offered: Vec::new(),
-                        connected: false,
-                        callback: false,
-                    });
+                    self.join_queue(acd, queue, skills, priority);
                     if let Some(ivr) = &self.ivr {
                         ivr.hold_music();
                     }

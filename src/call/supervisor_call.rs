@@ -43,6 +43,24 @@ pub struct Join {
     pub by: String,
 }
 
+/// The mode a supervisor's SIP INFO key asks for: 4 listen, 5 whisper, 6 barge.
+pub fn mode_key(req: &rsip::Request) -> Option<Mode> {
+    if req.method != Method::Info {
+        return None;
+    }
+    let ct = message::content_type(&as_msg(req)).unwrap_or_default();
+    match crate::media::dtmf::parse_sip_info(&ct, &req.body)
+        .ok()?
+        .key
+        .as_char()
+    {
+        '4' => Some(Mode::Listen),
+        '5' => Some(Mode::Whisper),
+        '6' => Some(Mode::Barge),
+        _ => None,
+    }
+}
+
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Listen => "listen",
@@ -279,17 +297,8 @@ async fn talk(
                 }
                 Some(CallEvent::Request { tx, req, .. }) => {
                     // Keys 4, 5, 6 by SIP INFO switch modes, as on a dialled-in join.
-                    if req.method == Method::Info {
-                        let ct = message::content_type(&as_msg(&req)).unwrap_or_default();
-                        let key = crate::media::dtmf::parse_sip_info(&ct, &req.body)
-                            .ok()
-                            .map(|d| d.key.as_char());
-                        match key {
-                            Some('4') => relay.supervisor_mode(Mode::Listen),
-                            Some('5') => relay.supervisor_mode(Mode::Whisper),
-                            Some('6') => relay.supervisor_mode(Mode::Barge),
-                            _ => {}
-                        }
+                    if let Some(mode) = mode_key(&req) {
+                        relay.supervisor_mode(mode);
                     }
                     sw.respond(tx, message::response_to(&req, 200, None));
                 }

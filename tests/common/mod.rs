@@ -368,6 +368,45 @@ impl ServerConfig {
 // Server
 // ---------------------------------------------------------------------------
 
+/// A server whose DID 100 flow puts callers straight into `queue` (then hangs up), with
+/// the given `queues:` entries (and `config`'s other YAML after them); the flow
+/// directory lives as long as the first value.
+pub fn queue_server(
+    queue: &str,
+    queues: &[&str],
+    config: ServerConfig,
+) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.yaml"),
+        format!(
+            "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: {queue}\n      next: bye\n  bye:\n    hangup:\n"
+        ),
+    )
+    .unwrap();
+    let mut extra_yaml = vec!["queues:".to_string()];
+    extra_yaml.extend(queues.iter().map(|q| q.to_string()));
+    extra_yaml.extend(config.extra_yaml.iter().cloned());
+    // DID 100 is the flow; the others still ring their extensions.
+    let dids = config
+        .dids
+        .iter()
+        .filter(|(n, _)| n != "100")
+        .cloned()
+        .collect();
+    let server = Server::start_with(ServerConfig {
+        dids,
+        flow_dids: vec![("100".into(), "main".into())],
+        ivr: Some((
+            dir.path().to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+        )),
+        extra_yaml,
+        ..config
+    });
+    (dir, server)
+}
+
 /// A running `switchboard serve`. Dropping it sends SIGTERM, then SIGKILL after a
 /// grace period.
 pub struct Server {

@@ -99,20 +99,8 @@ impl Call {
                         return End { by: HangupBy::Caller, reason: None, ..hang_up };
                     }
                     Some(CallEvent::Request { tx, req, .. }) => {
-                        if req.method == Method::Info {
-                            let ct = message::content_type(&as_msg(&req)).unwrap_or_default();
-                            let key = crate::media::dtmf::parse_sip_info(&ct, &req.body)
-                                .ok()
-                                .map(|d| d.key.as_char());
-                            let mode = match key {
-                                Some('4') => Some(Mode::Listen),
-                                Some('5') => Some(Mode::Whisper),
-                                Some('6') => Some(Mode::Barge),
-                                _ => None,
-                            };
-                            if let Some(mode) = mode {
-                                relay.supervisor_mode(mode);
-                            }
+                        if let Some(mode) = crate::call::supervisor_call::mode_key(&req) {
+                            relay.supervisor_mode(mode);
                         }
                         self.sw.respond(tx, message::response_to(&req, 200, None));
                     }
