@@ -95,7 +95,11 @@ struct Session {
 struct Failures {
     count: u32,
     locked_until: Option<Instant>,
+    last: Option<Instant>,
 }
+
+/// Addresses remembered at most; past this, ones quiet for a lock-out period are forgotten.
+const MAX_FAILING_ADDRESSES: usize = 10_000;
 
 /// Tokens, sessions and login failures. Locks here are held for a map look-up, never
 /// across an await.
@@ -168,9 +172,11 @@ impl Auth {
     }
 
     fn by_session(&self, id: &str, now: Instant) -> Option<(Caller, String)> {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        sessions.retain(|_, s| s.expires > now);
-        sessions.get(id).map(|s| (s.caller.clone(), s.csrf.clone()))
+        let sessions = self.sessions.lock().expect("sessions lock");
+        sessions
+            .get(id)
+            .filter(|s| s.expires > now)
+            .map(|s| (s.caller.clone(), s.csrf.clone()))
     }
 
     /// How long a failing address must wait before its answer: doubling per failure.
@@ -190,9 +196,18 @@ impl Auth {
     }
 
     fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
         let mut f = self.failures.lock().expect("failures lock");
+        if f.len() >= MAX_FAILING_ADDRESSES {
+            let lockout = self.lockout;
+            f.retain(|_, e| {
+                e.locked_until.is_some_and(|u| u > now)
+                    || e.last.is_some_and(|l| now.duration_since(l) < lockout)
+            });
+        }
         let entry = f.entry(ip).or_default();
         entry.count += 1;
+        entry.last = Some(now);
         if entry.count >= self.lockout_after {
             entry.locked_until = Some(Instant::now() + self.lockout);
             tracing::warn!(%ip, failures = entry.count, secs = self.lockout.as_secs(), "API logins from this address locked out");
@@ -229,7 +244,11 @@ impl Auth {
         };
         let id = random_hex(32);
         let csrf = random_hex(16);
-        self.sessions.lock().expect("sessions lock").insert(
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        // Expired sessions go when a new one comes, not on every request.
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(
             id.clone(),
             Session {
                 caller: caller.clone(),

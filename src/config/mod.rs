@@ -1174,7 +1174,7 @@ dids:
         assert!(errs[0].line >= 2, "{}", errs[0]);
         assert_eq!(
             errs[0].reason,
-            "unknown field `lisen`, expected one of listen, advertise, t1_ms, realm, auth_algorithms"
+            "unknown field `lisen`, expected one of listen, advertise, t1_ms, keepalive_secs, realm, auth_algorithms"
         );
         let errs = parse(Path::new("x.yaml"), "sip:\n  listen: [\n")
             .unwrap_err()
