@@ -950,3 +950,35 @@ fn an_answered_call_without_rtp_is_hung_up_at_the_media_timeout_but_not_while_on
     assert_eq!(rec.hangup_by.as_deref(), Some("caller"), "{rec:#?}");
     assert_eq!(rec.reason, None, "{rec:#?}");
 }
+
+#[test]
+fn a_phone_whose_contact_is_another_port_than_its_register_is_rung_at_its_contact() {
+    // RFC 3261 §10: requests go to the registered Contact. The REGISTER comes from one
+    // port (as from an IP-PBX or a test rig); the phone listens on another.
+    let server = Server::start();
+    let register_from = alloc_ports(1);
+    let phone_port = alloc_ports(1);
+    Sipp::new("register_contact.xml")
+        .service("2002")
+        .auth("2002", "secret2002")
+        .local_port(register_from)
+        .args(&["-key", "contact_port", &phone_port.to_string()])
+        .run(&server)
+        .assert_ok(&server, "REGISTER with a Contact on another port");
+    let phone = Sipp::new("uas_answer.xml")
+        .local_port(phone_port)
+        .media_port(alloc_ports(4))
+        .timeout_secs(30)
+        .args(&["-rtp_echo"])
+        .no_remote()
+        .spawn(&server);
+    caller("uac_call.xml", "2002")
+        .duration_ms(1000)
+        .run(&server)
+        .assert_ok(&server, "call to 2002");
+    phone
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "the phone on its Contact port answered");
+    let rec = server.single_call();
+    assert_eq!(rec.disposition.as_deref(), Some("answered"), "{rec:#?}");
+}

@@ -1326,6 +1326,10 @@ impl Call {
                             transport: crate::config::Transport::Udp,
                             addr,
                         },
+                        target: Peer {
+                            transport: crate::config::Transport::Udp,
+                            addr,
+                        },
                         expires_at: std::time::Instant::now(),
                         call_id: String::new(),
                         cseq: 0,
@@ -1404,11 +1408,11 @@ impl Call {
         if self.rec.b_call_id.is_none() {
             self.rec.b_call_id = Some(call_id);
         }
-        if let Some(tx) = self.sw.send(self.key, req.clone(), b.source).await {
+        if let Some(tx) = self.sw.send(self.key, req.clone(), b.target).await {
             self.forks.push(Fork {
                 tx,
                 invite: req,
-                peer: b.source,
+                peer: b.target,
                 final_code: None,
                 agent: self.ringing_agent.clone(),
             });

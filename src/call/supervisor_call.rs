@@ -156,7 +156,7 @@ async fn talk(
     let adv = shared.config.advertise;
     let call_id = format!("{}@switchboard", message::random_token(20));
     rec.a_call_id = call_id.clone();
-    let peer = phone.source;
+    let peer = phone.target;
     let uri = rsip::Uri::try_from(phone.contact.as_str())
         .or_else(|_| rsip::Uri::try_from(format!("sip:{}@{}", join.supervisor, peer.addr).as_str()))
         .map_err(|_| (400, format!("cannot dial {}'s contact", join.supervisor)))?;

@@ -323,7 +323,7 @@ impl Switch {
                     headers,
                     body: Vec::new(),
                 };
-                let tx = self.layer.send_request(req, b.source, now);
+                let tx = self.layer.send_request(req, b.target, now);
                 self.pings.insert(tx, (user.clone(), b.contact.clone()));
             }
         }
@@ -740,6 +740,19 @@ impl Switch {
             })
             .map(|v| parse_contact(&v))
             .collect();
+        // Where calls to each contact will go (the Contact, unless NAT says otherwise).
+        let via_sent_by = req
+            .via_header()
+            .ok()
+            .and_then(|v| v.value().split_whitespace().nth(1).map(str::to_string))
+            .and_then(|s| sent_by_addr(s.split(';').next().unwrap_or("")));
+        let nat = self.shared.config.nat_for(&user);
+        let mut contacts = contacts;
+        for c in &mut contacts {
+            if c.uri != "*" {
+                c.target = Some(contact_target(nat, &c.uri, via_sent_by, from));
+            }
+        }
         let msg = as_msg(&req);
         let result = self.registrar.register(
             &user,
@@ -1023,6 +1036,7 @@ fn parse_contact(v: &str) -> ContactRequest {
     let v = v.trim();
     if v == "*" {
         return ContactRequest {
+            target: None,
             uri: "*".into(),
             expires: None,
         };
@@ -1043,7 +1057,76 @@ fn parse_contact(v: &str) -> ContactRequest {
             .eq_ignore_ascii_case("expires")
             .then(|| val.trim().parse().ok())?
     });
-    ContactRequest { uri, expires }
+    ContactRequest {
+        uri,
+        expires,
+        target: None,
+    }
+}
+
+/// The address of a SIP URI whose host is an IP literal (`sip:2001@10.0.0.5:5062;…`).
+fn uri_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri.strip_prefix("sip:")?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = rest.split([';', '?', '>']).next()?;
+    sent_by_addr(hostport)
+}
+
+/// `host[:port]` as an address (5060 when no port); None for a host name.
+fn sent_by_addr(hostport: &str) -> Option<SocketAddr> {
+    if let Ok(a) = hostport.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let host = hostport.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+/// Whether an address is one only its own network can reach (RFC 1918, RFC 6598,
+/// RFC 4193, link-local).
+fn private(ip: std::net::IpAddr) -> bool {
+    match crate::config::canonical_ip(ip) {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_link_local()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Where requests to a registered contact go. RFC 3261 sends them to the Contact; the
+/// REGISTER's source is used instead when NAT is configured (`force`) or, with `auto`,
+/// detected as Kamailio's nat_uac_test does: the Via's sent-by is not where the request
+/// came from, or the Contact is a private address seen from a public one. TCP phones are
+/// reached over their own connection (RFC 5923 reuse), and a contact named by host name
+/// is reached at the source too.
+pub(crate) fn contact_target(
+    nat: crate::config::Nat,
+    contact: &str,
+    via_sent_by: Option<SocketAddr>,
+    source: Peer,
+) -> Peer {
+    use crate::config::Nat;
+    if nat == Nat::Force || source.transport != Transport::Udp {
+        return source;
+    }
+    let Some(addr) = uri_addr(contact) else {
+        return source;
+    };
+    let canon = |a: SocketAddr| SocketAddr::new(crate::config::canonical_ip(a.ip()), a.port());
+    let behind_nat = via_sent_by.is_some_and(|v| canon(v) != canon(source.addr))
+        || (private(addr.ip()) && !private(source.addr.ip()) && !source.addr.ip().is_loopback());
+    if nat == Nat::Auto && behind_nat {
+        return source;
+    }
+    Peer {
+        transport: Transport::Udp,
+        addr,
+    }
 }
 
 /// A random id for a call (UUID v4 layout, without pulling in a crate for it).
@@ -1073,6 +1156,66 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn udp(a: &str) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: a.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn requests_go_to_the_contact_unless_nat_is_detected_or_forced() {
+        use crate::config::Nat;
+        let contact = "sip:2001@127.0.0.1:5999;transport=udp";
+        let from = udp("127.0.0.1:5070");
+        let sent_by = Some("127.0.0.1:5070".parse().unwrap());
+        // Another port than the REGISTER's (an IP-PBX, a test rig): the Contact.
+        assert_eq!(
+            contact_target(Nat::Auto, contact, sent_by, from),
+            udp("127.0.0.1:5999")
+        );
+        assert_eq!(
+            contact_target(Nat::Never, contact, sent_by, from),
+            udp("127.0.0.1:5999")
+        );
+        assert_eq!(contact_target(Nat::Force, contact, sent_by, from), from);
+        // Via says one address, the packet came from another: NAT, so the source.
+        let natted = udp("203.0.113.7:40000");
+        let lan = Some("192.168.1.20:5060".parse().unwrap());
+        let lan_contact = "sip:2001@192.168.1.20:5060";
+        assert_eq!(contact_target(Nat::Auto, lan_contact, lan, natted), natted);
+        // A private Contact from a public source, whatever the Via says.
+        assert_eq!(
+            contact_target(Nat::Auto, lan_contact, Some(natted.addr), natted),
+            natted
+        );
+        // Never means never.
+        assert_eq!(
+            contact_target(Nat::Never, lan_contact, lan, natted),
+            udp("192.168.1.20:5060")
+        );
+        // Host names and TCP phones are reached where they registered from.
+        assert_eq!(
+            contact_target(Nat::Auto, "sip:2001@phone.example:5060", sent_by, from),
+            from
+        );
+        let tcp = Peer {
+            transport: Transport::Tcp,
+            addr: from.addr,
+        };
+        assert_eq!(contact_target(Nat::Auto, contact, sent_by, tcp), tcp);
+        // IPv6 contacts, default port.
+        assert_eq!(
+            contact_target(
+                Nat::Auto,
+                "sip:2001@[::1];transport=udp",
+                Some("[::1]:5080".parse().unwrap()),
+                udp("[::1]:5080")
+            ),
+            udp("[::1]:5060")
+        );
+    }
 
     #[test]
     fn contacts_with_expires() {

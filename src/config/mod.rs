@@ -117,6 +117,9 @@ struct RawSip {
     /// absent: off); an unanswered one drops that registration.
     #[serde(default)]
     keepalive_secs: Option<u64>,
+    /// auto | force | never: how registered phones are reached (default auto).
+    #[serde(default)]
+    nat: Option<Spanned<String>>,
     #[serde(default)]
     realm: Option<String>,
     /// Digest algorithms offered, most preferred first: MD5, SHA-256.
@@ -169,6 +172,9 @@ struct RawUser {
     /// Skill name → level 1–10 (agents).
     #[serde(default)]
     skills: std::collections::BTreeMap<String, Spanned<u8>>,
+    /// auto | force | never: how this user's phones are reached (over `sip.nat`).
+    #[serde(default)]
+    nat: Option<Spanned<String>>,
 }
 
 /// One relaxation step: after this long, lower levels by N, drop a skill, or borrow the
@@ -284,6 +290,17 @@ pub struct User {
     pub password: String,
     pub role: Role,
     pub skills: Vec<(String, u8)>,
+    /// Over the server's `sip.nat`.
+    pub nat: Option<Nat>,
+}
+
+/// How a registered phone is reached: at its Contact (`never`), at the REGISTER's
+/// source (`force`), or at the Contact unless NAT is detected (`auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    Auto,
+    Force,
+    Never,
 }
 
 /// How a queue picks among its available agents.
@@ -376,6 +393,8 @@ pub struct Config {
     pub t1_ms: u64,
     /// How often agents' registered phones are pinged with OPTIONS (None: never).
     pub keepalive: Option<std::time::Duration>,
+    /// How registered phones are reached, unless a user says otherwise.
+    pub nat: Nat,
     pub realm: String,
     pub auth_algorithms: Vec<crate::sip::auth::Algorithm>,
     pub rtp_bind: IpAddr,
@@ -425,6 +444,11 @@ pub struct Overrides {
 impl Config {
     pub fn user(&self, extension: &str) -> Option<&User> {
         self.users.iter().find(|u| u.extension == extension)
+    }
+
+    /// How `extension`'s phones are reached.
+    pub fn nat_for(&self, extension: &str) -> Nat {
+        self.user(extension).and_then(|u| u.nat).unwrap_or(self.nat)
     }
 
     /// The trunk whose peer list contains `ip`, if any.
@@ -811,7 +835,9 @@ impl Validator {
                 },
             };
             let skills = self.skills(&u.skills, "level");
+            let nat = u.nat.as_ref().and_then(|n| self.nat(n));
             users.push(User {
+                nat,
                 extension: ext.value.clone(),
                 name: u.name.clone().unwrap_or_else(|| ext.value.clone()),
                 password: u.password.value.clone(),
@@ -1011,6 +1037,12 @@ impl Validator {
         let dispositions = self.dispositions(raw.dispositions.as_deref());
         let pause_reasons = self.pause_reasons(raw.pause_reasons.as_deref());
         let webhooks = self.webhooks(&raw.webhooks);
+        let nat = raw
+            .sip
+            .nat
+            .as_ref()
+            .and_then(|n| self.nat(n))
+            .unwrap_or(Nat::Auto);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -1023,6 +1055,7 @@ impl Validator {
             listeners,
             advertise,
             t1_ms,
+            nat,
             keepalive: raw
                 .sip
                 .keepalive_secs
@@ -1051,6 +1084,21 @@ impl Validator {
                 None => Some(std::time::Duration::from_secs(60)),
             },
         })
+    }
+
+    fn nat(&mut self, at: &Spanned<String>) -> Option<Nat> {
+        match at.value.as_str() {
+            "auto" => Some(Nat::Auto),
+            "force" => Some(Nat::Force),
+            "never" => Some(Nat::Never),
+            other => {
+                self.error(
+                    at,
+                    format!("nat \"{other}\" is not one of auto, force, never"),
+                );
+                None
+            }
+        }
     }
 
     fn record_policy(&mut self, at: &Spanned<String>) -> Option<RecordPolicy> {

@@ -18,8 +18,11 @@ pub const MAX_EXPIRES: u32 = 3600;
 pub struct Binding {
     /// The Contact URI as the phone wrote it (becomes the Request-URI of calls to it).
     pub contact: String,
-    /// Where the REGISTER came from; calls are sent here.
+    /// Where the REGISTER came from.
     pub source: Peer,
+    /// Where requests to this phone go: the Contact's address (RFC 3261 §10.2.1), or
+    /// the REGISTER's source when the phone is behind NAT (decided by the switch).
+    pub target: Peer,
     pub expires_at: Instant,
     pub call_id: String,
     pub cseq: u32,
@@ -29,6 +32,8 @@ pub struct Binding {
 #[derive(Debug, Clone)]
 pub struct ContactRequest {
     pub uri: String,
+    /// Where requests to this contact go; None: the REGISTER's source.
+    pub target: Option<Peer>,
     /// Contact's `expires` parameter, else the Expires header, else the default.
     pub expires: Option<u32>,
 }
@@ -109,6 +114,7 @@ impl Registrar {
             let binding = Binding {
                 contact: c.uri.clone(),
                 source,
+                target: c.target.unwrap_or(source),
                 expires_at: now + Duration::from_secs(expires.into()),
                 call_id: call_id.to_string(),
                 cseq,
@@ -196,6 +202,7 @@ mod tests {
 
     fn c(uri: &str, expires: Option<u32>) -> ContactRequest {
         ContactRequest {
+            target: None,
             uri: uri.into(),
             expires,
         }

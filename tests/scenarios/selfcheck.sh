@@ -46,6 +46,8 @@ same_branch() {
 
 run_pair register_ok "-sf peers/fake_registrar.xml -key user 2001 -key pass secret2001" \
   "-sf register_ok.xml -s 2001 -au 2001 -ap secret2001"
+run_pair register_contact "-sf peers/fake_registrar.xml -key user 2001 -key pass secret2001" \
+  "-sf register_contact.xml -s 2001 -au 2001 -ap secret2001 -key contact_port 5999"
 run_pair register_bad "-sf peers/fake_registrar.xml -key user 2001 -key pass secret2001" \
   "-sf register_bad.xml -s 2001 -au 2001 -ap wrong"
 run_pair unregister "-sf peers/fake_registrar.xml -key user 2001 -key pass secret2001" \
