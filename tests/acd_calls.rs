@@ -114,20 +114,7 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
     // Three agents, each answering one call after another: 0.5 s of talk, then BYE.
     let agents: Vec<_> = ["2001", "2002", "2003"]
         .iter()
-        .map(|ext| {
-            let port = alloc_ports(1);
-            server.register(ext, port);
-            Sipp::new("uas_answer_then_bye.xml")
-                .local_port(port)
-                .media_port(alloc_ports(4))
-                .calls(CALLERS)
-                .duration_ms(500)
-                .timeout_secs(170)
-                .no_message_trace()
-                .args(&["-rtp_echo"])
-                .no_remote()
-                .spawn(&server)
-        })
+        .map(|ext| server.agent_phone(ext, CALLERS, 500, 170))
         .collect();
     // 200 callers within about 3 s: most wait as long as it takes (up to 100 s), the
     // last 20 arrive behind a long queue and give up after 3 s.

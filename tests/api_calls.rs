@@ -28,17 +28,7 @@ fn billing_server(members: &str, wrap_up_secs: u64) -> (tempfile::TempDir, Serve
 
 /// A registered agent phone that answers each call and hangs up after `talk_ms`.
 fn agent_phone(server: &Server, ext: &str, calls: u32, talk_ms: u64) -> SippProc {
-    let port = alloc_ports(1);
-    server.register(ext, port);
-    Sipp::new("uas_answer_then_bye.xml")
-        .local_port(port)
-        .media_port(alloc_ports(4))
-        .calls(calls)
-        .duration_ms(talk_ms)
-        .timeout_secs(60)
-        .args(&["-rtp_echo"])
-        .no_remote()
-        .spawn(server)
+    server.agent_phone(ext, calls, talk_ms, 60)
 }
 
 fn state_of(api: &Api, ext: &str) -> Value {

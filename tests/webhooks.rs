@@ -131,20 +131,7 @@ fn every_webhook_of_100_calls_arrives_once_signed_despite_a_30_s_outage_and_a_re
     let started = Instant::now();
     let agents: Vec<_> = ["2001", "2002", "2003"]
         .iter()
-        .map(|ext| {
-            let port = alloc_ports(1);
-            server.register(ext, port);
-            Sipp::new("uas_answer_then_bye.xml")
-                .local_port(port)
-                .media_port(alloc_ports(4))
-                .calls(CALLS)
-                .duration_ms(300)
-                .timeout_secs(90)
-                .no_message_trace()
-                .args(&["-rtp_echo"])
-                .no_remote()
-                .spawn(&server)
-        })
+        .map(|ext| server.agent_phone(ext, CALLS, 300, 90))
         .collect();
     Sipp::new("uac_queue_patience.xml")
         .service("100")

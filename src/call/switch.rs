@@ -482,19 +482,7 @@ impl Switch {
                 }
             }
             SwitchCmd::Open { call_uuid, reply } => {
-                let key = self.next_call;
-                self.next_call += 1;
-                let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-                self.calls.insert(
-                    key,
-                    LiveCall {
-                        uuid: call_uuid,
-                        events: ev_tx,
-                        call_ids: Vec::new(),
-                        txs: Vec::new(),
-                    },
-                );
-                let _ = reply.send((key, ev_rx));
+                let _ = reply.send(self.new_call(call_uuid, Vec::new(), Vec::new()));
             }
             SwitchCmd::Lookup { extension, reply } => {
                 let _ = reply.send(self.registrar.lookup(&extension, now));
@@ -922,19 +910,32 @@ impl Switch {
         self.admit(tx, req, from, route, record);
     }
 
-    /// Hands an admitted call to a new call task.
-    fn admit(&mut self, tx: TxId, req: Request, from: Peer, route: Route, record: CallRecord) {
+    /// A new call's key and the channel the switch routes its events to.
+    fn new_call(
+        &mut self,
+        uuid: String,
+        call_ids: Vec<String>,
+        txs: Vec<TxId>,
+    ) -> (CallKey, mpsc::UnboundedReceiver<CallEvent>) {
         let key = self.next_call;
         self.next_call += 1;
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        self.calls.insert(
-            key,
-            LiveCall {
-                uuid: record.call_uuid.clone(),
-                events: ev_tx,
-                call_ids: vec![record.a_call_id.clone()],
-                txs: vec![tx],
-            },
+        let (events, rx) = mpsc::unbounded_channel();
+        let call = LiveCall {
+            uuid,
+            events,
+            call_ids,
+            txs,
+        };
+        self.calls.insert(key, call);
+        (key, rx)
+    }
+
+    /// Hands an admitted call to a new call task.
+    fn admit(&mut self, tx: TxId, req: Request, from: Peer, route: Route, record: CallRecord) {
+        let (key, ev_rx) = self.new_call(
+            record.call_uuid.clone(),
+            vec![record.a_call_id.clone()],
+            vec![tx],
         );
         self.by_call_id.insert(record.a_call_id.clone(), key);
         self.tx_owner.insert(tx, key);

@@ -762,6 +762,23 @@ impl Server {
         run
     }
 
+    /// A registered agent phone (SIPp) that answers `calls` calls one after another,
+    /// hangs each up after `talk_ms`, and echoes RTP; it gives up after `timeout_secs`.
+    pub fn agent_phone(&self, ext: &str, calls: u32, talk_ms: u64, timeout_secs: u64) -> SippProc {
+        let port = alloc_ports(1);
+        self.register(ext, port);
+        Sipp::new("uas_answer_then_bye.xml")
+            .local_port(port)
+            .media_port(alloc_ports(4))
+            .calls(calls)
+            .duration_ms(talk_ms)
+            .timeout_secs(timeout_secs)
+            .no_message_trace()
+            .args(&["-rtp_echo"])
+            .no_remote()
+            .spawn(self)
+    }
+
     /// Registers `ext` from a fresh port and starts a SIPp callee there running
     /// `scenario` (with `-rtp_echo` on its own media port).
     pub fn start_callee(&self, ext: &str, scenario: &str, extra: &[&str]) -> Callee {
