@@ -2243,6 +2243,9 @@ impl Call {
     }
 
     async fn finish(mut self, end: End) {
+        // The call ended now, before the agent is freed for its next call and before
+        // the media and recording are closed (which take a while).
+        let ended_ms = now_ms();
         if let Some(q) = self.queue.take() {
             if q.connected {
                 let by = match end.by {
@@ -2269,7 +2272,7 @@ impl Call {
             rec.ivr_trace = Some(ivr.trace_text());
             (rec.csat, rec.resolved) = ivr.survey();
         }
-        rec.ended_ms = now_ms();
+        rec.ended_ms = ended_ms;
         rec.hangup_by = Some(end.by);
         rec.disposition = Some(end.disposition);
         rec.final_code = end.code;
