@@ -13,6 +13,7 @@ declare -A PKG=(
   [tshark]=tshark
   [sqlite3]=sqlite3
   [espeak-ng]=espeak-ng
+  [prometheus]=prometheus
 )
 missing=()
 for tool in "${!PKG[@]}"; do
@@ -24,12 +25,14 @@ done
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng
+  apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus
+  # The tests start their own Prometheus; the package's service is not wanted.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found" >&2; exit 1; }

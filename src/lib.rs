@@ -6,6 +6,7 @@ pub mod config;
 pub mod events;
 pub mod ivr;
 pub mod media;
+pub mod reports;
 pub mod server;
 pub mod sip;
 pub mod store;

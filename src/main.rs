@@ -54,14 +54,56 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         prompts: Option<PathBuf>,
     },
-    /// Queue metrics from the event log: service level, ASA, abandon rate, AHT.
+    /// Contact-center KPIs from the event log (docs/metrics.md): per queue, agent, DID or
+    /// IVR flow, per interval, for any range, as a table, CSV or JSON.
     Report {
-        /// The server's data directory.
-        #[arg(long, value_name = "DIR", default_value = "data")]
-        data_dir: PathBuf,
-        /// Service-level threshold: answered within this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 20)]
-        threshold_secs: u64,
+        #[command(flatten)]
+        source: ReportSource,
+        /// queue, agent, did, flow or total.
+        #[arg(long, default_value = "queue")]
+        by: switchboard::reports::By,
+        #[command(flatten)]
+        ask: ReportArgs,
+        /// Service-level threshold in seconds for every queue (shorthand for --target with
+        /// the configured share).
+        #[arg(long, value_name = "SECS")]
+        threshold_secs: Option<u64>,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Agents needed per interval by Erlang C, from the arrivals and handle time the log
+    /// measured (or from --calls and --aht-secs), with shrinkage if given.
+    Staffing {
+        #[command(flatten)]
+        source: ReportSource,
+        #[arg(long)]
+        queue: String,
+        #[command(flatten)]
+        ask: ReportArgs,
+        /// Share of paid time agents are unavailable (breaks, training, absence), 0–1.
+        #[arg(long)]
+        shrinkage: Option<f64>,
+        /// Staff so that occupancy stays at or under this share, e.g. 0.85.
+        #[arg(long)]
+        max_occupancy: Option<f64>,
+        /// Calls per interval, instead of the log's.
+        #[arg(long)]
+        calls: Option<f64>,
+        /// Average handle time, instead of the log's.
+        #[arg(long)]
+        aht_secs: Option<f64>,
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Why a call went to the agent it went to: the candidates, their skills and idle
+    /// times, the rule that chose and why the others lost.
+    Explain {
+        /// The call's id (its record's call_uuid).
+        call: String,
+        #[command(flatten)]
+        source: ReportSource,
     },
     /// The agents and their live states (over the API).
     Agents(ApiArgs),
@@ -101,6 +143,83 @@ enum Command {
         #[arg(long)]
         no_agents: bool,
     },
+}
+
+/// Where reports read from.
+#[derive(clap::Args)]
+struct ReportSource {
+    /// The configuration whose thresholds, queue targets, time zone and data directory
+    /// reports use (optional: defaults are 80/20, 5 s short abandons, 7-day FCR, UTC).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The server's data directory (default: the configuration's, else ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// The range and rules of a report.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Start: 2026-12-03, 2026-12-03T09:00 (on --tz's clock) or RFC 3339; default today.
+    #[arg(long)]
+    from: Option<String>,
+    /// End (exclusive), the same forms; default now.
+    #[arg(long)]
+    to: Option<String>,
+    /// IANA time zone, e.g. Europe/Paris; default the configuration's (UTC).
+    #[arg(long)]
+    tz: Option<String>,
+    /// 15m, 1h or 1d rows.
+    #[arg(long)]
+    interval: Option<String>,
+    /// Service-level target for every queue, e.g. 80/20.
+    #[arg(long)]
+    target: Option<String>,
+    /// Service-level formula: offered, answered, answered_or_abandoned, abandons_met.
+    #[arg(long)]
+    formula: Option<String>,
+    #[arg(long, value_name = "SECS")]
+    short_abandon_secs: Option<u64>,
+    #[arg(long, value_name = "DAYS")]
+    fcr_window_days: Option<u32>,
+}
+
+impl ReportArgs {
+    fn ask(&self) -> switchboard::reports::ask::Ask {
+        switchboard::reports::ask::Ask {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            tz: self.tz.clone(),
+            interval: self.interval.clone(),
+            target: self.target.clone(),
+            formula: self.formula.clone(),
+            short_abandon_secs: self.short_abandon_secs,
+            fcr_window_days: self.fcr_window_days,
+        }
+    }
+}
+
+impl ReportSource {
+    /// The reports' defaults and the store to read.
+    fn open(&self) -> Result<(config::ReportsConfig, Vec<String>, PathBuf), String> {
+        let (reports, queues, data_dir) = match &self.config {
+            Some(path) => {
+                let c = config::load(path).map_err(|e| e.to_string())?;
+                let queues = c.queues.iter().map(|q| q.name.clone()).collect();
+                (c.reports.clone(), queues, c.data_dir.clone())
+            }
+            None => (
+                config::ReportsConfig::default(),
+                Vec::new(),
+                PathBuf::from("data"),
+            ),
+        };
+        let data_dir = self.data_dir.clone().unwrap_or(data_dir);
+        if !data_dir.join("switchboard.db").exists() && !data_dir.is_dir() {
+            return Err(format!("{}: no such data directory", data_dir.display()));
+        }
+        Ok((reports, queues, data_dir))
+    }
 }
 
 #[derive(clap::Args)]
@@ -285,25 +404,72 @@ fn main() -> ExitCode {
             }
         }
         Command::Report {
-            data_dir,
+            source,
+            by,
+            ask,
             threshold_secs,
+            format,
+        } => match run_report(&source, by, &ask, threshold_secs, &format) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchboard report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Staffing {
+            source,
+            queue,
+            ask,
+            shrinkage,
+            max_occupancy,
+            calls,
+            aht_secs,
+            format,
         } => {
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let events = rt.block_on(async {
-                let store = switchboard::store::Store::open(&data_dir).await?;
-                store.queue_events().await
-            });
-            match events {
-                Ok(events) => {
-                    let threshold = std::time::Duration::from_secs(threshold_secs);
-                    println!(
-                        "{}",
-                        switchboard::store::report::queue_report(&events, threshold)
-                    );
+            let s = switchboard::reports::ask::StaffingAsk {
+                queue,
+                target: ask.target.clone(),
+                shrinkage,
+                max_occupancy,
+                calls,
+                aht_secs,
+            };
+            match run_staffing(&source, &s, &ask, &format) {
+                Ok(out) => {
+                    print!("{out}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("switchboard report: {e:#}");
+                    eprintln!("switchboard staffing: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Explain { call, source } => {
+            let run = || -> Result<String, String> {
+                let (_, _, data_dir) = source.open()?;
+                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+                let events = rt
+                    .block_on(async {
+                        let store = switchboard::store::Store::open(&data_dir).await?;
+                        store.events_of_call(&call).await
+                    })
+                    .map_err(|e| format!("{e:#}"))?;
+                if events.is_empty() {
+                    return Err(format!("no call {call} in the event log"));
+                }
+                Ok(switchboard::reports::explain::explain(&call, &events))
+            };
+            match run() {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard explain: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -381,4 +547,99 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Reads the log for a report and renders it.
+fn report_of(
+    source: &ReportSource,
+    by: switchboard::reports::By,
+    ask: &switchboard::reports::ask::Ask,
+) -> Result<
+    (
+        switchboard::reports::Report,
+        config::ReportsConfig,
+        Vec<String>,
+    ),
+    String,
+> {
+    let (defaults, queues, data_dir) = source.open()?;
+    let req = ask.request(by, &defaults, switchboard::store::now_ms())?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let events = rt
+        .block_on(async {
+            let store = switchboard::store::Store::open(&data_dir).await?;
+            switchboard::reports::load(&store, &req).await
+        })
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((
+        switchboard::reports::compute(&events, &req),
+        defaults,
+        queues,
+    ))
+}
+
+fn run_report(
+    source: &ReportSource,
+    by: switchboard::reports::By,
+    args: &ReportArgs,
+    threshold_secs: Option<u64>,
+    format: &str,
+) -> Result<String, String> {
+    let mut ask = args.ask();
+    if let (Some(secs), None) = (threshold_secs, &ask.target) {
+        ask.target = Some(format!("80/{secs}"));
+    }
+    let (report, _, _) = report_of(source, by, &ask)?;
+    match format {
+        "table" => Ok(switchboard::reports::table::text(&report)),
+        "csv" => Ok(switchboard::reports::table::csv(&report)),
+        "json" => Ok(serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"),
+        other => Err(format!(
+            "--format {other} is unknown; use table, csv or json"
+        )),
+    }
+}
+
+fn run_staffing(
+    source: &ReportSource,
+    s: &switchboard::reports::ask::StaffingAsk,
+    args: &ReportArgs,
+    format: &str,
+) -> Result<String, String> {
+    let mut ask = args.ask();
+    ask.interval.get_or_insert_with(|| "15m".to_string());
+    let interval = ask.interval.as_deref().map(str::parse).transpose()?;
+    let (report, defaults) = if s.calls.is_some() && s.aht_secs.is_some() {
+        (None, source.open()?.0)
+    } else {
+        let (r, d, queues) = report_of(source, switchboard::reports::By::Queue, &ask)?;
+        if !queues.is_empty() && !queues.contains(&s.queue) {
+            return Err(format!("no queue \"{}\" in the configuration", s.queue));
+        }
+        (Some(r), d)
+    };
+    let rows = switchboard::reports::ask::staffing(s, report.as_ref(), interval, &defaults)?;
+    if format == "json" {
+        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
+    }
+    let mut out = format!(
+        "{:<26} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>8} {:>9}\n",
+        "interval", "calls", "aht_s", "erlangs", "agents", "scheduled", "sl", "asa_s", "occupancy"
+    );
+    for r in rows {
+        let o = &r.staffing.outlook;
+        out.push_str(&format!(
+            "{:<26} {:>7} {:>8.1} {:>8.2} {:>6} {:>9} {:>7.1}% {:>8.1} {:>8.1}%\n",
+            r.interval.as_deref().unwrap_or("(given)"),
+            r.calls,
+            r.aht_secs,
+            o.erlangs,
+            o.agents,
+            r.staffing.scheduled,
+            o.service_level * 100.0,
+            o.asa_secs,
+            o.occupancy * 100.0
+        ));
+    }
+    Ok(out)
 }

@@ -38,6 +38,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir).await?;
     repair_recordings(&config.data_dir.join("recordings"))?;
     let events = crate::events::EventLog::start(store.clone()).await?;
+    // Reports close every agent state still open in the log at a start (a crash leaves
+    // them open) and at a stop: time the server was down is nobody's working time.
+    events.publish(crate::events::NewEvent::new("server.started"));
     let acd = crate::call::acd::start(&config, events.clone())?;
     let (sw, inbound, commands) = switch::start(
         config.clone(),
@@ -84,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     sw.run(inbound, commands, stop_rx).await;
+    events.publish(crate::events::NewEvent::new("server.stopped"));
     // Every event of the calls that just ended is in the store before it closes.
     events.flush().await;
     store.close().await;

@@ -214,22 +214,45 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
     let within = answered.iter().filter(|w| **w <= 10_000).count();
     let service_level = 100.0 * within as f64 / (answered.len() + gave_up.len()) as f64;
     let asa = answered.iter().sum::<i64>() as f64 / answered.len() as f64 / 1000.0;
-    // …equal what `switchboard report` computes from the same log.
+    // …equal what `switchboard report` computes from the same log (that formula, every
+    // abandon counted).
     let report = std::process::Command::new(switchboard_bin())
-        .args(["report", "--threshold-secs", "10", "--data-dir"])
+        .args([
+            "report",
+            "--by",
+            "total",
+            "--format",
+            "json",
+            "--threshold-secs",
+            "10",
+        ])
+        .args([
+            "--short-abandon-secs",
+            "0",
+            "--formula",
+            "answered_or_abandoned",
+        ])
+        .args(["--from", "2000-01-01", "--data-dir"])
         .arg(&server.data_dir)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&report.stdout);
-    assert!(report.status.success(), "{text}");
     assert!(
-        text.contains(&format!("service level (10 s): {service_level:.1}%")),
-        "expected {service_level:.1}%:\n{text}"
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
     );
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let total = &json["total"];
+    assert_eq!(total["answered"], answered.len(), "{text}");
+    assert_eq!(total["abandoned"], abandoned, "{text}");
+    let got = total["service_level"].as_f64().unwrap() * 100.0;
     assert!(
-        text.contains(&format!("average speed of answer: {asa:.3} s")),
-        "expected {asa:.3} s:\n{text}"
+        (got - service_level).abs() < 1e-9,
+        "expected {service_level}%:\n{text}"
     );
+    let got = total["asa_secs"].as_f64().unwrap();
+    assert!((got - asa).abs() < 1e-9, "expected {asa} s:\n{text}");
 }
 
 /// An agent dials a feature code from its phone.

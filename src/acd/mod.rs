@@ -30,8 +30,8 @@ pub use agent::{AgentConfig, AgentState, AgentView};
 pub use event_log::{EventKind, EventRow};
 pub use queue::{OverflowTarget, QueueConfig, Relaxation, Strategy, WhenEmpty, Widen};
 pub use router::{
-    Action, AgentSnapshot, CallEnd, Event, QueueSnapshot, Router, Snapshot, WaitingCaller,
-    UNREACHABLE,
+    Action, AgentSnapshot, CallEnd, Candidate, Decision, Event, QueueSnapshot, Router, Snapshot,
+    Trigger, Verdict, WaitingCaller, UNREACHABLE,
 };
 pub use skill::LEVELS;
 

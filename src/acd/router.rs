@@ -31,7 +31,9 @@ use super::queue::{
 use super::skill::{Levels, SkillBook};
 use super::{AcdError, CallId};
 
+mod decision;
 mod snapshot;
+pub use decision::{Candidate, Decision, Trigger, Verdict};
 pub use snapshot::{AgentSnapshot, QueueSnapshot, Snapshot, WaitingCaller};
 
 /// Who ended a connected call.
@@ -222,6 +224,8 @@ pub struct Router {
     /// Calls put (back) in a queue by the current event, to route in `settle`.
     requeued: Vec<CallId>,
     out: VecDeque<Action>,
+    /// Why each offer went where it went, for whoever polls them.
+    decisions: VecDeque<Decision>,
 }
 
 impl Router {
@@ -308,6 +312,11 @@ impl Router {
     }
 
     /// When [`Router::handle_timeout`] must next be called.
+    /// The next explained routing decision, in the order the offers were made.
+    pub fn poll_decision(&mut self) -> Option<Decision> {
+        self.decisions.pop_front()
+    }
+
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if self.is_live(at, timer) {
@@ -1105,6 +1114,9 @@ impl Router {
             }
         }
         if let Some((_, call)) = best {
+            let agent = self.agent_at(a).extension.to_string();
+            let why = self.decision(call, &[a], Trigger::AgentFreed { agent }, now);
+            self.decisions.push_back(why);
             self.offer(call, vec![a], now);
         }
     }
@@ -1138,21 +1150,27 @@ impl Router {
         }
     }
 
+    /// The queues whose available agents may take the call, in the order they are
+    /// tried: its own, then those it may borrow from at its relaxation stage.
+    fn pools(&self, call: CallId) -> impl Iterator<Item = QueueIdx> + '_ {
+        let c = self.call(call);
+        std::iter::once(c.queue).chain(
+            self.queue(c.queue)
+                .lenders
+                .iter()
+                .filter(|(_, from_stage)| *from_stage <= c.stage)
+                .map(|(lender, _)| *lender),
+        )
+    }
+
     /// Offers the call to its queue's best eligible agent (or, for RingAll, every one):
     /// the queue's own agents first, then those of queues it may borrow from by now.
     fn route_call(&mut self, call: CallId, now: Instant) {
         let c = self.call(call);
         let queue = self.queue(c.queue);
         let ring_all = queue.config.strategy == Strategy::RingAll;
-        let pools = std::iter::once(c.queue).chain(
-            queue
-                .lenders
-                .iter()
-                .filter(|(_, from_stage)| *from_stage <= c.stage)
-                .map(|(lender, _)| *lender),
-        );
         let mut chosen: Vec<AgentIdx> = Vec::new();
-        'pools: for pool in pools {
+        'pools: for pool in self.pools(call) {
             for a in self.queue(pool).available() {
                 let eligible = c.requirement.met_by(&self.agent_at(a).skills)
                     && !c.declined.contains(&a)
@@ -1166,6 +1184,8 @@ impl Router {
             }
         }
         if !chosen.is_empty() {
+            let why = self.decision(call, &chosen, Trigger::CallWaiting, now);
+            self.decisions.push_back(why);
             self.offer(call, chosen, now);
         }
     }

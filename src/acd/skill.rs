@@ -32,6 +32,10 @@ impl SkillBook {
         id
     }
 
+    pub(crate) fn name(&self, id: SkillId) -> &str {
+        &self.names[id.0 as usize]
+    }
+
     /// `levels` with their names again, in name order.
     pub(crate) fn named(&self, levels: &Levels) -> Vec<(String, u8)> {
         let mut out: Vec<(String, u8)> = levels
@@ -113,6 +117,14 @@ impl Levels {
             return false;
         }
         true
+    }
+
+    /// The first skill `agent` lacks or has below the minimum: (skill, needed, has).
+    pub(crate) fn first_unmet(&self, agent: &Levels) -> Option<(SkillId, u8, u8)> {
+        self.0.iter().find_map(|&(skill, min)| {
+            let have = agent.level(skill);
+            (have < min).then_some((skill, min, have))
+        })
     }
 
     /// The sum of `agent`'s levels in this requirement's skills: how BestSkill ranks.

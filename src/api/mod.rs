@@ -14,6 +14,7 @@ mod extract;
 pub mod live;
 mod problem;
 mod queues;
+mod reports;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub struct ApiState {
         (name = "calls", description = "Live calls and what can be done to them"),
         (name = "records", description = "Finished calls and the queue event log"),
         (name = "events", description = "The ordered event log, live"),
+        (name = "reports", description = "KPIs from the event log, staffing, routing explained"),
     )
 )]
 struct ApiDoc;
@@ -113,6 +115,9 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(events::event_log))
         .routes(routes!(events::websocket))
         .routes(routes!(events::sse))
+        .routes(routes!(reports::get_report))
+        .routes(routes!(reports::staffing))
+        .routes(routes!(reports::explain))
         .with_state(state)
         .split_for_parts();
     let doc = Arc::new(doc);

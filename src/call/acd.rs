@@ -4,7 +4,7 @@
 //! computed from, off this task's loop), with an `agent.state` event whenever an
 //! agent's state changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,6 +224,7 @@ pub fn start(config: &Config, events: EventLog) -> anyhow::Result<Option<AcdHand
         published: HashMap::new(),
         cause: "start-up".into(),
         causes: HashMap::new(),
+        ended: VecDeque::new(),
     };
     tokio::spawn(run(router, rx, log, agents));
     Ok(Some(AcdHandle { tx }))
@@ -242,7 +243,13 @@ struct Log {
     cause: String,
     /// Per agent, the cause of the change not yet published.
     causes: HashMap<String, String>,
+    /// Record ids of calls that have left the ACD, newest last: their agents' wrap-up
+    /// ends later and must still name the call (after-call work is the call's).
+    ended: VecDeque<(CallId, String)>,
 }
+
+/// Calls remembered after they end, for wrap-ups still running; far more than agents.
+const ENDED_MEMORY: usize = 4096;
 
 async fn run(
     mut router: Router,
@@ -305,7 +312,9 @@ async fn run(
                         if let Some(call) = done {
                             drain(&mut router, &mut calls, &uuids, &mut log);
                             calls.remove(&call);
-                            uuids.remove(&call);
+                            if let Some(uuid) = uuids.remove(&call) {
+                                log.remember_ended(call, uuid);
+                            }
                         }
                     }
                 }
@@ -394,7 +403,9 @@ fn drain(
                 },
             ),
             Action::Log(row) => {
-                let uuid = row.call.and_then(|c| uuids.get(&c)).cloned();
+                let uuid = row
+                    .call
+                    .and_then(|c| uuids.get(&c).cloned().or_else(|| log.ended_uuid(c)));
                 if let Some(agent) = &row.agent {
                     if !touched.contains(agent) {
                         touched.push(agent.clone());
@@ -410,12 +421,37 @@ fn drain(
             }
         }
     }
+    // After the rows: the offer is in the log before the explanation of it.
+    while let Some(why) = router.poll_decision() {
+        let uuid = why.call.and_then(|c| uuids.get(&c).cloned());
+        let mut e = NewEvent::new("acd.decision")
+            .queue(Some(&why.queue))
+            .agent(why.chosen.first().map(String::as_str))
+            .data(serde_json::to_value(&why).unwrap_or_default());
+        e.call = uuid;
+        log.events.publish(e);
+    }
     for agent in touched {
         log.agent_changed(router, &agent);
     }
 }
 
 impl Log {
+    fn remember_ended(&mut self, call: CallId, uuid: String) {
+        if self.ended.len() == ENDED_MEMORY {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((call, uuid));
+    }
+
+    fn ended_uuid(&self, call: CallId) -> Option<String> {
+        self.ended
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == call)
+            .map(|(_, u)| u.clone())
+    }
+
     fn at_ms(&self, at: Instant) -> i64 {
         self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as i64
     }

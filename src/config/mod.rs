@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod api;
+mod reports;
 pub use api::{ApiConfig, ApiRole, ApiToken, DispositionCode, Webhook, WEBHOOK_EVENTS};
+pub use reports::{parse_target, ReportsConfig};
 
 /// One problem found in a configuration file, printed as `file:line:column: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,9 @@ struct RawConfig {
     /// CRM endpoints that get signed POSTs about calls.
     #[serde(default)]
     webhooks: Vec<api::RawWebhook>,
+    /// Thresholds and windows of the KPIs, and the reports' time zone.
+    #[serde(default)]
+    reports: reports::RawReports,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +235,9 @@ struct RawQueue {
     /// The key a waiting caller presses to hang up and be called back, keeping its place.
     #[serde(default)]
     callback_key: Option<Spanned<String>>,
+    /// This queue's service-level target, "80/20" (default: reports.service_level).
+    #[serde(default)]
+    service_level: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -427,6 +435,8 @@ pub struct Config {
     pub dispositions: Vec<DispositionCode>,
     pub pause_reasons: Vec<String>,
     pub webhooks: Vec<Webhook>,
+    /// KPI thresholds and windows (queue targets included) and the reports' time zone.
+    pub reports: ReportsConfig,
 }
 
 /// Command-line overrides, so several servers can run side by side.
@@ -1037,6 +1047,12 @@ impl Validator {
         let dispositions = self.dispositions(raw.dispositions.as_deref());
         let pause_reasons = self.pause_reasons(raw.pause_reasons.as_deref());
         let webhooks = self.webhooks(&raw.webhooks);
+        let mut reports = self.reports(&raw.reports);
+        for q in &raw.queues {
+            if let Some(t) = q.service_level.as_ref().and_then(|s| self.target(s)) {
+                reports.rules.queue_targets.insert(q.name.value.clone(), t);
+            }
+        }
         let nat = raw
             .sip
             .nat
@@ -1048,6 +1064,7 @@ impl Validator {
         }
         Ok(Config {
             api,
+            reports,
             dispositions,
             pause_reasons,
             webhooks,

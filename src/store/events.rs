@@ -111,3 +111,38 @@ pub(super) async fn last_seq(pool: &SqlitePool) -> anyhow::Result<u64> {
         .await?;
     Ok(seq.unwrap_or(0) as u64)
 }
+
+/// Events with `from_ms <= at_ms < to_ms`, in sequence order.
+pub(super) async fn between(
+    pool: &SqlitePool,
+    from_ms: i64,
+    to_ms: i64,
+) -> anyhow::Result<Vec<Event>> {
+    let rows = sqlx::query(
+        "SELECT seq, at_ms, type, call_uuid, queue, agent, data FROM events
+         WHERE at_ms >= ? AND at_ms < ? ORDER BY seq",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event).collect()
+}
+
+/// Each agent's last `agent.state` before `before_ms` (its state when a range starts),
+/// and the last server start or stop before it (which ends every state before it).
+pub(super) async fn states_before(pool: &SqlitePool, before_ms: i64) -> anyhow::Result<Vec<Event>> {
+    let rows = sqlx::query(
+        "SELECT seq, at_ms, type, call_uuid, queue, agent, data FROM events
+         WHERE seq IN (SELECT MAX(seq) FROM events WHERE type = 'agent.state' AND at_ms < ?
+                       GROUP BY agent)
+            OR seq = (SELECT MAX(seq) FROM events
+                      WHERE type IN ('server.started', 'server.stopped') AND at_ms < ?)
+         ORDER BY seq",
+    )
+    .bind(before_ms)
+    .bind(before_ms)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event).collect()
+}

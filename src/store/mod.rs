@@ -390,6 +390,24 @@ impl Store {
         events::since(&self.pool, since, limit).await
     }
 
+    /// Events that happened in [from_ms, to_ms), in sequence order.
+    pub async fn events_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<Vec<crate::events::Event>> {
+        events::between(&self.pool, from_ms, to_ms).await
+    }
+
+    /// What was open when a range starts: each agent's last state before `before_ms`,
+    /// and the last server start or stop before it.
+    pub async fn agent_states_before(
+        &self,
+        before_ms: i64,
+    ) -> anyhow::Result<Vec<crate::events::Event>> {
+        events::states_before(&self.pool, before_ms).await
+    }
+
     pub async fn events_of_call(&self, call: &str) -> anyhow::Result<Vec<crate::events::Event>> {
         events::of_call(&self.pool, call).await
     }
