@@ -61,6 +61,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             switch: sw.handle(),
             calls: sw.shared(),
             auth: crate::api::auth::Auth::new(&config),
+            metrics: {
+                let m = std::sync::Arc::new(crate::api::metrics::Metrics::new(
+                    sw.shared().sip_stats.clone(),
+                ));
+                m.follow(&events);
+                m
+            },
         };
         let addr = crate::api::start(state, api.listen).await?;
         info!(%addr, "API listening");

@@ -12,6 +12,7 @@ pub mod client;
 mod events;
 mod extract;
 pub mod live;
+pub mod metrics;
 mod problem;
 mod queues;
 mod reports;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub calls: Arc<crate::call::switch::Shared>,
     pub live: live::LiveCalls,
     pub auth: auth::Auth,
+    /// Prometheus exposition (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 #[derive(OpenApi)]
@@ -118,7 +121,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(reports::get_report))
         .routes(routes!(reports::staffing))
         .routes(routes!(reports::explain))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -129,6 +132,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
                 async move { Json((*doc).clone()) }
             }),
         )
+        .route("/metrics", get(metrics::scrape).with_state(state))
         .route(
             "/api/v1/health",
             get(|| async { Json(serde_json::json!({"ok": true})) }),

@@ -1,9 +1,8 @@
 //! Queues with their live figures: who waits (from the router) and how today went (from
-//! the queue log, by the same definitions as `switchboard report`).
+//! the event log, by the same definitions as `switchboard report`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -16,9 +15,8 @@ use super::problem::{ApiResult, Problem};
 use super::ApiState;
 use crate::acd::QueueSnapshot;
 use crate::call::acd::{agent_state_parts, AcdView};
-
-/// The service-level threshold the live figures use (answered within this).
-const SERVICE_LEVEL_SECS: u64 = 20;
+use crate::reports::{self, ask::Ask, By};
+use crate::store::now_ms;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WaitingCallerInfo {
@@ -48,13 +46,13 @@ pub struct AgentCounts {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TodayFigures {
-    /// Local midnight the figures count from (Unix ms).
+    /// Midnight in the reports' time zone, the figures count from (Unix ms).
     pub since_ms: i64,
     pub offered: u32,
     pub answered: u32,
     pub abandoned: u32,
-    /// Share (0–1) of calls that left the queue which were answered within the
-    /// threshold; none before any call left.
+    /// Service level (0–1) under the configured formula (docs/metrics.md); none before
+    /// any call left the queue.
     pub service_level: Option<f64>,
     pub service_level_threshold_secs: u64,
     /// Average speed of answer.
@@ -94,32 +92,43 @@ fn counts(q: &QueueSnapshot, view: &AcdView) -> AgentCounts {
     c
 }
 
-fn local_midnight_ms() -> i64 {
-    jiff::Zoned::now()
-        .start_of_day()
-        .map(|z| z.timestamp().as_millisecond())
-        .unwrap_or(0)
+/// Today's figures of every queue, from the event log by the definitions of
+/// docs/metrics.md (the configured targets, formula and time zone): the same figures as
+/// `/api/v1/reports/queues` from midnight.
+pub(super) async fn today(st: &ApiState) -> ApiResult<HashMap<String, TodayFigures>> {
+    let req = Ask::default()
+        .request(By::Queue, &st.config.reports, now_ms())
+        .map_err(Problem::internal)?;
+    let events = reports::load(&st.store, &req).await?;
+    let report = reports::compute(&events, &req);
+    let rules = &req.rules;
+    Ok(st
+        .config
+        .queues
+        .iter()
+        .map(|q| {
+            let row = report.rows.iter().find(|r| r.key == q.name);
+            let f = row.map(|r| r.figures.clone()).unwrap_or_default();
+            let figures = TodayFigures {
+                since_ms: req.from_ms,
+                offered: f.offered as u32,
+                answered: f.answered as u32,
+                abandoned: f.abandoned as u32,
+                service_level: f.service_level,
+                service_level_threshold_secs: (rules.target_of(&q.name).within_ms / 1000) as u64,
+                asa_ms: f.asa_secs.map(|s| (s * 1000.0).round() as u64),
+            };
+            (q.name.clone(), figures)
+        })
+        .collect())
 }
 
-async fn today(st: &ApiState, queue: &str) -> ApiResult<TodayFigures> {
-    let since_ms = local_midnight_ms();
-    let rows = st.store.queue_events_since(queue, since_ms).await?;
-    let threshold = Duration::from_secs(SERVICE_LEVEL_SECS);
-    let r = crate::store::report::queue_report(&rows, threshold);
-    let offered = rows.iter().filter(|e| e.event == "ENTER").count() as u32;
-    Ok(TodayFigures {
-        since_ms,
-        offered,
-        answered: r.answered as u32,
-        abandoned: r.abandoned as u32,
-        service_level: r.service_level,
-        service_level_threshold_secs: SERVICE_LEVEL_SECS,
-        asa_ms: r.average_speed_of_answer.map(|d| d.as_millis() as u64),
-    })
-}
-
-async fn queue_info(st: &ApiState, q: &QueueSnapshot, view: &AcdView) -> ApiResult<QueueInfo> {
-    Ok(QueueInfo {
+fn queue_info(
+    q: &QueueSnapshot,
+    view: &AcdView,
+    today: &HashMap<String, TodayFigures>,
+) -> QueueInfo {
+    QueueInfo {
         name: q.name.clone(),
         waiting: q.callers.len() as u32,
         longest_wait_ms: q
@@ -129,8 +138,16 @@ async fn queue_info(st: &ApiState, q: &QueueSnapshot, view: &AcdView) -> ApiResu
             .max()
             .unwrap_or(0),
         agents: counts(q, view),
-        today: today(st, &q.name).await?,
-    })
+        today: today.get(&q.name).cloned().unwrap_or(TodayFigures {
+            since_ms: 0,
+            offered: 0,
+            answered: 0,
+            abandoned: 0,
+            service_level: None,
+            service_level_threshold_secs: 0,
+            asa_ms: None,
+        }),
+    }
 }
 
 /// Every queue with its live figures.
@@ -141,11 +158,14 @@ pub async fn list_queues(
     _who: Caller,
 ) -> ApiResult<Json<Vec<QueueInfo>>> {
     let view = view(&st).await?;
-    let mut out = Vec::new();
-    for q in &view.snapshot.queues {
-        out.push(queue_info(&st, q, &view).await?);
-    }
-    Ok(Json(out))
+    let today = today(&st).await?;
+    Ok(Json(
+        view.snapshot
+            .queues
+            .iter()
+            .map(|q| queue_info(q, &view, &today))
+            .collect(),
+    ))
 }
 
 /// The callers in one queue, in the order they will be served.

@@ -451,6 +451,7 @@ fn publish_end(shared: &Shared, rec: &CallRecord) {
                 "caller": rec.from_user,
                 "recording": rec.recording,
                 "voicemail": rec.voicemail,
+                "rtp_lost": { "caller": rec.a_rtp_lost, "agent": rec.b_rtp_lost },
             })),
     );
 }

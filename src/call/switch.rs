@@ -47,6 +47,8 @@ pub struct Shared {
     pub events: crate::events::EventLog,
     /// Our address per transport, for Contact headers.
     pub local: Vec<(Transport, SocketAddr)>,
+    /// SIP responses sent, by code (for `/metrics`).
+    pub sip_stats: Arc<crate::sip::stats::SipStats>,
 }
 
 impl Shared {
@@ -145,6 +147,7 @@ pub async fn start(
         acd,
         events,
         local: bound.local.clone(),
+        sip_stats: Default::default(),
     });
     Ok((
         Switch {
@@ -344,7 +347,10 @@ impl Switch {
     fn flush(&mut self) {
         while let Some(out) = self.layer.poll() {
             match out {
-                Output::Transmit(t) => self.transports.send(t.to, t.bytes),
+                Output::Transmit(t) => {
+                    self.shared.sip_stats.transmitted(&t.bytes);
+                    self.transports.send(t.to, t.bytes)
+                }
                 Output::Event(e) => self.on_tx_event(e),
             }
         }

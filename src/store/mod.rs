@@ -7,7 +7,6 @@
 
 mod events;
 pub mod records;
-pub mod report;
 
 pub use records::{CallRecordView, Outcome, RecordFilter};
 

@@ -1,0 +1,73 @@
+//! Counts of the SIP responses we send, by status code, for `/metrics`. Lock-free: the
+//! switch counts as it transmits, a scrape reads whenever it likes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Status codes 100–699.
+const CODES: usize = 600;
+
+#[derive(Debug)]
+pub struct SipStats {
+    sent: Vec<AtomicU64>,
+}
+
+impl Default for SipStats {
+    fn default() -> Self {
+        SipStats {
+            sent: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl SipStats {
+    /// Counts `bytes` if it is a response (its status line starts `SIP/2.0 NNN`).
+    pub fn transmitted(&self, bytes: &[u8]) {
+        let Some(code) = status_code(bytes) else {
+            return;
+        };
+        if let Some(c) = self.sent.get(usize::from(code) - 100) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every code sent at least once, with its count, in code order.
+    pub fn responses_sent(&self) -> Vec<(u16, u64)> {
+        self.sent
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Ordering::Relaxed);
+                (n > 0).then_some((i as u16 + 100, n))
+            })
+            .collect()
+    }
+}
+
+fn status_code(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"SIP/2.0 ")?;
+    let digits = rest.get(..3)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    (100..700).contains(&code).then_some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_counted_by_code_and_requests_not_at_all() {
+        let s = SipStats::default();
+        s.transmitted(b"SIP/2.0 200 OK\r\n\r\n");
+        s.transmitted(b"SIP/2.0 200 OK\r\n\r\n");
+        s.transmitted(b"SIP/2.0 486 Busy Here\r\n\r\n");
+        s.transmitted(b"INVITE sip:100@x SIP/2.0\r\n\r\n");
+        s.transmitted(b"SIP/2.0 999 Nonsense\r\n");
+        s.transmitted(b"SIP/2.0 4");
+        assert_eq!(s.responses_sent(), vec![(200, 2), (486, 1)]);
+    }
+}
