@@ -75,6 +75,23 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Whether Prometheus accepts the query (its status), with its error if not.
+    fn check(&self, q: &str) -> Result<(), String> {
+        let url = format!("{}/api/v1/query", self.base);
+        let resp = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .query("query", q)
+            .call()
+            .map_err(|e| e.to_string())?;
+        let v: Value = resp.into_body().read_json().map_err(|e| e.to_string())?;
+        match v["status"].as_str() {
+            Some("success") => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    }
+
     /// The value of a query that yields one series.
     fn scalar(&self, q: &str) -> Option<f64> {
         let r = self.query(q);
@@ -249,4 +266,37 @@ fn prometheus_scrapes_live_gauges_equal_to_the_api_during_a_fifty_call_run() {
         .scalar("switchboard_sip_responses_sent_total{code=\"200\"}")
         .unwrap_or(0.0);
     assert!(ok >= f64::from(CALLERS), "200s sent: {ok}");
+
+    // The shipped Grafana dashboard asks only for what we export, in valid PromQL.
+    let exposition = api.get("/metrics", REPORTING).text;
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let name = regex::Regex::new(r"switchboard_[a-z_]+").unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            prom.check(expr)
+                .unwrap_or_else(|e| panic!("panel {}: {expr}: {e}", panel["title"]));
+            for m in name.find_iter(expr) {
+                let base = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .fold(m.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(
+                    exposition.contains(&format!("# TYPE {base} ")),
+                    "panel {} uses {}, which /metrics does not export",
+                    panel["title"],
+                    m.as_str()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} dashboard queries");
 }

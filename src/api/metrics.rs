@@ -131,6 +131,10 @@ impl Metrics {
             "Sequence number of the newest event in the log",
             events_last_seq.clone(),
         );
+        // Known series start at zero, so a panel shows 0 rather than nothing.
+        for leg in ["caller", "agent"] {
+            let _ = rtp_lost.get_or_create(&vec![("leg", leg.to_string())]);
+        }
         Metrics {
             registry,
             calls_ended,
@@ -235,6 +239,12 @@ impl Metrics {
                     .set(n);
             }
             for q in &view.snapshot.queues {
+                for outcome in ["answered", "abandoned"] {
+                    let _ = self.queue_wait.get_or_create(&vec![
+                        ("queue", q.name.clone()),
+                        ("outcome", outcome.to_string()),
+                    ]);
+                }
                 let queue = vec![("queue", q.name.clone())];
                 self.queue_waiting
                     .get_or_create(&queue)

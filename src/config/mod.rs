@@ -1199,6 +1199,64 @@ dids:
     }
 
     #[test]
+    fn reports_settings_load_and_their_mistakes_point_at_their_line() {
+        let good = format!(
+            "{GOOD}queues:\n  - {{ name: billing, members: [\"2001\"], service_level: \"90/30\" }}\n\
+             reports:\n  time_zone: Europe/Paris\n  service_level: \"85/15\"\n  short_abandon_secs: 3\n  \
+             service_level_formula: abandons_met\n"
+        );
+        let c = parse(Path::new("c.yaml"), &good).unwrap();
+        let r = &c.reports;
+        assert_eq!(r.time_zone, "Europe/Paris");
+        assert_eq!(
+            (r.rules.target.within_ms, r.rules.target.share),
+            (15_000, 0.85)
+        );
+        assert_eq!(r.rules.target_of("billing").within_ms, 30_000);
+        assert_eq!(r.rules.short_abandon_ms, 3_000);
+        assert_eq!(
+            r.rules.formula,
+            crate::reports::ServiceLevelFormula::AbandonsMet
+        );
+        let bad = format!(
+            "{GOOD}reports:\n  time_zone: Mars/Olympus\n  service_level: \"eighty\"\n  \
+             service_level_formula: best\n  csat_satisfied: 9\n"
+        );
+        let errs = parse(Path::new("c.yaml"), &bad).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 4, "{shown:#?}");
+        let line = bad.lines().position(|l| l == "reports:").unwrap() + 1;
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with(&format!("c.yaml:{}:", line + 1))
+                    && e.contains("\"Mars/Olympus\" is not a time zone")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with(&format!("c.yaml:{}:", line + 2))
+                    && e.contains("e.g. \"80/20\"")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with(&format!("c.yaml:{}:", line + 3))
+                    && e.contains("use offered, answered")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with(&format!("c.yaml:{}:", line + 4))
+                    && e.contains("from 1 to 5")),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
     fn every_error_has_its_position() {
         let bad = "sip:\n  listen: [\"sctp:1.2.3.4:5060\"]\nrtp:\n  ports: \"30000\"\nusers:\n  - { extension: \"2001\", password: pw }\ndids:\n  - { number: \"100\", extension: \"2011\" }\n";
         let errs = parse(Path::new("bad.yaml"), bad).unwrap_err().0;
