@@ -14,6 +14,8 @@ declare -A PKG=(
   [sqlite3]=sqlite3
   [espeak-ng]=espeak-ng
   [prometheus]=prometheus
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for tool in "${!PKG[@]}"; do
@@ -25,12 +27,13 @@ done
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus
+  apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus \
+    chromium chromium-driver
   # The tests start their own Prometheus; the package's service is not wanted.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
@@ -47,6 +50,17 @@ if [[ ! -x .venv/bin/schemathesis || ! -x .venv/bin/openapi-spec-validator ]]; t
   fi
   python3 -m venv .venv
   .venv/bin/pip install --quiet 'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
+fi
+
+# The console's browser tests inject axe-core (accessibility checks) from npm, kept in
+# the repository (tests/browser/node_modules), its npm cache too.
+if [[ ! -f tests/browser/node_modules/axe-core/axe.min.js ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends npm
+  fi
+  npm_config_cache="$PWD/.npm-cache" npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 echo "== SIPp scenario self-check (scenarios against each other, no server)"

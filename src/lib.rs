@@ -10,4 +10,5 @@ pub mod reports;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod web;
 pub mod webhooks;

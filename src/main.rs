@@ -431,7 +431,6 @@ fn main() -> ExitCode {
         } => {
             let s = switchboard::reports::ask::StaffingAsk {
                 queue,
-                target: ask.target.clone(),
                 shrinkage,
                 max_occupancy,
                 calls,
@@ -618,7 +617,13 @@ fn run_staffing(
         }
         (Some(r), d)
     };
-    let rows = switchboard::reports::ask::staffing(s, report.as_ref(), interval, &defaults)?;
+    let rows = switchboard::reports::ask::staffing(
+        s,
+        ask.target.as_deref(),
+        report.as_ref(),
+        interval,
+        &defaults,
+    )?;
     if format == "json" {
         return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
     }

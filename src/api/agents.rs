@@ -23,10 +23,12 @@ use crate::store::now_ms;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
-    /// The SIP extension.
-    pub extension: String,
+    /// The SIP extension (with `password`).
+    pub extension: Option<String>,
     /// Its SIP password.
-    pub password: String,
+    pub password: Option<String>,
+    /// Or an API token instead (a wall display, a reporting user).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,8 +41,8 @@ pub struct Me {
     pub csrf_token: Option<String>,
 }
 
-/// Log in with a SIP extension and password; sets an HttpOnly, SameSite=Strict session
-/// cookie and returns the CSRF token to send with state changes.
+/// Log in with a SIP extension and password, or an API token; sets an HttpOnly,
+/// SameSite=Strict session cookie and returns the CSRF token to send with state changes.
 #[utoipa::path(post, path = "/api/v1/login", tag = "session", security(()),
     request_body = LoginRequest,
     responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), 
@@ -53,11 +55,16 @@ pub async fn login(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    match st
-        .auth
-        .login(&st.config, peer.ip(), &req.extension, &req.password)
-        .await
-    {
+    let result = match (&req.token, &req.extension, &req.password) {
+        (Some(token), None, None) => st.auth.login_token(peer.ip(), token).await,
+        (None, Some(ext), Some(pw)) => st.auth.login(&st.config, peer.ip(), ext, pw).await,
+        _ => {
+            return Err(Problem::bad_request(
+                "give extension and password, or token (and nothing else)",
+            ))
+        }
+    };
+    match result {
         Ok((id, csrf, who)) => {
             let cookie = format!(
                 "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -79,7 +86,11 @@ pub async fn login(
         }
         Err(LoginError::Refused) => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
-            "wrong extension or password",
+            if req.token.is_some() {
+                "wrong token"
+            } else {
+                "wrong extension or password"
+            },
         )),
         Err(LoginError::LockedOut { retry_after }) => Err(Problem::too_many(retry_after)),
     }

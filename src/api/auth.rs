@@ -242,6 +242,29 @@ impl Auth {
             },
             extension: Some(user.extension.clone()),
         };
+        let (id, csrf) = self.new_session(&caller);
+        Ok((id, csrf, caller))
+    }
+
+    /// A browser session for a configured API token (a wall display, a reporting user):
+    /// failures count against the address as wrong passwords do.
+    pub async fn login_token(
+        &self,
+        ip: IpAddr,
+        token: &str,
+    ) -> Result<(String, String, Caller), LoginError> {
+        let wait = self.penalty(ip)?;
+        let Some(caller) = self.by_token(token) else {
+            self.failed(ip);
+            tokio::time::sleep(wait).await;
+            return Err(LoginError::Refused);
+        };
+        self.failures.lock().expect("failures lock").remove(&ip);
+        let (id, csrf) = self.new_session(&caller);
+        Ok((id, csrf, caller))
+    }
+
+    fn new_session(&self, caller: &Caller) -> (String, String) {
         let id = random_hex(32);
         let csrf = random_hex(16);
         let mut sessions = self.sessions.lock().expect("sessions lock");
@@ -253,10 +276,10 @@ impl Auth {
             Session {
                 caller: caller.clone(),
                 csrf: csrf.clone(),
-                expires: Instant::now() + self.session_ttl,
+                expires: now + self.session_ttl,
             },
         );
-        Ok((id, csrf, caller))
+        (id, csrf)
     }
 
     pub fn logout(&self, id: &str) {

@@ -223,11 +223,14 @@ pub async fn sse(
     headers: axum::http::HeaderMap,
     Params(mut q): Params<StreamQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    if q.since.is_none() {
-        q.since = headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+    // A reconnecting EventSource names the last event it saw: that wins over the `since`
+    // of the URL it first opened, or it would be sent the same events again.
+    if let Some(last) = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        q.since = Some(last);
     }
     since_or_now(&st, &mut q);
     let rx = start_follow(&st, &q, &who)?;

@@ -121,6 +121,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(reports::get_report))
         .routes(routes!(reports::staffing))
         .routes(routes!(reports::explain))
+        .routes(routes!(reports::wallboard))
         .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);
@@ -132,7 +133,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
                 async move { Json((*doc).clone()) }
             }),
         )
-        .route("/metrics", get(metrics::scrape).with_state(state))
+        .route("/metrics", get(metrics::scrape).with_state(state.clone()))
+        .merge(crate::web::routes(state))
         .route(
             "/api/v1/health",
             get(|| async { Json(serde_json::json!({"ok": true})) }),

@@ -55,6 +55,8 @@ pub struct TodayFigures {
     /// any call left the queue.
     pub service_level: Option<f64>,
     pub service_level_threshold_secs: u64,
+    /// The queue's target share (0–1) within that threshold.
+    pub service_level_target: f64,
     /// Average speed of answer.
     pub asa_ms: Option<u64>,
 }
@@ -116,6 +118,7 @@ pub(super) async fn today(st: &ApiState) -> ApiResult<HashMap<String, TodayFigur
                 abandoned: f.abandoned as u32,
                 service_level: f.service_level,
                 service_level_threshold_secs: (rules.target_of(&q.name).within_ms / 1000) as u64,
+                service_level_target: rules.target_of(&q.name).share,
                 asa_ms: f.asa_secs.map(|s| (s * 1000.0).round() as u64),
             };
             (q.name.clone(), figures)
@@ -145,6 +148,7 @@ fn queue_info(
             abandoned: 0,
             service_level: None,
             service_level_threshold_secs: 0,
+            service_level_target: 0.0,
             asa_ms: None,
         }),
     }

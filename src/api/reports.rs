@@ -90,6 +90,17 @@ pub async fn get_report(
     }
 }
 
+/// The wallboard's colour thresholds (`wallboard:` in the configuration).
+#[utoipa::path(get, path = "/api/v1/wallboard", tag = "reports",
+    responses((status = 200, body = crate::config::WallboardConfig, description = "Done"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials")))]
+pub async fn wallboard(
+    State(st): State<Arc<ApiState>>,
+    _who: Caller,
+) -> Json<crate::config::WallboardConfig> {
+    Json(st.config.wallboard.clone())
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StaffingPlan {
     pub queue: String,
@@ -131,8 +142,14 @@ pub async fn staffing(
     } else {
         Some(report(&st, &a, By::Queue).await?)
     };
-    let rows = ask::staffing(&s, measured.as_ref(), interval, &st.config.reports)
-        .map_err(Problem::bad_request)?;
+    let rows = ask::staffing(
+        &s,
+        a.target.as_deref(),
+        measured.as_ref(),
+        interval,
+        &st.config.reports,
+    )
+    .map_err(Problem::bad_request)?;
     Ok(Json(StaffingPlan {
         queue: s.queue,
         rows,

@@ -16,7 +16,7 @@ use serde_saphyr::Spanned;
 mod api;
 mod reports;
 pub use api::{ApiConfig, ApiRole, ApiToken, DispositionCode, Webhook, WEBHOOK_EVENTS};
-pub use reports::{parse_target, ReportsConfig};
+pub use reports::{parse_target, ReportsConfig, WallboardConfig};
 
 /// One problem found in a configuration file, printed as `file:line:column: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,9 @@ struct RawConfig {
     /// Thresholds and windows of the KPIs, and the reports' time zone.
     #[serde(default)]
     reports: reports::RawReports,
+    /// The wallboard's colour thresholds.
+    #[serde(default)]
+    wallboard: reports::WallboardConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -437,6 +440,7 @@ pub struct Config {
     pub webhooks: Vec<Webhook>,
     /// KPI thresholds and windows (queue targets included) and the reports' time zone.
     pub reports: ReportsConfig,
+    pub wallboard: WallboardConfig,
 }
 
 /// Command-line overrides, so several servers can run side by side.
@@ -1065,6 +1069,7 @@ impl Validator {
         Ok(Config {
             api,
             reports,
+            wallboard: raw.wallboard.clone(),
             dispositions,
             pause_reasons,
             webhooks,

@@ -30,6 +30,35 @@ pub(super) struct RawReports {
     csat_satisfied: Option<Spanned<i64>>,
 }
 
+/// Colour thresholds of the wallboard: a figure at or past `warn` shows amber, at or past
+/// `alarm` red. Service level is amber below the queue's target, red below target −
+/// `service_level_margin`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WallboardConfig {
+    pub waiting_warn: u32,
+    pub waiting_alarm: u32,
+    pub longest_wait_warn_secs: u32,
+    pub longest_wait_alarm_secs: u32,
+    pub abandon_rate_warn: f64,
+    pub abandon_rate_alarm: f64,
+    pub service_level_margin: f64,
+}
+
+impl Default for WallboardConfig {
+    fn default() -> Self {
+        WallboardConfig {
+            waiting_warn: 3,
+            waiting_alarm: 6,
+            longest_wait_warn_secs: 30,
+            longest_wait_alarm_secs: 60,
+            abandon_rate_warn: 0.05,
+            abandon_rate_alarm: 0.10,
+            service_level_margin: 0.10,
+        }
+    }
+}
+
 /// How reports are computed unless a request says otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportsConfig {

@@ -86,8 +86,6 @@ impl Ask {
 #[into_params(parameter_in = Query)]
 pub struct StaffingAsk {
     pub queue: String,
-    /// Target "80/20"; default the queue's.
-    pub target: Option<String>,
     /// Share of paid time agents are not available (breaks, training), 0–1.
     pub shrinkage: Option<f64>,
     /// Staff so that occupancy stays at or under this (0–1), e.g. 0.85.
@@ -123,14 +121,16 @@ fn interval_secs(i: Option<Interval>) -> f64 {
 }
 
 /// Staffing per interval of `report` (a by-queue report with intervals) for `ask.queue`,
-/// or for the given figures. Intervals without a handled call use the range's AHT.
+/// or for the given figures, against `target` ("80/20"; default the queue's). Intervals
+/// without a handled call use the range's AHT.
 pub fn staffing(
     ask: &StaffingAsk,
+    target: Option<&str>,
     report: Option<&Report>,
     interval: Option<Interval>,
     defaults: &ReportsConfig,
 ) -> Result<Vec<StaffingRow>, String> {
-    let target = match &ask.target {
+    let target = match target {
         Some(t) => parse_target(t)
             .ok_or_else(|| format!("target \"{t}\" must be percent/seconds, e.g. 80/20"))?,
         None => defaults.rules.target_of(&ask.queue),

@@ -220,10 +220,17 @@ pub fn compute(events: &[Event], req: &Request) -> Report {
                 let spans = spans_by.get(key.as_str()).cloned().unwrap_or_default();
                 figures::agent_time(&spans, (*start).max(req.from_ms), end)
             });
+            let mut figures = figures::figures(vs, &req.rules, &arrivals);
+            if req.by == By::Queue {
+                // A queue's row states the queue's own target.
+                let t = req.rules.target_of(key);
+                figures.service_level_within_secs = t.within_ms as f64 / 1000.0;
+                figures.service_level_target = t.share;
+            }
             Row {
                 key: key.clone(),
                 interval: req.interval.map(|_| stamp(*start)),
-                figures: figures::figures(vs, &req.rules, &arrivals),
+                figures,
                 time,
             }
         })

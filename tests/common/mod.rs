@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod audio;
+pub mod browser;
 pub mod phone;
 pub mod rtp;
 

@@ -1,0 +1,111 @@
+//! The web console, served on the API listener from assets compiled into the binary (no
+//! CDN, nothing downloaded at run time). Pages are static HTML with a little JavaScript
+//! that talks only to the control-plane API and its event stream: the console has no
+//! door of its own. This module only decides who may open which page.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::api::auth::Caller;
+use crate::api::{ApiState, Problem};
+use crate::config::ApiRole;
+
+/// (name, content type, bytes) of every asset.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/common.js"),
+    ),
+    (
+        "wallboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/wallboard.js"),
+    ),
+];
+
+const LOGIN: &str = include_str!("assets/login.html");
+const WALLBOARD: &str = include_str!("assets/wallboard.html");
+
+/// Who may see the wallboard: everyone but agents, whose screen is their own.
+fn sees_wallboard(role: ApiRole) -> bool {
+    role != ApiRole::Agent
+}
+
+pub fn routes(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(|| async { page(LOGIN) }))
+        .route("/wallboard", get(wallboard))
+        .route("/assets/{name}", get(asset))
+        .with_state(state)
+}
+
+fn page(html: &'static str) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            // Our own scripts and styles only; nothing from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; \
+                 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
+            ),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
+fn to_login(next: &str) -> Response {
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+async fn home(who: Result<Caller, Problem>) -> Response {
+    match who {
+        Ok(w) if sees_wallboard(w.role) => Redirect::to("/wallboard").into_response(),
+        Ok(_) => forbidden("agents use their phone's feature codes (*50 … *54) and the API; the wallboard is for supervisors and reporting"),
+        Err(_) => to_login("/"),
+    }
+}
+
+async fn wallboard(_st: State<Arc<ApiState>>, who: Result<Caller, Problem>) -> Response {
+    match who {
+        Ok(w) if sees_wallboard(w.role) => page(WALLBOARD),
+        Ok(_) => forbidden("the wallboard is for supervisors and reporting"),
+        Err(_) => to_login("/wallboard"),
+    }
+}
+
+fn forbidden(why: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not for this login</title>\
+         <link rel=\"stylesheet\" href=\"/assets/console.css\"></head><body><main><h1>Not for this login</h1>\
+         <p>{why}.</p><p><a href=\"/login\">Log in as someone else</a></p></main></body></html>"
+    );
+    (StatusCode::FORBIDDEN, Html(body)).into_response()
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, body)) => (
+            [
+                (header::CONTENT_TYPE, *kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}

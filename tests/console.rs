@@ -1,0 +1,182 @@
+//! The web console in a real headless Chromium: log in, the wallboard follows a real
+//! SIPp caller within a second of the events, keeps following after its connection is
+//! cut and restored, passes an axe-core accessibility check, and refuses agents.
+
+mod common;
+
+use std::time::Duration;
+
+use common::api::{Api, ADMIN, AGENT_2001, REPORTING};
+use common::browser::{Browser, CutProxy};
+use common::{queue_server, ServerConfig, Sipp};
+use serde_json::{json, Value};
+
+const WAITING: &str = "[data-queue=billing] [data-figure=waiting]";
+const SERVICE_LEVEL: &str = "[data-queue=billing] [data-figure=service_level]";
+const ABANDON_RATE: &str = "[data-queue=billing] [data-figure=abandon_rate]";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The time of the newest event of `kind`.
+fn last_event_ms(api: &Api, kind: &str) -> i64 {
+    api.all_events(REPORTING, 0)
+        .iter()
+        .rev()
+        .find(|e| e["type"] == kind)
+        .and_then(|e| e["at_ms"].as_i64())
+        .unwrap_or_else(|| panic!("no {kind} event"))
+}
+
+fn pause(api: &Api) {
+    let r = api.post(
+        "/api/v1/agents/2001/state",
+        ADMIN,
+        json!({ "state": "not_ready", "reason": "break" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+fn no_serious_violations(b: &Browser, page: &str) {
+    let v = b.serious_accessibility_violations();
+    assert!(v.is_empty(), "{page}: axe-core found {:#}", Value::Array(v));
+}
+
+fn screenshot(b: &Browser, name: &str) {
+    b.screenshot(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/screenshots")
+            .join(name),
+    );
+}
+
+#[test]
+fn the_wallboard_follows_real_calls_within_a_second_and_after_a_cut_connection() {
+    let (_flows, server) = queue_server(
+        "billing",
+        &["  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\"] }"],
+        ServerConfig {
+            api: true,
+            rtp_timeout_secs: Some(0),
+            extra_yaml: vec!["reports: { short_abandon_secs: 1 }".into()],
+            ..ServerConfig::default()
+        },
+    );
+    let api = Api::new(&server);
+    pause(&api); // so callers wait
+    let proxy = CutProxy::start(server.api_port.unwrap());
+    let base = format!("http://127.0.0.1:{}", proxy.port);
+    let b = Browser::start();
+
+    // Not logged in: the login page, which brings us back.
+    b.goto(&format!("{base}/wallboard"));
+    b.wait_text("#title", Duration::from_secs(5), |t| t == "Switchboard");
+    assert!(b.url().contains("/login?next="), "{}", b.url());
+    no_serious_violations(&b, "login");
+    b.fill("#token", REPORTING);
+    b.click("#submit");
+    b.wait_text("#live", Duration::from_secs(10), |t| t == "live");
+    assert!(b.url().ends_with("/wallboard"), "{}", b.url());
+    b.wait_text(WAITING, Duration::from_secs(5), |t| t == "0");
+
+    // A caller waits: the count changes within a second of the event.
+    let caller = Sipp::new("uac_queue_impatient.xml")
+        .service("100")
+        .spawn(&server);
+    b.wait_text(WAITING, Duration::from_secs(10), |t| t == "1");
+    let seen = now_ms();
+    let entered = last_event_ms(&api, "queue.entered");
+    assert!(
+        seen - entered < 1_000,
+        "shown {} ms after queue.entered",
+        seen - entered
+    );
+    assert_eq!(
+        b.text("[data-queue=billing] [data-figure=target]")
+            .as_deref(),
+        Some("80% in 20s")
+    );
+    no_serious_violations(&b, "wallboard");
+
+    // It gives up after 3 s: nobody waits, 1 of 1 abandoned, service level 0 %.
+    caller
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "impatient caller");
+    b.wait_text(ABANDON_RATE, Duration::from_secs(5), |t| t == "100%");
+    let seen = now_ms();
+    let abandoned = last_event_ms(&api, "queue.abandoned");
+    assert!(
+        seen - abandoned < 1_000,
+        "shown {} ms after queue.abandoned",
+        seen - abandoned
+    );
+    assert_eq!(b.text(WAITING).as_deref(), Some("0"));
+    assert_eq!(b.text(SERVICE_LEVEL).as_deref(), Some("0%"));
+
+    // The connection is cut; a caller arrives meanwhile; once it is back the page
+    // catches up by itself.
+    proxy.cut();
+    b.wait_text("#live", Duration::from_secs(10), |t| t == "reconnecting…");
+    let caller = Sipp::new("uac_queue_impatient.xml")
+        .service("100")
+        .spawn(&server);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.text(WAITING).as_deref(), Some("0"), "no news while cut");
+    proxy.restore();
+    b.wait_text("#live", Duration::from_secs(15), |t| t == "live");
+    b.wait_text(WAITING, Duration::from_secs(2), |t| t == "1");
+    screenshot(&b, "wallboard.png");
+    caller
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "second caller");
+    b.wait_text(WAITING, Duration::from_secs(5), |t| t == "0");
+    let seen = now_ms();
+    let abandoned = last_event_ms(&api, "queue.abandoned");
+    assert!(
+        seen - abandoned < 1_000,
+        "after the cut: shown {} ms after the event",
+        seen - abandoned
+    );
+
+    // The table view says the same.
+    b.click("#view");
+    b.wait_text(
+        "tr[data-queue=billing] td:nth-child(2)",
+        Duration::from_secs(2),
+        |t| t == "0",
+    );
+    no_serious_violations(&b, "wallboard table view");
+}
+
+#[test]
+fn an_agent_is_not_shown_the_wallboard() {
+    let (_flows, server) = queue_server(
+        "billing",
+        &["  - { name: billing, members: [\"2001\"] }"],
+        ServerConfig {
+            api: true,
+            ..ServerConfig::default()
+        },
+    );
+    let base = format!("http://127.0.0.1:{}", server.api_port.unwrap());
+    let b = Browser::start();
+    b.goto(&format!("{base}/login"));
+    b.fill("#extension", "2001");
+    b.fill("#password", "secret2001");
+    b.click("#submit");
+    b.wait_text("h1", Duration::from_secs(5), |t| t == "Not for this login");
+    b.goto(&format!("{base}/wallboard"));
+    b.wait_text("h1", Duration::from_secs(5), |t| t == "Not for this login");
+    // The API refuses the agent's token the same way for its reports.
+    let api = Api::new(&server);
+    assert_eq!(api.get("/api/v1/reports/queues", AGENT_2001).status, 403);
+    // A wrong token at the login form gets a plain answer.
+    b.goto(&format!("{base}/login"));
+    b.fill("#token", "sb_wrong");
+    b.click("#submit");
+    b.wait_text("#error", Duration::from_secs(5), |t| t == "wrong token");
+}
