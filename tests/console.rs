@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::api::{Api, ADMIN, AGENT_2001, REPORTING};
 use common::browser::{Browser, CutProxy};
-use common::{queue_server, ServerConfig, Sipp};
+use common::{flow_queue_server, queue_server, ServerConfig, Sipp};
 use serde_json::{json, Value};
 
 const WAITING: &str = "[data-queue=billing] [data-figure=waiting]";
@@ -153,7 +153,7 @@ fn the_wallboard_follows_real_calls_within_a_second_and_after_a_cut_connection()
 }
 
 #[test]
-fn an_agent_is_not_shown_the_wallboard() {
+fn an_agent_lands_on_its_desktop_and_is_not_shown_the_wallboard() {
     let (_flows, server) = queue_server(
         "billing",
         &["  - { name: billing, members: [\"2001\"] }"],
@@ -168,7 +168,8 @@ fn an_agent_is_not_shown_the_wallboard() {
     b.fill("#extension", "2001");
     b.fill("#password", "secret2001");
     b.click("#submit");
-    b.wait_text("h1", Duration::from_secs(5), |t| t == "Not for this login");
+    // An agent lands on its desktop, and is not shown the wallboard.
+    b.wait_text("h1", Duration::from_secs(5), |t| t == "Agent 2001");
     b.goto(&format!("{base}/wallboard"));
     b.wait_text("h1", Duration::from_secs(5), |t| t == "Not for this login");
     // The API refuses the agent's token the same way for its reports.
@@ -179,4 +180,99 @@ fn an_agent_is_not_shown_the_wallboard() {
     b.fill("#token", "sb_wrong");
     b.click("#submit");
     b.wait_text("#error", Duration::from_secs(5), |t| t == "wrong token");
+}
+
+/// The IVR tags the caller before queueing it: what the screen pop must show.
+const TAGGING_FLOW: &str = "name: main\nentry: tag\nprompts: en\nnodes:\n  tag:\n    set:\n      vars: { tier: gold, reason: billing }\n      next: wait\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  bye:\n    hangup:\n";
+
+#[test]
+fn the_agent_desktop_pops_the_caller_holds_and_closes_the_call_with_a_disposition() {
+    let (_flows, server) = flow_queue_server(
+        TAGGING_FLOW,
+        &["  - { name: billing, strategy: longest_idle, ring_timeout_secs: 15, wrap_up_secs: 60, members: [\"2001\"] }"],
+        ServerConfig {
+            api: true,
+            rtp_timeout_secs: Some(0),
+            ..ServerConfig::default()
+        },
+    );
+    let api = Api::new(&server);
+    let base = format!("http://127.0.0.1:{}", server.api_port.unwrap());
+    let b = Browser::start();
+    b.goto(&format!("{base}/agent"));
+    b.wait_text("#title", Duration::from_secs(5), |t| t == "Switchboard");
+    b.fill("#extension", "2001");
+    b.fill("#password", "secret2001");
+    b.click("#submit");
+    b.wait_text("#live", Duration::from_secs(10), |t| t == "live");
+    b.wait_text("#state", Duration::from_secs(5), |t| t == "ready");
+
+    // Not ready (break) from the desktop; a caller gives up meanwhile: its history.
+    b.click("#not-ready");
+    b.wait_text("#state", Duration::from_secs(5), |t| {
+        t == "not ready (break)"
+    });
+    Sipp::new("uac_queue_impatient.xml")
+        .service("100")
+        .run(&server)
+        .assert_ok(&server, "an earlier call from the same number");
+
+    // Ready, with a phone that answers; the same number calls again.
+    let phone = server.agent_phone("2001", 1, 8_000, 40);
+    b.click("#ready");
+    b.wait_text("#state", Duration::from_secs(5), |t| t == "ready");
+    let caller = Sipp::new("uac_queue_patience.xml")
+        .service("100")
+        .spawn(&server);
+    b.wait_text("#caller", Duration::from_secs(10), |t| t == "+15550100");
+    b.wait_text("[data-variable=tier]", Duration::from_secs(2), |t| {
+        t == "gold"
+    });
+    b.wait_text("#history", Duration::from_secs(2), |t| {
+        t == "Called once in 7 days, last: abandoned."
+    });
+    b.wait_text("#phase", Duration::from_secs(5), |t| t == "talking");
+    screenshot(&b, "agent-desktop.png");
+    no_serious_violations(&b, "agent desktop in a call");
+
+    // Hold and resume from the desktop: the caller hears music meanwhile.
+    b.click("#hold");
+    b.wait_text("#phase", Duration::from_secs(3), |t| t == "held");
+    b.click("#hold");
+    b.wait_text("#phase", Duration::from_secs(3), |t| t == "talking");
+    let events = api.all_events(REPORTING, 0);
+    let held = events
+        .iter()
+        .filter(|e| e["type"] == "call.held" && e["data"]["by"] == "api:2001")
+        .count();
+    assert_eq!(held, 1, "one hold by the desktop");
+
+    // The agent's phone hangs up: wrap-up, a disposition with a note, then end it.
+    b.wait_text("#state", Duration::from_secs(15), |t| t == "wrap up");
+    let call = b.text("#caller").unwrap();
+    assert_eq!(call, "+15550100", "the pop stays for after-call work");
+    b.fill("#notes", "asked about the invoice");
+    b.click("#save");
+    b.wait_text("#saved", Duration::from_secs(5), |t| t == "Saved: resolved");
+    b.click("#end-wrap");
+    b.wait_text("#state", Duration::from_secs(5), |t| t == "ready");
+    caller
+        .wait(Duration::from_secs(20))
+        .assert_ok(&server, "the answered caller");
+    phone.wait(Duration::from_secs(10));
+    let records = api.ok("/api/v1/records?limit=10", REPORTING);
+    let answered = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["disposition"] == "answered")
+        .unwrap()
+        .clone();
+    assert_eq!(answered["outcome"]["code"], "resolved", "{answered}");
+    assert_eq!(answered["outcome"]["note"], "asked about the invoice");
+    // Its own figures: one handled call, resolved.
+    b.wait_text("[data-figure=handled]", Duration::from_secs(5), |t| {
+        t == "1"
+    });
+    b.wait_text("[data-figure=fcr]", Duration::from_secs(5), |t| t == "100%");
 }

@@ -159,6 +159,30 @@ pub async fn recording(
     Ok(Json(Done { result }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HoldRequest {
+    /// true: the caller hears music on hold; false: back in the conversation.
+    pub hold: bool,
+}
+
+/// Put the caller on hold (music on hold) or take it off, from the agent's desktop.
+#[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/hold", tag = "calls",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    request_body = HoldRequest,
+    responses((status = 400, body = Problem, content_type = "application/problem+json", description = "The request is invalid; the detail says how"), (status = 200, body = Done, description = "Done"), (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"), (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not possible now, and why")))]
+pub async fn hold(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+    Body(req): Body<HoldRequest>,
+) -> ApiResult<Json<Done>> {
+    who.require(ApiRole::Agent)?;
+    let result = command(&st, &who, &uuid, ApiCommand::Hold(req.hold)).await?;
+    Ok(Json(Done { result }))
+}
+
 /// Exactly one of `extension` and `queue`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TransferRequest {

@@ -24,7 +24,7 @@ pub struct LiveCall {
     /// The agent talking on it, or being offered it.
     pub agent: Option<String>,
     pub answered_ms: Option<i64>,
-    /// The IVR's variables (secure ones left out).
+    /// The IVR's variables (secure ones only as their mask, `****`).
     pub variables: BTreeMap<String, String>,
     /// `recording`, `paused` or none.
     pub recording: Option<String>,

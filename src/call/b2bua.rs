@@ -532,6 +532,47 @@ impl Call {
                 let end = self.transfer_to_queue(queue.clone(), acd).await;
                 (Ok(format!("transferred to queue {queue}")), end)
             }
+            // Network hold: the caller hears music from us; the agent's phone is not
+            // asked (its audio is simply not passed on meanwhile).
+            ApiCommand::Hold(on) if talking => match (on, self.held.is_some()) {
+                (true, false) => {
+                    if self.park_caller_on_music().await.is_none() {
+                        return (Err("the caller could not be put on hold".into()), None);
+                    }
+                    info!(%by, "the caller is on hold");
+                    self.publish(
+                        NewEvent::new("call.held")
+                            .agent(self.rec.target.as_deref())
+                            .data(serde_json::json!({ "by": by })),
+                    );
+                    (Ok("held".into()), None)
+                }
+                (false, true) => {
+                    let Some((endpoint, b_ports)) = self.held.take() else {
+                        return (Err("the call is not on hold".into()), None);
+                    };
+                    let Some(a_ports) = endpoint.release().await else {
+                        return (
+                            Err("the caller's media could not be taken back".into()),
+                            None,
+                        );
+                    };
+                    self.start_bridge(a_ports, b_ports);
+                    info!(%by, "the caller is off hold");
+                    self.publish(
+                        NewEvent::new("call.resumed")
+                            .agent(self.rec.target.as_deref())
+                            .data(serde_json::json!({ "by": by })),
+                    );
+                    (Ok("resumed".into()), None)
+                }
+                (true, true) => (Ok("held".into()), None),
+                (false, false) => (Ok("resumed".into()), None),
+            },
+            ApiCommand::Hold(_) => (
+                Err("only a call connected to an agent can be held".into()),
+                None,
+            ),
             ApiCommand::SupervisorMode(mode) => match &self.relay {
                 Some(relay) if talking => {
                     relay.supervisor_mode(mode);

@@ -219,7 +219,7 @@ impl IvrSession {
         }
     }
 
-    /// The variables that may travel with the call (secure ones left out).
+    /// The variables that may travel with the call (secure ones only as their mask).
     pub fn call_data(&self) -> std::collections::BTreeMap<String, String> {
         self.interp.call_data()
     }

@@ -79,6 +79,8 @@ pub enum ApiCommand {
     },
     /// The joined supervisor's new mode.
     SupervisorMode(crate::media::mixer::Mode),
+    /// Put the caller on hold (music) or take it off, as the agent's phone would.
+    Hold(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -496,13 +496,21 @@ impl Interpreter {
             .collect()
     }
 
-    /// The variables that travel with the call (screen pop, SIP headers): secure ones are
-    /// left out altogether, so they cannot leak to an agent's screen.
+    /// The variables that travel with the call (screen pop, SIP headers): secure ones only
+    /// as their mask, so they cannot leak to an agent's screen.
     pub fn call_data(&self) -> BTreeMap<String, String> {
+        // A secure value travels only as its mask: the agent sees that the caller gave
+        // it, never what it was.
         self.vars
             .iter()
-            .filter(|(_, v)| !v.secure)
-            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .map(|(k, v)| {
+                let value = if v.secure {
+                    MASK.to_string()
+                } else {
+                    v.value.clone()
+                };
+                (k.clone(), value)
+            })
             .collect()
     }
 

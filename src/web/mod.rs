@@ -15,27 +15,25 @@ use crate::api::auth::Caller;
 use crate::api::{ApiState, Problem};
 use crate::config::ApiRole;
 
-/// (name, content type, bytes) of every asset.
-const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "console.css",
-        "text/css; charset=utf-8",
-        include_str!("assets/console.css"),
-    ),
-    (
-        "common.js",
-        "text/javascript; charset=utf-8",
-        include_str!("assets/common.js"),
-    ),
-    (
-        "wallboard.js",
-        "text/javascript; charset=utf-8",
-        include_str!("assets/wallboard.js"),
-    ),
+/// Every asset by name; its type comes from its extension.
+const ASSETS: &[(&str, &str)] = &[
+    ("console.css", include_str!("assets/console.css")),
+    ("common.js", include_str!("assets/common.js")),
+    ("wallboard.js", include_str!("assets/wallboard.js")),
+    ("agent.js", include_str!("assets/agent.js")),
 ];
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
 
 const LOGIN: &str = include_str!("assets/login.html");
 const WALLBOARD: &str = include_str!("assets/wallboard.html");
+const AGENT: &str = include_str!("assets/agent.html");
 
 /// Who may see the wallboard: everyone but agents, whose screen is their own.
 fn sees_wallboard(role: ApiRole) -> bool {
@@ -47,6 +45,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/", get(home))
         .route("/login", get(|| async { page(LOGIN) }))
         .route("/wallboard", get(wallboard))
+        .route("/agent", get(agent))
         .route("/assets/{name}", get(asset))
         .with_state(state)
 }
@@ -73,8 +72,8 @@ fn to_login(next: &str) -> Response {
 
 async fn home(who: Result<Caller, Problem>) -> Response {
     match who {
-        Ok(w) if sees_wallboard(w.role) => Redirect::to("/wallboard").into_response(),
-        Ok(_) => forbidden("agents use their phone's feature codes (*50 … *54) and the API; the wallboard is for supervisors and reporting"),
+        Ok(w) if w.role == ApiRole::Agent => Redirect::to("/agent").into_response(),
+        Ok(_) => Redirect::to("/wallboard").into_response(),
         Err(_) => to_login("/"),
     }
 }
@@ -84,6 +83,16 @@ async fn wallboard(_st: State<Arc<ApiState>>, who: Result<Caller, Problem>) -> R
         Ok(w) if sees_wallboard(w.role) => page(WALLBOARD),
         Ok(_) => forbidden("the wallboard is for supervisors and reporting"),
         Err(_) => to_login("/wallboard"),
+    }
+}
+
+/// The agent desktop: for whoever logged in with an extension (agents, and supervisors
+/// taking calls themselves).
+async fn agent(who: Result<Caller, Problem>) -> Response {
+    match who {
+        Ok(w) if w.extension.is_some() && w.role != ApiRole::Reporting => page(AGENT),
+        Ok(_) => forbidden("the agent desktop is for a login with an extension"),
+        Err(_) => to_login("/agent"),
     }
 }
 
@@ -97,10 +106,10 @@ fn forbidden(why: &str) -> Response {
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
-    match ASSETS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, kind, body)) => (
+    match ASSETS.iter().find(|(n, _)| *n == name) {
+        Some((name, body)) => (
             [
-                (header::CONTENT_TYPE, *kind),
+                (header::CONTENT_TYPE, content_type(name)),
                 (header::CACHE_CONTROL, "no-cache"),
             ],
             *body,

@@ -377,14 +377,20 @@ pub fn queue_server(
     queues: &[&str],
     config: ServerConfig,
 ) -> (tempfile::TempDir, Server) {
+    let flow = format!(
+        "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: {queue}\n      next: bye\n  bye:\n    hangup:\n"
+    );
+    flow_queue_server(&flow, queues, config)
+}
+
+/// As [`queue_server`], with DID 100 answered by the flow `main` given as YAML.
+pub fn flow_queue_server(
+    flow: &str,
+    queues: &[&str],
+    config: ServerConfig,
+) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.yaml"),
-        format!(
-            "name: main\nentry: wait\nprompts: en\nnodes:\n  wait:\n    queue:\n      queue: {queue}\n      next: bye\n  bye:\n    hangup:\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("main.yaml"), flow).unwrap();
     let mut extra_yaml = vec!["queues:".to_string()];
     extra_yaml.extend(queues.iter().map(|q| q.to_string()));
     extra_yaml.extend(config.extra_yaml.iter().cloned());

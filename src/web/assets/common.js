@@ -68,3 +68,11 @@ const Console = {
     location.href = "/login";
   },
 };
+
+// A page that broke says so where people look, rather than seeming to wait.
+for (const kind of ["error", "unhandledrejection"]) {
+  window.addEventListener(kind, (e) => {
+    const s = document.getElementById("live");
+    if (s) s.textContent = "error: " + (e.message || (e.reason && e.reason.message) || e.reason);
+  });
+}
