@@ -276,3 +276,94 @@ fn the_agent_desktop_pops_the_caller_holds_and_closes_the_call_with_a_dispositio
     });
     b.wait_text("[data-figure=fcr]", Duration::from_secs(5), |t| t == "100%");
 }
+
+const CALLER_HZ: f64 = 440.0;
+const AGENT_HZ: f64 = 700.0;
+const SUPERVISOR_HZ: f64 = 1000.0;
+
+#[test]
+fn a_supervisor_whispers_from_the_console_and_its_phone_rings_and_hears_the_agent() {
+    use common::audio::{read_wav, tone_shares};
+    use common::phone::{tone_wav, Phone};
+    let server = common::Server::start_with(ServerConfig {
+        shipped_demo: true,
+        ..ServerConfig::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let mut agent = Phone::agent(&server, "2001")
+        .auto_answer()
+        .source(&tone_wav(work.path(), AGENT_HZ as u32, 8000))
+        .start(&server);
+    let mut supervisor = Phone::agent(&server, "3001")
+        .auto_answer()
+        .source(&tone_wav(work.path(), SUPERVISOR_HZ as u32, 8000))
+        .start(&server);
+    let mut caller = Phone::dialler("caller")
+        .source(&tone_wav(work.path(), CALLER_HZ as u32, 8000))
+        .start(&server);
+    caller.call(&server, "2001");
+    caller.wait_established(Duration::from_secs(10));
+    agent.wait_established(Duration::from_secs(10));
+
+    let base = format!("http://127.0.0.1:{}", server.api_port.unwrap());
+    let b = Browser::start();
+    b.goto(&format!("{base}/"));
+    b.wait_text("#title", Duration::from_secs(5), |t| t == "Switchboard");
+    b.fill("#extension", "3001");
+    b.fill("#password", "secret3001");
+    b.click("#submit");
+    b.wait_text("h1", Duration::from_secs(5), |t| t == "Supervisor 3001");
+    b.wait_text("#live", Duration::from_secs(10), |t| t == "live");
+    b.wait_text("#calls tr td:nth-child(4)", Duration::from_secs(5), |t| {
+        t == "talking"
+    });
+
+    b.click("#calls tr [data-mode=whisper]");
+    supervisor.wait_established(Duration::from_secs(10));
+    let joined = std::time::Instant::now();
+    b.wait_text("#calls tr td:nth-child(5)", Duration::from_secs(5), |t| {
+        t == "3001: whisper"
+    });
+    screenshot(&b, "supervisor-console.png");
+    no_serious_violations(&b, "supervisor console");
+    // On another agent's behalf: not ready, lunch.
+    b.execute("document.querySelector('#agents tr[data-agent=\"2002\"] select').value = 'not_ready:lunch';");
+    b.click("#agents tr[data-agent=\"2002\"] button");
+    b.wait_text(
+        "#agents tr[data-agent=\"2002\"] td",
+        Duration::from_secs(5),
+        |t| t == "not ready (lunch)",
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let whispered = joined.elapsed();
+    supervisor.hangup();
+    supervisor.wait_closed(Duration::from_secs(10));
+    caller.hangup();
+    caller.wait_closed(Duration::from_secs(10));
+    agent.wait_closed(Duration::from_secs(10));
+
+    // The supervisor heard the agent (and the caller); the agent heard the supervisor.
+    let heard = read_wav(&supervisor.heard());
+    let rate = heard.rate as usize;
+    let from = rate; // a second after joining
+    let to = (whispered.as_secs_f64() - 0.5).max(1.5) as usize * rate;
+    let samples =
+        &heard.channels[0][from.min(heard.channels[0].len())..to.min(heard.channels[0].len())];
+    let mut t = tone_shares(samples, heard.rate, &[CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ]);
+    t.what = "what the supervisor heard while whispering".into();
+    t.assert_hears(&[CALLER_HZ, AGENT_HZ], &[SUPERVISOR_HZ]);
+
+    // The finished call's recording plays from the console.
+    b.wait_text("#recordings tr th", Duration::from_secs(10), |t| {
+        !t.is_empty()
+    });
+    let r = b.execute_async(
+        "const done = arguments[arguments.length - 1];\
+         const src = document.querySelector('#recordings audio').src;\
+         fetch(src).then(r => done(r.status + ' ' + r.headers.get('content-type')));",
+    );
+    assert_eq!(r, json!("200 audio/wav"));
+    caller.quit();
+    agent.quit();
+    supervisor.quit();
+}

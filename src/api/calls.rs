@@ -82,6 +82,55 @@ pub async fn get_call(
     Ok(Json(find(&st, &who, &uuid).await?))
 }
 
+/// The call's recording (stereo WAV: caller left, agent right), to play in a browser or
+/// download. Recordings are for supervisors and admins.
+#[utoipa::path(get, path = "/api/v1/calls/{call_uuid}/recording.wav", tag = "records",
+    params(("call_uuid" = String, Path, description = "The call's id")),
+    responses((status = 200, description = "The WAV file", content_type = "audio/wav"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "Missing or wrong credentials"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The credentials' role may not do this"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No such resource")))]
+pub async fn recording_file(
+    State(st): State<Arc<ApiState>>,
+    who: Caller,
+    Path(uuid): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    who.require(ApiRole::Supervisor)?;
+    let record = st
+        .store
+        .record(&uuid)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no finished call {uuid}")))?;
+    let name = record
+        .recording
+        .ok_or_else(|| Problem::not_found(format!("call {uuid} was not recorded")))?;
+    // Only files the server wrote under its recordings directory.
+    let dir = st.config.data_dir.join("recordings");
+    let path = st.config.data_dir.join(&name);
+    let inside =
+        path.parent() == Some(dir.as_path()) && path.extension().is_some_and(|e| e == "wav");
+    if !inside {
+        return Err(Problem::not_found(format!(
+            "call {uuid} has no recording file"
+        )));
+    }
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| Problem::not_found(format!("the recording of call {uuid} is gone")))?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "audio/wav".to_string()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{uuid}.wav\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// Hang up every leg of a live call.
 #[utoipa::path(post, path = "/api/v1/calls/{call_uuid}/hangup", tag = "calls",
     params(("call_uuid" = String, Path, description = "The call's id")),

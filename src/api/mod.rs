@@ -110,6 +110,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(calls::recording))
         .routes(routes!(calls::transfer))
         .routes(routes!(calls::hold))
+        .routes(routes!(calls::recording_file))
         .routes(routes!(calls::supervise))
         .routes(routes!(calls::set_disposition))
         .routes(routes!(calls::dispositions))

@@ -21,6 +21,7 @@ const ASSETS: &[(&str, &str)] = &[
     ("common.js", include_str!("assets/common.js")),
     ("wallboard.js", include_str!("assets/wallboard.js")),
     ("agent.js", include_str!("assets/agent.js")),
+    ("supervisor.js", include_str!("assets/supervisor.js")),
 ];
 
 fn content_type(name: &str) -> &'static str {
@@ -34,6 +35,7 @@ fn content_type(name: &str) -> &'static str {
 const LOGIN: &str = include_str!("assets/login.html");
 const WALLBOARD: &str = include_str!("assets/wallboard.html");
 const AGENT: &str = include_str!("assets/agent.html");
+const SUPERVISOR: &str = include_str!("assets/supervisor.html");
 
 /// Who may see the wallboard: everyone but agents, whose screen is their own.
 fn sees_wallboard(role: ApiRole) -> bool {
@@ -46,6 +48,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/login", get(|| async { page(LOGIN) }))
         .route("/wallboard", get(wallboard))
         .route("/agent", get(agent))
+        .route("/supervisor", get(supervisor))
         .route("/assets/{name}", get(asset))
         .with_state(state)
 }
@@ -73,6 +76,7 @@ fn to_login(next: &str) -> Response {
 async fn home(who: Result<Caller, Problem>) -> Response {
     match who {
         Ok(w) if w.role == ApiRole::Agent => Redirect::to("/agent").into_response(),
+        Ok(w) if w.role >= ApiRole::Supervisor => Redirect::to("/supervisor").into_response(),
         Ok(_) => Redirect::to("/wallboard").into_response(),
         Err(_) => to_login("/"),
     }
@@ -93,6 +97,15 @@ async fn agent(who: Result<Caller, Problem>) -> Response {
         Ok(w) if w.extension.is_some() && w.role != ApiRole::Reporting => page(AGENT),
         Ok(_) => forbidden("the agent desktop is for a login with an extension"),
         Err(_) => to_login("/agent"),
+    }
+}
+
+/// The supervisor console: supervisors and admins.
+async fn supervisor(who: Result<Caller, Problem>) -> Response {
+    match who {
+        Ok(w) if w.role >= ApiRole::Supervisor => page(SUPERVISOR),
+        Ok(_) => forbidden("the supervisor console is for supervisors and admins"),
+        Err(_) => to_login("/supervisor"),
     }
 }
 

@@ -140,6 +140,13 @@ impl Browser {
         self.rt.block_on(self.c().execute(script, vec![])).unwrap()
     }
 
+    /// Runs an async script (it calls its last argument with the result).
+    pub fn execute_async(&self, script: &str) -> Value {
+        self.rt
+            .block_on(self.c().execute_async(script, vec![]))
+            .unwrap()
+    }
+
     /// Runs axe-core (from tests/browser/node_modules) on the page; the violations of
     /// impact serious or critical.
     pub fn serious_accessibility_violations(&self) -> Vec<Value> {
