@@ -367,3 +367,66 @@ fn a_supervisor_whispers_from_the_console_and_its_phone_rings_and_hears_the_agen
     agent.quit();
     supervisor.quit();
 }
+
+/// A menu, a queue, and a node nothing leads to (a warning of `check`).
+const MENU_FLOW: &str = "name: main\nentry: menu\nprompts: en\nnodes:\n  menu:\n    menu:\n      prompts: [welcome]\n      options:\n        \"1\": wait\n        \"2\": bye\n      on_fail: bye\n  wait:\n    queue:\n      queue: billing\n      next: bye\n  orphan:\n    hangup:\n  bye:\n    hangup:\n";
+
+#[test]
+fn the_flows_view_draws_the_graph_marks_diagnostics_and_simulates() {
+    let (_flows, server) = flow_queue_server(
+        MENU_FLOW,
+        &["  - { name: billing, members: [\"2001\"] }"],
+        ServerConfig {
+            api: true,
+            ..ServerConfig::default()
+        },
+    );
+    let base = format!("http://127.0.0.1:{}", server.api_port.unwrap());
+    let b = Browser::start();
+    b.goto(&format!("{base}/flows"));
+    b.wait_text("#title", Duration::from_secs(5), |t| t == "Switchboard");
+    b.fill("#token", common::api::SUPERVISOR);
+    b.click("#submit");
+    b.wait_text("#live", Duration::from_secs(10), |t| {
+        t == "1 flow(s) in force"
+    });
+    b.wait_text("#check li", Duration::from_secs(2), |t| {
+        t.contains("warning:") && t.contains("node \"orphan\" is never reached")
+    });
+    // Four nodes, and the ways between them: 1 → wait, 2 and on_fail → bye (one line),
+    // wait's next → bye.
+    assert_eq!(
+        b.execute("return document.querySelectorAll('#graph g[data-node]').length"),
+        json!(4)
+    );
+    assert_eq!(
+        b.execute("return document.querySelectorAll('#graph line').length"),
+        json!(3)
+    );
+    let labels = b.execute(
+        "return [...document.querySelectorAll('#graph text')].map(t => t.textContent).join('|')",
+    );
+    assert!(
+        labels.as_str().unwrap().contains("\"2\" / on_fail"),
+        "{labels}"
+    );
+    let marked =
+        b.execute("return document.querySelector('#graph g[data-node=orphan]').dataset.diagnostic");
+    assert!(
+        marked.as_str().unwrap().contains("never reached"),
+        "{marked}"
+    );
+    assert_eq!(
+        b.execute(
+            "return document.querySelector('#graph g[data-node=menu]').dataset.diagnostic || null"
+        ),
+        Value::Null
+    );
+    b.fill("#keys", "1");
+    b.click("#run");
+    b.wait_text("#trace", Duration::from_secs(5), |t| {
+        t.contains("key 1") && t.contains("main/wait (queue)")
+    });
+    screenshot(&b, "flows-view.png");
+    no_serious_violations(&b, "flows view");
+}

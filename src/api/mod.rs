@@ -11,6 +11,7 @@ mod calls;
 pub mod client;
 mod events;
 mod extract;
+mod flows;
 pub mod live;
 pub mod metrics;
 mod problem;
@@ -69,6 +70,7 @@ pub struct ApiState {
         (name = "records", description = "Finished calls and the queue event log"),
         (name = "events", description = "The ordered event log, live"),
         (name = "reports", description = "KPIs from the event log, staffing, routing explained"),
+        (name = "flows", description = "The IVR flows as graphs, their diagnostics, simulation"),
     )
 )]
 struct ApiDoc;
@@ -124,6 +126,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(reports::staffing))
         .routes(routes!(reports::explain))
         .routes(routes!(reports::wallboard))
+        .routes(routes!(flows::list_flows))
+        .routes(routes!(flows::simulate))
         .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);

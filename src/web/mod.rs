@@ -22,6 +22,7 @@ const ASSETS: &[(&str, &str)] = &[
     ("wallboard.js", include_str!("assets/wallboard.js")),
     ("agent.js", include_str!("assets/agent.js")),
     ("supervisor.js", include_str!("assets/supervisor.js")),
+    ("flows.js", include_str!("assets/flows.js")),
 ];
 
 fn content_type(name: &str) -> &'static str {
@@ -36,6 +37,7 @@ const LOGIN: &str = include_str!("assets/login.html");
 const WALLBOARD: &str = include_str!("assets/wallboard.html");
 const AGENT: &str = include_str!("assets/agent.html");
 const SUPERVISOR: &str = include_str!("assets/supervisor.html");
+const FLOWS: &str = include_str!("assets/flows.html");
 
 /// Who may see the wallboard: everyone but agents, whose screen is their own.
 fn sees_wallboard(role: ApiRole) -> bool {
@@ -49,6 +51,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/wallboard", get(wallboard))
         .route("/agent", get(agent))
         .route("/supervisor", get(supervisor))
+        .route("/flows", get(flows))
         .route("/assets/{name}", get(asset))
         .with_state(state)
 }
@@ -106,6 +109,15 @@ async fn supervisor(who: Result<Caller, Problem>) -> Response {
         Ok(w) if w.role >= ApiRole::Supervisor => page(SUPERVISOR),
         Ok(_) => forbidden("the supervisor console is for supervisors and admins"),
         Err(_) => to_login("/supervisor"),
+    }
+}
+
+/// The flows view: supervisors and admins (ops).
+async fn flows(who: Result<Caller, Problem>) -> Response {
+    match who {
+        Ok(w) if w.role >= ApiRole::Supervisor => page(FLOWS),
+        Ok(_) => forbidden("the flows view is for supervisors and admins"),
+        Err(_) => to_login("/flows"),
     }
 }
 
