@@ -150,6 +150,38 @@ fn the_wallboard_follows_real_calls_within_a_second_and_after_a_cut_connection()
         |t| t == "0",
     );
     no_serious_violations(&b, "wallboard table view");
+    // Measured, not asserted (BENCHMARKS.md keeps the figure): the first paint.
+    let paint = b.execute(
+        "return (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null",
+    );
+    eprintln!("wallboard first contentful paint: {paint} ms");
+
+    // The reports page: the day's figures of the same calls, and their CSV.
+    b.goto(&format!("{base}/reports"));
+    b.wait_text(
+        "#rows tr[data-key=billing] [data-column=offered]",
+        Duration::from_secs(5),
+        |t| t == "2",
+    );
+    assert_eq!(
+        b.text("#rows tr[data-key=billing] [data-column=abandoned]")
+            .as_deref(),
+        Some("2")
+    );
+    let csv = b.execute_async(
+        "const done = arguments[arguments.length - 1];\
+         fetch(document.getElementById('csv').href).then(r => r.text()).then(done);",
+    );
+    let csv = csv.as_str().unwrap();
+    assert!(
+        csv.starts_with("key,interval,offered,answered,abandoned"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("billing,,2,0,2,")),
+        "{csv}"
+    );
+    no_serious_violations(&b, "reports");
 }
 
 #[test]

@@ -23,6 +23,7 @@ const ASSETS: &[(&str, &str)] = &[
     ("agent.js", include_str!("assets/agent.js")),
     ("supervisor.js", include_str!("assets/supervisor.js")),
     ("flows.js", include_str!("assets/flows.js")),
+    ("reports.js", include_str!("assets/reports.js")),
 ];
 
 fn content_type(name: &str) -> &'static str {
@@ -38,6 +39,7 @@ const WALLBOARD: &str = include_str!("assets/wallboard.html");
 const AGENT: &str = include_str!("assets/agent.html");
 const SUPERVISOR: &str = include_str!("assets/supervisor.html");
 const FLOWS: &str = include_str!("assets/flows.html");
+const REPORTS: &str = include_str!("assets/reports.html");
 
 /// Who may see the wallboard: everyone but agents, whose screen is their own.
 fn sees_wallboard(role: ApiRole) -> bool {
@@ -52,6 +54,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/agent", get(agent))
         .route("/supervisor", get(supervisor))
         .route("/flows", get(flows))
+        .route("/reports", get(reports))
         .route("/assets/{name}", get(asset))
         .with_state(state)
 }
@@ -118,6 +121,17 @@ async fn flows(who: Result<Caller, Problem>) -> Response {
         Ok(w) if w.role >= ApiRole::Supervisor => page(FLOWS),
         Ok(_) => forbidden("the flows view is for supervisors and admins"),
         Err(_) => to_login("/flows"),
+    }
+}
+
+/// Reports: everyone but agents (whose own figures are on their desktop).
+async fn reports(who: Result<Caller, Problem>) -> Response {
+    match who {
+        Ok(w) if sees_wallboard(w.role) => page(REPORTS),
+        Ok(_) => forbidden(
+            "reports are for supervisors and reporting; your own figures are on your desktop",
+        ),
+        Err(_) => to_login("/reports"),
     }
 }
 
