@@ -56,6 +56,7 @@ fn screenshot(b: &Browser, name: &str) {
 
 #[test]
 fn the_wallboard_follows_real_calls_within_a_second_and_after_a_cut_connection() {
+    let _turn = common::browser::turn();
     let (_flows, server) = queue_server(
         "billing",
         &["  - { name: billing, strategy: longest_idle, ring_timeout_secs: 5, wrap_up_secs: 0, members: [\"2001\"] }"],
@@ -186,6 +187,7 @@ fn the_wallboard_follows_real_calls_within_a_second_and_after_a_cut_connection()
 
 #[test]
 fn an_agent_lands_on_its_desktop_and_is_not_shown_the_wallboard() {
+    let _turn = common::browser::turn();
     let (_flows, server) = queue_server(
         "billing",
         &["  - { name: billing, members: [\"2001\"] }"],
@@ -219,6 +221,7 @@ const TAGGING_FLOW: &str = "name: main\nentry: tag\nprompts: en\nnodes:\n  tag:\
 
 #[test]
 fn the_agent_desktop_pops_the_caller_holds_and_closes_the_call_with_a_disposition() {
+    let _turn = common::browser::turn();
     let (_flows, server) = flow_queue_server(
         TAGGING_FLOW,
         &["  - { name: billing, strategy: longest_idle, ring_timeout_secs: 15, wrap_up_secs: 60, members: [\"2001\"] }"],
@@ -315,6 +318,7 @@ const SUPERVISOR_HZ: f64 = 1000.0;
 
 #[test]
 fn a_supervisor_whispers_from_the_console_and_its_phone_rings_and_hears_the_agent() {
+    let _turn = common::browser::turn();
     use common::audio::{read_wav, tone_shares};
     use common::phone::{tone_wav, Phone};
     let server = common::Server::start_with(ServerConfig {
@@ -405,6 +409,7 @@ const MENU_FLOW: &str = "name: main\nentry: menu\nprompts: en\nnodes:\n  menu:\n
 
 #[test]
 fn the_flows_view_draws_the_graph_marks_diagnostics_and_simulates() {
+    let _turn = common::browser::turn();
     let (_flows, server) = flow_queue_server(
         MENU_FLOW,
         &["  - { name: billing, members: [\"2001\"] }"],

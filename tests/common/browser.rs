@@ -23,6 +23,15 @@ fn wait_tcp(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// One browser test at a time: Chromium, a server and its phones together are a lot for
+/// two cores, and these tests time what the page shows.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn; hold it for the whole test.
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct Browser {
     rt: tokio::runtime::Runtime,
     client: Option<Client>,
