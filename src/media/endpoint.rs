@@ -314,34 +314,15 @@ async fn run(
                 }
                 let pkt = &inbuf[..n];
                 last_rtp = Instant::now();
-                if n < HEADER || pkt[0] >> 6 != 2 {
+                let Some(rtp) = crate::media::rtp::parse(pkt) else {
+                    continue;
+                };
+                reception.on_packet(rtp.seq, rtp.timestamp, rtp.ssrc, last_rtp);
+                let pt = rtp.payload_type;
+                if rtp.payload.is_empty() {
                     continue;
                 }
-                reception.on_packet(
-                    u16::from_be_bytes([pkt[2], pkt[3]]),
-                    u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]),
-                    u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]),
-                    last_rtp,
-                );
-                let pt = pkt[1] & 0x7f;
-                let csrc = usize::from(pkt[0] & 0x0f) * 4;
-                // Skip a header extension (X bit) and trim padding (P bit).
-                let mut start = HEADER + csrc;
-                if pkt[0] & 0x10 != 0 {
-                    if n < start + 4 {
-                        continue;
-                    }
-                    let words = usize::from(u16::from_be_bytes([pkt[start + 2], pkt[start + 3]]));
-                    start += 4 + words * 4;
-                }
-                let mut end = n;
-                if pkt[0] & 0x20 != 0 {
-                    end = end.saturating_sub(usize::from(pkt[n - 1]));
-                }
-                if start >= end {
-                    continue;
-                }
-                let payload = &pkt[start..end];
+                let payload = rtp.payload;
                 if pt == media.codec.payload_type() {
                     if recording.is_none() && !tones {
                         continue;

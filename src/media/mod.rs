@@ -27,6 +27,7 @@ pub mod prompt;
 pub mod recorder;
 pub mod relay;
 pub mod rtcp;
+pub mod rtp;
 pub mod rtp_stats;
 pub mod sdp;
 pub mod taps;

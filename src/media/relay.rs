@@ -632,17 +632,15 @@ impl Relay {
         } else {
             b.event_pt
         };
-        if event_pt != Some(pkt[1] & 0x7f) || pkt.len() < RTP_HEADER_LEN {
+        if pkt.len() < RTP_HEADER_LEN || event_pt != Some(pkt[1] & 0x7f) {
             return false;
         }
-        let start = RTP_HEADER_LEN + 4 * usize::from(pkt[0] & 0x0f);
-        let Some(payload) = pkt.get(start..) else {
+        // A malformed event packet is still an event packet: kept from the other party.
+        let Some(rtp) = crate::media::rtp::parse(pkt) else {
             return true;
         };
-        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
-        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
         let now = Instant::now();
-        let _ = detector.on_telephone_event(now, ssrc, ts, pkt[1] & 0x80 != 0, payload);
+        let _ = detector.on_telephone_event(now, rtp.ssrc, rtp.timestamp, rtp.marker, rtp.payload);
         while let Some(d) = detector.poll() {
             let _ = self.events.send(RelayEvent::Key(from, d.digit.key));
         }
@@ -1191,6 +1189,44 @@ mod tests {
         phone_a.send_to(&p, to_a).await.unwrap();
         let got = recv(&phone_b).await;
         assert_eq!(got[1] & 0x7f, 101);
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_key_in_a_packet_with_a_header_extension_and_padding_is_read_right() {
+        use crate::media::codec::Codec;
+        let low = free_range(2);
+        let pool = PortPool::new(LOCALHOST, low, low + 3);
+        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+        let to_a = SocketAddr::new(LOCALHOST, a.port());
+        let (relay, mut events) = spawn_relay_with_events(a, b, None);
+        let (phone_a, phone_b) = (phone().await, phone().await);
+        relay.set_remote(Side::A, phone_a.local_addr().unwrap(), None);
+        relay.set_remote(Side::B, phone_b.local_addr().unwrap(), None);
+        let pcmu = LegFormat {
+            codec: Codec::Pcmu,
+            event_pt: Some(101),
+        };
+        relay.set_formats(pcmu, pcmu);
+        relay.forward_dtmf(false);
+        // Key 7's end packets, each with a two-word header extension and 4 octets of
+        // padding: read from 12 + 4·CC, the extension's bytes would be taken for the
+        // event (key 0xBE…), and the padding for its duration.
+        let event = [7, 0x8a, 0x03, 0x20];
+        for _ in 0..3 {
+            let p = crate::media::rtp::tests::packet(101, &event, 0, Some(2), 4);
+            phone_a.send_to(&p, to_a).await.unwrap();
+        }
+        let ev = timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            ev,
+            Some(RelayEvent::Key(
+                Side::A,
+                crate::media::dtmf::Key::from_char('7').unwrap()
+            ))
+        );
         relay.stop().await;
     }
 

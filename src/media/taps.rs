@@ -99,7 +99,15 @@ impl Leg {
 
     /// Takes in one RTP packet from this party (already checked to be RTP).
     fn receive(&mut self, pkt: &[u8], now: Instant) {
-        let Some((pt, marker, seq, ts, ssrc, payload)) = split_rtp(pkt) else {
+        let Some(crate::media::rtp::Rtp {
+            payload_type: pt,
+            marker,
+            seq,
+            timestamp: ts,
+            ssrc,
+            payload,
+        }) = crate::media::rtp::parse(pkt)
+        else {
             return;
         };
         if Some(pt) == self.format.event_pt {
@@ -194,35 +202,6 @@ fn convert(
     } else {
         false
     }
-}
-
-/// The fields of an RTP packet the taps use: (payload type, marker, sequence
-/// number, timestamp, SSRC, payload).
-type RtpParts<'a> = (u8, bool, u16, u32, u32, &'a [u8]);
-
-/// Splits an RTP packet, skipping CSRCs, header extension and padding.
-fn split_rtp(pkt: &[u8]) -> Option<RtpParts<'_>> {
-    if pkt.len() < HEADER || pkt[0] >> 6 != 2 {
-        return None;
-    }
-    let mut start = HEADER + 4 * usize::from(pkt[0] & 0x0f);
-    if pkt[0] & 0x10 != 0 {
-        let ext = pkt.get(start + 2..start + 4)?;
-        start += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
-    }
-    let mut end = pkt.len();
-    if pkt[0] & 0x20 != 0 {
-        end = end.checked_sub(usize::from(*pkt.last()?))?;
-    }
-    let payload = pkt.get(start..end)?;
-    Some((
-        pkt[1] & 0x7f,
-        pkt[1] & 0x80 != 0,
-        u16::from_be_bytes([pkt[2], pkt[3]]),
-        u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]),
-        u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]),
-        payload,
-    ))
 }
 
 /// Something a tapped call reports to its owner. (The caller's and agent's
