@@ -1137,14 +1137,21 @@ mod tests {
         UdpSocket::bind((LOCALHOST, 0)).await.unwrap()
     }
 
-    #[tokio::test]
-    async fn keys_are_reported_to_the_call_and_kept_from_the_other_party_unless_asked() {
+    /// A PCMU bridge with telephone-event 101 on both legs, keys not forwarded: (relay,
+    /// its events, phone A, phone B, where A sends to).
+    async fn keyed_relay() -> (
+        RelayHandle,
+        tokio::sync::mpsc::UnboundedReceiver<RelayEvent>,
+        UdpSocket,
+        UdpSocket,
+        SocketAddr,
+    ) {
         use crate::media::codec::Codec;
         let low = free_range(2);
         let pool = PortPool::new(LOCALHOST, low, low + 3);
         let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
         let to_a = SocketAddr::new(LOCALHOST, a.port());
-        let (relay, mut events) = spawn_relay_with_events(a, b, None);
+        let (relay, events) = spawn_relay_with_events(a, b, None);
         let (phone_a, phone_b) = (phone().await, phone().await);
         relay.set_remote(Side::A, phone_a.local_addr().unwrap(), None);
         relay.set_remote(Side::B, phone_b.local_addr().unwrap(), None);
@@ -1154,6 +1161,12 @@ mod tests {
         };
         relay.set_formats(pcmu, pcmu);
         relay.forward_dtmf(false);
+        (relay, events, phone_a, phone_b, to_a)
+    }
+
+    #[tokio::test]
+    async fn keys_are_reported_to_the_call_and_kept_from_the_other_party_unless_asked() {
+        let (relay, mut events, phone_a, phone_b, to_a) = keyed_relay().await;
 
         // Key 5 from A: three end packets (RFC 4733), then a voice packet.
         for seq in 0..3u16 {
@@ -1194,21 +1207,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_in_a_packet_with_a_header_extension_and_padding_is_read_right() {
-        use crate::media::codec::Codec;
-        let low = free_range(2);
-        let pool = PortPool::new(LOCALHOST, low, low + 3);
-        let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
-        let to_a = SocketAddr::new(LOCALHOST, a.port());
-        let (relay, mut events) = spawn_relay_with_events(a, b, None);
-        let (phone_a, phone_b) = (phone().await, phone().await);
-        relay.set_remote(Side::A, phone_a.local_addr().unwrap(), None);
-        relay.set_remote(Side::B, phone_b.local_addr().unwrap(), None);
-        let pcmu = LegFormat {
-            codec: Codec::Pcmu,
-            event_pt: Some(101),
-        };
-        relay.set_formats(pcmu, pcmu);
-        relay.forward_dtmf(false);
+        let (relay, mut events, phone_a, phone_b, to_a) = keyed_relay().await;
         // Key 7's end packets, each with a two-word header extension and 4 octets of
         // padding: read from 12 + 4·CC, the extension's bytes would be taken for the
         // event (key 0xBE…), and the padding for its duration.
@@ -1226,6 +1225,15 @@ mod tests {
                 Side::A,
                 crate::media::dtmf::Key::from_char('7').unwrap()
             ))
+        );
+        phone_a
+            .send_to(&rtp(9, 960, 0xAAAA, b"voice"), to_a)
+            .await
+            .unwrap();
+        assert_eq!(
+            &recv(&phone_b).await[12..],
+            b"voice",
+            "the key was kept from B"
         );
         relay.stop().await;
     }
