@@ -8,19 +8,12 @@ use std::time::Duration;
 
 use common::api::{Api, ADMIN, AGENT_2001, REPORTING};
 use common::browser::{Browser, CutProxy};
-use common::{flow_queue_server, queue_server, ServerConfig, Sipp};
+use common::{flow_queue_server, now_ms, queue_server, ServerConfig, Sipp};
 use serde_json::{json, Value};
 
 const WAITING: &str = "[data-queue=billing] [data-figure=waiting]";
 const SERVICE_LEVEL: &str = "[data-queue=billing] [data-figure=service_level]";
 const ABANDON_RATE: &str = "[data-queue=billing] [data-figure=abandon_rate]";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// The time of the newest event of `kind`.
 fn last_event_ms(api: &Api, kind: &str) -> i64 {

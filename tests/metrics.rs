@@ -67,16 +67,14 @@ impl Prometheus {
 
     /// Instant query; the result vector.
     fn query(&self, q: &str) -> Vec<Value> {
-        let url = format!("{}/api/v1/query", self.base);
-        let Ok(mut resp) = ureq::get(&url).query("query", q).call() else {
-            return Vec::new();
-        };
-        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        self.check(q)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .unwrap_or_default()
     }
 
-    /// Whether Prometheus accepts the query (its status), with its error if not.
-    fn check(&self, q: &str) -> Result<(), String> {
+    /// Prometheus's answer to an instant query, or its error if it refuses it.
+    fn check(&self, q: &str) -> Result<Value, String> {
         let url = format!("{}/api/v1/query", self.base);
         let resp = ureq::get(&url)
             .config()
@@ -87,7 +85,7 @@ impl Prometheus {
             .map_err(|e| e.to_string())?;
         let v: Value = resp.into_body().read_json().map_err(|e| e.to_string())?;
         match v["status"].as_str() {
-            Some("success") => Ok(()),
+            Some("success") => Ok(v),
             _ => Err(v.to_string()),
         }
     }
@@ -174,7 +172,8 @@ fn prometheus_scrapes_live_gauges_equal_to_the_api_during_a_fifty_call_run() {
         .iter()
         .map(|ext| server.agent_phone(ext, 1, 20_000, 60))
         .collect();
-    let callers = Sipp::new("uac_queue_give_up_20s.xml")
+    let work = tempfile::tempdir().unwrap();
+    let callers = Sipp::queue_caller_giving_up_after(work.path(), 20_000)
         .service("100")
         .calls(CALLERS)
         .timeout_secs(60)

@@ -10,30 +10,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::api::{Api, ADMIN, REPORTING};
-use common::{queue_server, switchboard_bin, Server, ServerConfig, Sipp};
+use common::{now_ms, queue_server, switchboard_bin, Server, ServerConfig, Sipp};
 use serde_json::{json, Value};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn stamp(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
-}
-
-/// A queued caller who gives up after `ms` unless an agent has answered and hung up.
-fn impatient(dir: &std::path::Path, ms: u64) -> Sipp {
-    let text = std::fs::read_to_string(common::scenario("uac_queue_impatient.xml")).unwrap();
-    let path = dir.join(format!("uac_queue_give_up_{ms}.xml"));
-    std::fs::write(
-        &path,
-        text.replace("timeout=\"3000\"", &format!("timeout=\"{ms}\"")),
-    )
-    .unwrap();
-    Sipp::from_file(&path)
 }
 
 fn set_state(api: &Api, state: &str, reason: Option<&str>) {
@@ -104,11 +85,11 @@ fn figures_over_real_calls_equal_the_hand_computation_and_survive_a_restart() {
 
     // Nobody ready: one caller gives up after 1 s (a short abandon), one after 3 s.
     set_state(&api, "not_ready", Some("break"));
-    impatient(flows.path(), 1_000)
+    Sipp::queue_caller_giving_up_after(flows.path(), 1_000)
         .service("100")
         .run(&server)
         .assert_ok(&server, "short abandon");
-    impatient(flows.path(), 3_000)
+    Sipp::queue_caller_giving_up_after(flows.path(), 3_000)
         .service("100")
         .run(&server)
         .assert_ok(&server, "abandon");

@@ -1164,6 +1164,15 @@ mod tests {
         (relay, events, phone_a, phone_b, to_a)
     }
 
+    /// The next relay event is key `key` from leg A.
+    async fn expect_key(events: &mut tokio::sync::mpsc::UnboundedReceiver<RelayEvent>, key: char) {
+        let ev = timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        let want = crate::media::dtmf::Key::from_char(key).unwrap();
+        assert_eq!(ev, Some(RelayEvent::Key(Side::A, want)));
+    }
+
     #[tokio::test]
     async fn keys_are_reported_to_the_call_and_kept_from_the_other_party_unless_asked() {
         let (relay, mut events, phone_a, phone_b, to_a) = keyed_relay().await;
@@ -1184,16 +1193,7 @@ mod tests {
             b"voice",
             "the key never reached B; the voice did"
         );
-        let ev = timeout(Duration::from_secs(2), events.recv())
-            .await
-            .unwrap();
-        assert_eq!(
-            ev,
-            Some(RelayEvent::Key(
-                Side::A,
-                crate::media::dtmf::Key::from_char('5').unwrap()
-            ))
-        );
+        expect_key(&mut events, '5').await;
 
         // Asked to forward: the next key goes through.
         relay.forward_dtmf(true);
@@ -1216,16 +1216,7 @@ mod tests {
             let p = crate::media::rtp::tests::packet(101, &event, 0, Some(2), 4);
             phone_a.send_to(&p, to_a).await.unwrap();
         }
-        let ev = timeout(Duration::from_secs(2), events.recv())
-            .await
-            .unwrap();
-        assert_eq!(
-            ev,
-            Some(RelayEvent::Key(
-                Side::A,
-                crate::media::dtmf::Key::from_char('7').unwrap()
-            ))
-        );
+        expect_key(&mut events, '7').await;
         phone_a
             .send_to(&rtp(9, 960, 0xAAAA, b"voice"), to_a)
             .await

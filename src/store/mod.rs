@@ -130,17 +130,6 @@ pub struct QueueEvent {
     pub seq: Option<i64>,
 }
 
-type QueueEventRow = (
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -347,30 +336,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// The whole queue event log, oldest first.
-    pub async fn queue_events(&self) -> anyhow::Result<Vec<QueueEvent>> {
-        let rows: Vec<QueueEventRow> = sqlx::query_as(
-            "SELECT at_ms, queue, call_uuid, agent, event, wait_ms, talk_ms, detail
-             FROM queue_log ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| QueueEvent {
-                at_ms: r.0,
-                queue: r.1,
-                call_uuid: r.2,
-                agent: r.3,
-                event: r.4,
-                wait_ms: r.5,
-                talk_ms: r.6,
-                detail: r.7,
-                seq: None,
-            })
-            .collect())
     }
 
     /// Writes events (and the queue-log rows that go with them) in one transaction.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{QueueEvent, Store};
+use super::Store;
 
 /// The agent's word on how a call went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -298,35 +298,5 @@ impl Store {
             })
         };
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
-    }
-
-    /// The queue-log rows of one queue since `since_ms`, as the reports read them.
-    pub async fn queue_events_since(
-        &self,
-        queue: &str,
-        since_ms: i64,
-    ) -> anyhow::Result<Vec<QueueEvent>> {
-        let rows = self
-            .queue_log(&QueueLogFilter {
-                from_ms: Some(since_ms),
-                queue: Some(queue.to_string()),
-                limit: u32::MAX,
-                ..Default::default()
-            })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| QueueEvent {
-                at_ms: r.at_ms,
-                queue: r.queue,
-                call_uuid: r.call_uuid,
-                agent: r.agent,
-                event: r.event,
-                wait_ms: r.wait_ms,
-                talk_ms: r.talk_ms,
-                detail: r.detail,
-                seq: r.seq,
-            })
-            .collect())
     }
 }

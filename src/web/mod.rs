@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -88,7 +88,7 @@ async fn home(who: Result<Caller, Problem>) -> Response {
     }
 }
 
-async fn wallboard(_st: State<Arc<ApiState>>, who: Result<Caller, Problem>) -> Response {
+async fn wallboard(who: Result<Caller, Problem>) -> Response {
     match who {
         Ok(w) if sees_wallboard(w.role) => page(WALLBOARD),
         Ok(_) => forbidden("the wallboard is for supervisors and reporting"),

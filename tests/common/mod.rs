@@ -871,6 +871,16 @@ impl Sipp {
         Sipp::from_file(Path::new(&scenario(scenario_file)))
     }
 
+    /// A queued caller (uac_queue_impatient.xml) who gives up after `ms` unless its call
+    /// ends first; the scenario variant is written into `dir`.
+    pub fn queue_caller_giving_up_after(dir: &Path, ms: u64) -> Sipp {
+        let text = std::fs::read_to_string(scenario("uac_queue_impatient.xml")).unwrap();
+        let path = dir.join(format!("uac_queue_give_up_{ms}.xml"));
+        let text = text.replace("timeout=\"3000\"", &format!("timeout=\"{ms}\""));
+        std::fs::write(&path, text).unwrap();
+        Sipp::from_file(&path)
+    }
+
     /// A scenario the test wrote itself (one that names files it generated, say).
     pub fn from_file(path: &Path) -> Sipp {
         require_tool("sipp", "sip-tester");
