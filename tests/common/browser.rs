@@ -112,10 +112,21 @@ impl Browser {
             .unwrap();
     }
 
+    /// Clicks the element matching `css`. Live pages redraw their tables on events, so an
+    /// element found may be replaced before the click lands: then it is found again.
     pub fn click(&self, css: &str) {
-        self.rt
-            .block_on(async { self.element(css).await.click().await })
-            .unwrap();
+        for attempt in 1.. {
+            match self
+                .rt
+                .block_on(async { self.element(css).await.click().await })
+            {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && attempt < 10 => {}
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// The text of the element matching `css`, if there is one.
