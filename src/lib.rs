@@ -3,6 +3,7 @@ pub mod acd;
 pub mod api;
 pub mod call;
 pub mod config;
+pub mod diagnostic;
 pub mod events;
 pub mod ivr;
 pub mod media;

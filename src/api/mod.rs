@@ -44,7 +44,7 @@ pub struct ApiState {
     pub acd: Option<AcdHandle>,
     pub switch: SwitchHandle,
     /// What calls share, for the calls the API places (a supervisor's phone).
-    pub calls: Arc<crate::call::switch::Shared>,
+    pub calls: Arc<crate::call::Shared>,
     pub live: live::LiveCalls,
     pub auth: auth::Auth,
     /// Prometheus exposition (`/metrics`).

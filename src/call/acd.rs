@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::sleep_until_opt;
 use crate::acd::{
     Action, AgentConfig, CallEnd, CallId, Event, EventRow, OverflowTarget, QueueConfig, Relaxation,
     Router, Strategy, WhenEmpty, Widen,
@@ -606,12 +607,5 @@ fn queue_event(
         talk_ms,
         detail,
         seq: None,
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -17,8 +17,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::acd::AcdMsg;
 use super::ivr::{IvrSession, IvrStep};
-use super::switch::Shared;
-use super::{as_msg, CallEvent, CallKey, SwitchHandle};
+use super::{as_msg, sleep_until_opt, CallEvent, CallKey, CallSetup, Route, Shared, SwitchHandle};
 use crate::acd::{CallEnd, CallId};
 use crate::config::RecordPolicy;
 use crate::events::NewEvent;
@@ -30,7 +29,7 @@ use crate::media::endpoint::{self, EndpointEvent, EndpointHandle, LegMedia};
 use crate::media::mixer::Mode;
 use crate::media::mixer::SampleRate;
 use crate::media::ports::MediaPorts;
-use crate::media::recorder::Recorder;
+use crate::media::recorder::Tape;
 use crate::media::relay::{spawn_relay_with_events, RelayEvent, RelayHandle, Side, SupervisorLeg};
 use crate::media::sdp::{self, LegSdp, SdpInfo};
 use crate::media::taps::LegFormat;
@@ -43,38 +42,6 @@ use crate::store::{now_ms, CallRecord, Disposition, HangupBy};
 mod callback;
 mod recording;
 mod supervise;
-
-pub struct CallSetup {
-    pub key: CallKey,
-    pub shared: Arc<Shared>,
-    pub switch: SwitchHandle,
-    pub events: mpsc::UnboundedReceiver<CallEvent>,
-    pub invite_tx: TxId,
-    pub invite: Request,
-    pub from: Peer,
-    pub route: Route,
-    pub record: CallRecord,
-}
-
-/// Where an admitted call goes first.
-pub enum Route {
-    /// Ring every registered phone of the target extension.
-    Ring(Vec<Binding>),
-    /// Answer it with an IVR flow (the set in force when the call arrived).
-    Flow { flows: Arc<FlowSet>, name: String },
-    /// An agent's feature code, sent to the ACD: answer, say how it went, hang up.
-    Feature(FeatureCall),
-    /// A supervisor joins the call `agent` is talking on (`*1`/`*2`/`*3` + extension).
-    Supervise { agent: String, mode: Mode },
-}
-
-/// A feature code on its way through the ACD, and the prompts for either verdict.
-pub struct FeatureCall {
-    pub done: String,
-    pub refused: String,
-    /// The router's verdict (None without an ACD: refused).
-    pub verdict: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
-}
 
 pub fn spawn(setup: CallSetup) {
     let span =
@@ -176,7 +143,7 @@ struct Call {
     /// What the callee's answer negotiated.
     b_format: Option<LegFormat>,
     /// The recording while no relay carries it (the caller on hold music).
-    recorder: Option<Recorder>,
+    recorder: Option<Tape>,
     /// The recording policy of the conversation, settled when it is bridged.
     record_policy: Option<RecordPolicy>,
     /// The flow step's `record:`, which outranks the queue's and the DID's.
@@ -417,13 +384,6 @@ async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
     match ivr {
         Some(session) if session.is_running() => session.next_input().await,
         _ => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -762,6 +722,7 @@ impl Call {
             self.shared.config.clock_offset,
             self.shared.acd.is_some(),
             &self.shared.config.data_dir,
+            self.shared.recordings.clone(),
             &self.rec.call_uuid,
         );
         let mut session = match session {
@@ -1445,7 +1406,7 @@ impl Call {
             self.a_offer_sd.clone()
         };
         let body = self.b_sdp.render(&offer, self.advertise(), self.b_port);
-        let req = invite_with_sdp(uri, headers, body);
+        let req = message::invite_with_sdp(uri, headers, body);
         self.sw.bind_call_id(self.key, call_id.clone());
         if self.rec.b_call_id.is_none() {
             self.rec.b_call_id = Some(call_id);
@@ -1885,7 +1846,15 @@ impl Call {
                 None
             }
             RelayEvent::RecordingFailed(why) => {
+                // The file could not be made or written (a full disk): the call goes on,
+                // unrecorded from here, and the record keeps what was written.
                 warn!(%why, "the recording stopped");
+                self.recording_stopped = true;
+                self.publish(
+                    NewEvent::new("call.recording")
+                        .agent(self.rec.target.as_deref())
+                        .data(serde_json::json!({ "state": "failed", "why": why })),
+                );
                 None
             }
             RelayEvent::MediaTimeout(side) if self.phase == Phase::Answered => {
@@ -2372,27 +2341,8 @@ fn screen_pop_headers(data: &std::collections::BTreeMap<String, String>) -> Vec<
         .take(MAX_HEADERS)
         .collect()
 }
-
 /// Adds one bridge's packet counters to the record (a call may be bridged several times:
 /// hold, survey, transfer).
-/// An INVITE to `uri` with `headers` and an SDP offer.
-pub(super) fn invite_with_sdp(uri: rsip::Uri, headers: rsip::Headers, sdp: String) -> Request {
-    let mut req = Request {
-        method: Method::Invite,
-        uri,
-        version: rsip::Version::V2,
-        headers,
-        body: Vec::new(),
-    };
-    message::set_body(
-        &mut req.headers,
-        &mut req.body,
-        "application/sdp",
-        sdp.into_bytes(),
-    );
-    req
-}
-
 fn add_rtp_counts(rec: &mut CallRecord, stats: &crate::media::relay::RelayStats) {
     rec.a_rtp_in += stats.a_in;
     rec.a_rtp_out += stats.a_out;

@@ -13,12 +13,14 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::sleep_until_opt;
 use crate::ivr::interpreter::{QueueResult, TransferTarget};
 use crate::ivr::model::HttpMethod;
 use crate::ivr::{Action, Event, FlowSet, Interpreter, Outcome};
 use crate::media::endpoint::{EndpointEvent, EndpointHandle};
 use crate::media::mixer::SampleRate;
 use crate::media::prompt::{Playlist, PromptCache};
+use crate::media::recorder::RecordingWriter;
 
 /// The play id of music on hold: never a flow's, so its (endless) playing never
 /// answers a flow's prompt.
@@ -71,8 +73,10 @@ pub struct IvrSession {
     clock_offset: jiff::SignedDuration,
     /// Whether an ACD takes `queue` steps.
     queues: bool,
-    /// Where voicemail goes (the data directory), and this call's id for file names.
+    /// Where voicemail goes (the data directory), who writes it, and this call's id
+    /// for file names.
     data_dir: PathBuf,
+    recordings: RecordingWriter,
     call_uuid: String,
     /// The message being (or last) recorded, relative to the data directory.
     voicemail: Option<String>,
@@ -96,6 +100,7 @@ impl IvrSession {
         clock_offset: jiff::SignedDuration,
         queues: bool,
         data_dir: &Path,
+        recordings: RecordingWriter,
         call_uuid: &str,
     ) -> Result<IvrSession, String> {
         let interp = Interpreter::new(flows, flow).map_err(|e| e.to_string())?;
@@ -113,6 +118,7 @@ impl IvrSession {
             clock_offset,
             queues,
             data_dir: data_dir.to_path_buf(),
+            recordings,
             call_uuid: call_uuid.to_string(),
             voicemail: None,
             media_timed_out: false,
@@ -380,7 +386,10 @@ impl IvrSession {
                         if beep {
                             endpoint.play(BEEP, Playlist::new().then(beep_tone(self.rate)));
                         }
-                        endpoint.record(self.data_dir.join(&relative), max, silence);
+                        let tape = self
+                            .recordings
+                            .message(self.data_dir.join(&relative), self.rate);
+                        endpoint.record(tape, max, silence);
                     }
                     info!(file = %relative, "recording a voicemail");
                     self.voicemail = Some(relative.clone());
@@ -460,12 +469,5 @@ impl IvrSession {
             };
             let _ = results.send(event);
         });
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -10,12 +10,127 @@ pub mod ivr;
 pub mod supervisor_call;
 pub mod switch;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use rsip::{Request, Response, SipMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::{Config, Transport};
+use crate::ivr::reload::FlowsHandle;
+use crate::ivr::FlowSet;
+use crate::media::mixer::Mode;
+use crate::media::ports::PortPool;
+use crate::media::prompt::PromptCache;
 use crate::media::relay::{RelayHandle, SupervisorLeg};
+use crate::sip::message::host_str;
 use crate::sip::registrar::Binding;
 use crate::sip::transaction::{Peer, TxId};
+use crate::store::{CallRecord, Store};
+
+/// What every call needs from the server, shared read-only.
+pub struct Shared {
+    pub config: Config,
+    pub ports: Arc<PortPool>,
+    pub store: Store,
+    /// The IVR flows in force (hot-reloaded), if the server has any.
+    pub flows: Option<FlowsHandle>,
+    /// Decoded prompts, shared by every call.
+    pub prompts: Arc<PromptCache>,
+    /// Writes every call recording and voicemail message off the media tasks.
+    pub recordings: crate::media::recorder::RecordingWriter,
+    /// For the IVR's web requests.
+    pub http: reqwest::Client,
+    /// The ACD, when queues are configured.
+    pub acd: Option<acd::AcdHandle>,
+    /// The ordered event log every call reports to.
+    pub events: crate::events::EventLog,
+    /// Our address per transport, for Contact headers.
+    pub local: Vec<(Transport, SocketAddr)>,
+    /// SIP responses sent, by code (for `/metrics`).
+    pub sip_stats: Arc<crate::sip::stats::SipStats>,
+}
+
+impl Shared {
+    pub fn contact(&self, transport: Transport) -> String {
+        let addr = self
+            .local
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .or(self.local.first())
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("literal"));
+        let tp = if transport == Transport::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        format!(
+            "sip:switchboard@{}:{}{tp}",
+            host_str(self.config.advertise),
+            addr.port()
+        )
+    }
+}
+
+/// What the switch hands a new call's task.
+pub struct CallSetup {
+    pub key: CallKey,
+    pub shared: Arc<Shared>,
+    pub switch: SwitchHandle,
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+    pub invite_tx: TxId,
+    pub invite: Request,
+    pub from: Peer,
+    pub route: Route,
+    pub record: CallRecord,
+}
+
+/// Where an admitted call goes first.
+pub enum Route {
+    /// Ring every registered phone of the target extension.
+    Ring(Vec<Binding>),
+    /// Answer it with an IVR flow (the set in force when the call arrived).
+    Flow { flows: Arc<FlowSet>, name: String },
+    /// An agent's feature code, sent to the ACD: answer, say how it went, hang up.
+    Feature(FeatureCall),
+    /// A supervisor joins the call `agent` is talking on (`*1`/`*2`/`*3` + extension).
+    Supervise { agent: String, mode: Mode },
+}
+
+/// A feature code on its way through the ACD, and the prompts for either verdict.
+pub struct FeatureCall {
+    pub done: String,
+    pub refused: String,
+    /// The router's verdict (None without an ACD: refused).
+    pub verdict: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+}
+
+/// A random id for a call (UUID v4 layout, without pulling in a crate for it).
+pub fn uuid_like() -> String {
+    let mut b = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Sleeps until `at`, or forever when there is no deadline: the timer arm of the
+/// call, switch, IVR and ACD tasks' `select!`, whose next deadline may be none.
+pub(crate) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Identifies a call inside this process.
 pub type CallKey = u64;

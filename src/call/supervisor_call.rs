@@ -11,9 +11,7 @@ use rsip::{Header, Method, Response};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn, Instrument};
 
-use super::b2bua::invite_with_sdp;
-use super::switch::Shared;
-use super::{as_msg, CallEvent, CallKey, SwitchHandle};
+use super::{as_msg, CallEvent, CallKey, Shared, SwitchHandle};
 use crate::events::NewEvent;
 use crate::media::codec::Codec;
 use crate::media::mixer::Mode;
@@ -79,7 +77,7 @@ pub async fn start(shared: Arc<Shared>, sw: SwitchHandle, join: Join) -> Result<
             join.supervisor
         ));
     };
-    let uuid = crate::call::switch::uuid_like();
+    let uuid = crate::call::uuid_like();
     let Some((key, events)) = sw.open(&uuid).await else {
         return Err("the switch is not running".into());
     };
@@ -186,7 +184,7 @@ async fn talk(
     ));
     let (template, _) = sdp::parse(OFFER.as_bytes()).map_err(|e| (500, e.to_string()))?;
     let body = LegSdp::new().render(&template, adv, ports.port());
-    let invite = invite_with_sdp(uri, headers, body);
+    let invite = message::invite_with_sdp(uri, headers, body);
     sw.bind_call_id(key, call_id);
     let Some(tx) = sw.send(key, invite.clone(), peer).await else {
         return Err((500, "the switch is not running".into()));

@@ -17,60 +17,46 @@ use rsip::{Header, Method, Request, SipMessage};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::b2bua::{self, CallSetup, FeatureCall, Route};
-use super::{as_msg, CallEvent, CallKey, SwitchCmd, SwitchHandle};
+use super::b2bua;
+use super::uuid_like;
+use super::{as_msg, sleep_until_opt, CallEvent, CallKey, CallSetup, FeatureCall, Route};
+use super::{Shared, SwitchCmd, SwitchHandle};
 use crate::config::{Config, DidTarget, Transport};
 use crate::ivr::reload::FlowsHandle;
 use crate::media::ports::PortPool;
 use crate::media::prompt::PromptCache;
 use crate::sip::auth::{AuthResult, Authenticator};
-use crate::sip::message::{self, host_str};
+use crate::sip::message;
 use crate::sip::registrar::{ContactRequest, RegisterError, Registrar};
 use crate::sip::transaction::{LocalAddr, Output, Peer, Timers, TransactionLayer, TxEvent, TxId};
 use crate::sip::transport::{self, Inbound, Transports};
 use crate::store::{now_ms, CallRecord, Disposition, Store};
 
-/// What every call needs from the server, shared read-only.
-pub struct Shared {
-    pub config: Config,
-    pub ports: Arc<PortPool>,
-    pub store: Store,
-    /// The IVR flows in force (hot-reloaded), if the server has any.
-    pub flows: Option<FlowsHandle>,
-    /// Decoded prompts, shared by every call.
-    pub prompts: Arc<PromptCache>,
-    /// For the IVR's web requests.
-    pub http: reqwest::Client,
-    /// The ACD, when queues are configured.
-    pub acd: Option<super::acd::AcdHandle>,
-    /// The ordered event log every call reports to.
-    pub events: crate::events::EventLog,
-    /// Our address per transport, for Contact headers.
-    pub local: Vec<(Transport, SocketAddr)>,
-    /// SIP responses sent, by code (for `/metrics`).
-    pub sip_stats: Arc<crate::sip::stats::SipStats>,
-}
-
-impl Shared {
-    pub fn contact(&self, transport: Transport) -> String {
-        let addr = self
-            .local
-            .iter()
-            .find(|(t, _)| *t == transport)
-            .or(self.local.first())
-            .map(|(_, a)| *a)
-            .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("literal"));
-        let tp = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
-        format!(
-            "sip:switchboard@{}:{}{tp}",
-            host_str(self.config.advertise),
-            addr.port()
-        )
-    }
+/// Decodes the prompt directory ahead of calls, at start and after every flow reload
+/// (which is when prompts change), so no call decodes a prompt on its media path.
+fn preload_prompts(shared: &Arc<Shared>) {
+    use crate::media::mixer::SampleRate;
+    let warm = |shared: &Arc<Shared>| {
+        let (prompts, root) = (shared.prompts.clone(), shared.config.ivr_prompts.clone());
+        tokio::task::spawn_blocking(move || {
+            let held = prompts.warm(&root, &[SampleRate::Narrowband, SampleRate::Wideband]);
+            info!(dir = %root.display(), prompts = held, "prompts decoded");
+        })
+    };
+    let first = warm(shared);
+    let Some(mut changes) = shared.flows.as_ref().map(|f| f.subscribe()) else {
+        return;
+    };
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let _ = first.await;
+        while changes.changed().await.is_ok() {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let _ = warm(&shared).await;
+        }
+    });
 }
 
 struct LiveCall {
@@ -137,7 +123,9 @@ pub async fn start(
     let auth =
         Authenticator::new(config.realm.clone()).with_algorithms(config.auth_algorithms.clone());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let recordings = crate::media::recorder::RecordingWriter::start(config.recording_buffer)?;
     let shared = Arc::new(Shared {
+        recordings,
         config,
         ports,
         store,
@@ -149,6 +137,7 @@ pub async fn start(
         local: bound.local.clone(),
         sip_stats: Default::default(),
     });
+    preload_prompts(&shared);
     Ok((
         Switch {
             shared,
@@ -1133,30 +1122,6 @@ pub(crate) fn contact_target(
     Peer {
         transport: Transport::Udp,
         addr,
-    }
-}
-
-/// A random id for a call (UUID v4 layout, without pulling in a crate for it).
-pub fn uuid_like() -> String {
-    let mut b = [0u8; 16];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -18,27 +18,7 @@ mod reports;
 pub use api::{ApiConfig, ApiRole, ApiToken, DispositionCode, Webhook, WEBHOOK_EVENTS};
 pub use reports::{parse_target, ReportsConfig, WallboardConfig};
 
-/// One problem found in a configuration file, printed as `file:line:column: reason`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: u64,
-    pub column: u64,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.reason
-        )
-    }
-}
+pub use crate::diagnostic::Diagnostic as ConfigError;
 
 /// All the problems of one file; loading reports every one of them, not just the first.
 #[derive(Debug)]
@@ -111,6 +91,10 @@ struct RawRecording {
     /// and resume it (PCI).
     #[serde(default)]
     keys: Option<Spanned<String>>,
+    /// Seconds of audio each recording holds in memory while the disk is slow
+    /// (default 5); a disk stalled longer loses the audio that does not fit.
+    #[serde(default)]
+    buffer_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,6 +412,8 @@ pub struct Config {
     pub record: RecordPolicy,
     /// The agent's in-call keys for recording on demand and pause/resume.
     pub record_keys: String,
+    /// How much audio a recording buffers while the disk is slow.
+    pub recording_buffer: std::time::Duration,
     /// Hang up an answered leg that sends no RTP this long (None: never).
     pub media_timeout: Option<std::time::Duration>,
     /// How far the IVR's clock is set from the real one (`--clock`, for testing business
@@ -486,7 +472,7 @@ impl Config {
                     file: self.source.clone(),
                     line: d.target_at.0,
                     column: d.target_at.1,
-                    reason: format!(
+                    message: format!(
                         "DID {} goes to flow \"{f}\", which is not in {}",
                         d.number,
                         self.ivr_flows.display()
@@ -592,7 +578,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             file: path.to_path_buf(),
             line: 0,
             column: 0,
-            reason: format!("cannot read the file: {e}"),
+            message: format!("cannot read the file: {e}"),
         }])
     })?;
     parse(path, &text)
@@ -609,7 +595,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             file: path.to_path_buf(),
             line,
             column,
-            reason: plain_reason(&e.without_snippet().to_string()),
+            message: plain_reason(&e.without_snippet().to_string()),
         }])
     })?;
     Validator::new(path).run(raw)
@@ -645,7 +631,7 @@ impl Validator {
             file: self.file.clone(),
             line: at.referenced.line(),
             column: at.referenced.column(),
-            reason: reason.into(),
+            message: reason.into(),
         });
     }
 
@@ -685,7 +671,7 @@ impl Validator {
                 file: self.file.clone(),
                 line: 1,
                 column: 1,
-                reason: "sip.listen is empty; Switchboard needs at least one listener".into(),
+                message: "sip.listen is empty; Switchboard needs at least one listener".into(),
             });
         }
 
@@ -1047,6 +1033,21 @@ impl Validator {
             Some(k) => k.value.clone(),
             None => "*3".into(),
         };
+        let recording_buffer = match &raw.recording.buffer_secs {
+            Some(b) if b.value == 0 || b.value > 60 => {
+                self.error(
+                    b,
+                    format!(
+                        "recording.buffer_secs {} must be 1 to 60 (seconds of audio held \
+                         per recording while the disk is slow)",
+                        b.value
+                    ),
+                );
+                crate::media::recorder::writer::DEFAULT_BUFFER
+            }
+            Some(b) => std::time::Duration::from_secs(b.value),
+            None => crate::media::recorder::writer::DEFAULT_BUFFER,
+        };
         let api = self.api(raw.api.as_ref(), &extensions);
         let dispositions = self.dispositions(raw.dispositions.as_deref());
         let pause_reasons = self.pause_reasons(raw.pause_reasons.as_deref());
@@ -1100,6 +1101,7 @@ impl Validator {
             queues,
             record,
             record_keys,
+            recording_buffer,
             media_timeout: match raw.rtp.timeout_secs {
                 Some(0) => None,
                 Some(s) => Some(std::time::Duration::from_secs(s)),
@@ -1303,15 +1305,15 @@ dids:
         // The field, then the ones it could have meant (every sip: key, in order).
         assert!(
             errs[0]
-                .reason
+                .message
                 .starts_with("unknown field `lisen`, expected one of listen, advertise, t1_ms"),
             "{}",
-            errs[0].reason
+            errs[0].message
         );
         assert!(
-            errs[0].reason.ends_with("auth_algorithms"),
+            errs[0].message.ends_with("auth_algorithms"),
             "{}",
-            errs[0].reason
+            errs[0].message
         );
         let errs = parse(Path::new("x.yaml"), "sip:\n  listen: [\n")
             .unwrap_err()
@@ -1329,7 +1331,7 @@ dids:
         let errs = parse(Path::new("c.yaml"), &text).unwrap_err().0;
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
-            errs[0].reason.contains("DID 102 goes nowhere"),
+            errs[0].message.contains("DID 102 goes nowhere"),
             "{}",
             errs[0]
         );
@@ -1371,7 +1373,7 @@ dids:
             .replace("lower_levels: 2 }", "lower_levels: 2, drop_skill: x }")
             .replace("billing: 3", "billing: 11");
         let errs = parse(Path::new("c.yaml"), &bad).unwrap_err().0;
-        let shown: Vec<String> = errs.iter().map(|e| e.reason.clone()).collect();
+        let shown: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
         assert_eq!(errs.len(), 3, "{shown:#?}");
         assert!(shown.iter().any(|e| e.contains("levels go from 1 to 10")));
         assert!(shown.iter().any(|e| e.contains("exactly one of")));

@@ -7,33 +7,12 @@
 //! interpreter: every target exists, every regex compiles, every schedule parses.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::model::{At, Condition, Flow, Node, Prompt, SayKind};
 use super::{say, schedule, template, FlowSet};
 
-/// One problem, printed as `file:line:column: reason`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: PathBuf,
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
-    }
-}
+pub use crate::diagnostic::Diagnostic;
 
 /// Everything found in a set of flows. Errors stop a flow from being used; warnings are
 /// worth reading but do not.

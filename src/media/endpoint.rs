@@ -23,6 +23,7 @@ use super::dtmf::{inband, DtmfDetector};
 use super::mixer::SampleRate;
 use super::ports::MediaPorts;
 use super::prompt::{Player, PlayerEvent, Playlist};
+use super::recorder::Tape;
 use super::rtcp::{LegRtcp, Sent};
 use super::rtp_stats::ReceiveStats;
 
@@ -41,7 +42,7 @@ pub enum EndpointEvent {
 
 /// A message being recorded from the leg (voicemail).
 struct Recording {
-    writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    tape: Tape,
     /// Wall-clock limits too, so a caller who stops sending RTP still ends the message.
     started: Instant,
     last_sound: Instant,
@@ -64,7 +65,7 @@ enum Control {
     },
     Stop,
     Record {
-        path: std::path::PathBuf,
+        tape: Tape,
         max: Duration,
         silence: Duration,
     },
@@ -91,10 +92,11 @@ impl EndpointHandle {
         let _ = self.ctl.send(Control::Stop);
     }
 
-    /// Records what the leg says into a mono WAV at `path` until `max` or `silence`;
-    /// `RecordingDone` follows. Dropping the endpoint mid-message completes the file.
-    pub fn record(&self, path: std::path::PathBuf, max: Duration, silence: Duration) {
-        let _ = self.ctl.send(Control::Record { path, max, silence });
+    /// Records what the leg says onto `tape` (a mono message at the leg's rate) until
+    /// `max` or `silence`; `RecordingDone` follows once the file is complete.
+    /// Dropping the endpoint mid-message completes the file too.
+    pub fn record(&self, tape: Tape, max: Duration, silence: Duration) {
+        let _ = self.ctl.send(Control::Record { tape, max, silence });
     }
 
     /// A SIP INFO request the leg's dialog received: a key press in an
@@ -211,42 +213,22 @@ async fn run(
                     while player.poll_event().is_some() {}
                     playing = None;
                 }
-                Some(Control::Record { path, max, silence }) => {
+                Some(Control::Record { tape, max, silence }) => {
                     let rate = media.codec.sample_rate();
-                    let spec = hound::WavSpec {
-                        channels: 1,
-                        sample_rate: rate,
-                        bits_per_sample: 16,
-                        sample_format: hound::SampleFormat::Int,
-                    };
-                    let made = path
-                        .parent()
-                        .map(std::fs::create_dir_all)
-                        .unwrap_or(Ok(()))
-                        .map_err(hound::Error::IoError)
-                        .and_then(|_| hound::WavWriter::create(&path, spec));
-                    match made {
-                        Ok(writer) => {
-                            let per_sec = u64::from(rate);
-                            let now = Instant::now();
-                            recording = Some(Recording {
-                                writer,
-                                started: now,
-                                last_sound: now,
-                                max,
-                                silence,
-                                samples: 0,
-                                max_samples: max.as_millis() as u64 * per_sec / 1000,
-                                silent_samples: 0,
-                                silence_samples: silence.as_millis() as u64 * per_sec / 1000,
-                                rate,
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), error = %e, "cannot record");
-                            let _ = events.send(EndpointEvent::RecordingDone { seconds: 0.0 });
-                        }
-                    }
+                    let per_sec = u64::from(rate);
+                    let now = Instant::now();
+                    recording = Some(Recording {
+                        tape,
+                        started: now,
+                        last_sound: now,
+                        max,
+                        silence,
+                        samples: 0,
+                        max_samples: max.as_millis() as u64 * per_sec / 1000,
+                        silent_samples: 0,
+                        silence_samples: silence.as_millis() as u64 * per_sec / 1000,
+                        rate,
+                    });
                 }
                 Some(Control::Release(reply)) => {
                     let _ = reply.send(ports);
@@ -293,8 +275,9 @@ async fn run(
                     }
                 }
                 if let Some(seconds) = recording.as_ref().and_then(Recording::timed_out) {
-                    recording = None;
-                    let _ = events.send(EndpointEvent::RecordingDone { seconds });
+                    if let Some(rec) = recording.take() {
+                        rec.done(seconds, &events);
+                    }
                 }
                 if dtmf.poll_timeout().is_some_and(|t| t <= Instant::now()) {
                     dtmf.on_timeout(Instant::now());
@@ -332,8 +315,9 @@ async fn run(
                     };
                     if let Some(rec) = &mut recording {
                         if let Some(seconds) = rec.add(&pcm[..count]) {
-                            recording = None;
-                            let _ = events.send(EndpointEvent::RecordingDone { seconds });
+                            if let Some(rec) = recording.take() {
+                                rec.done(seconds, &events);
+                            }
                         }
                     }
                     if tones {
@@ -390,8 +374,9 @@ impl Recording {
 
     /// Appends a frame; returns the message length once it is over (max or silence).
     fn add(&mut self, frame: &[i16]) -> Option<f64> {
-        for &s in frame {
-            let _ = self.writer.write_sample(s);
+        if let Err(e) = self.tape.write_mono(frame) {
+            tracing::warn!(file = %self.tape.path().display(), error = %e, "cannot record");
+            return Some(0.0);
         }
         self.samples += frame.len() as u64;
         let level =
@@ -407,8 +392,23 @@ impl Recording {
         if !done {
             return None;
         }
-        let _ = self.writer.flush();
         Some(self.samples as f64 / f64::from(self.rate))
+    }
+
+    /// Completes the file off the media task, then reports the message.
+    fn done(self, seconds: f64, events: &mpsc::UnboundedSender<EndpointEvent>) {
+        let events = events.clone();
+        let finishing = self.tape.finish();
+        tokio::spawn(async move {
+            let seconds = match finishing.await {
+                Ok(_) => seconds,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the message could not be recorded");
+                    0.0
+                }
+            };
+            let _ = events.send(EndpointEvent::RecordingDone { seconds });
+        });
     }
 }
 

@@ -9,9 +9,10 @@
 //! * the per-leg [`Player`], a sans-IO frame source: one [`Player::tick`] per
 //!   20 ms gives the frame to encode and send, with its RTP timestamp and
 //!   marker bit, through a [`Playlist`] that may loop (music on hold) and may
-//!   be cut short by a key press (barge-in);
-//! * [`PromptSet`], which turns "you are caller number 3" or a string of
-//!   digits into the list of files to play.
+//!   be cut short by a key press (barge-in).
+//!
+//! Which files say a number, digits or a date is the prompt set's business
+//! (`ivr::say`); this module plays whatever files it is given.
 //!
 //! It must never touch sockets or clocks: the call task decides when a tick
 //! happens and where frames go. Decoding reads files and is CPU-heavy (tens
@@ -19,30 +20,11 @@
 //! runtime (`spawn_blocking`) or ahead of time; playing a loaded prompt
 //! allocates nothing per frame.
 //!
-//! # Prompt-set layout
-//!
-//! A prompt set is a directory per language and voice. Each prompt may be a
-//! `.wav`, `.flac`, `.ogg` or `.mp3` file (looked up in that order, so the
-//! cheapest to decode wins when several exist):
-//!
-//! ```text
-//! prompts/en/
-//!   digits/0 … digits/9, digits/star, digits/hash     one key each
-//!   numbers/0 … numbers/19                            "zero" … "nineteen"
-//!   numbers/20, numbers/30 … numbers/90               "twenty" … "ninety"
-//!   numbers/hundred, numbers/thousand,
-//!   numbers/million, numbers/billion
-//!   you-are-caller-number, …                          phrases, by name
-//! ```
-//!
-//! Numbers are said the US English way: 1,215 is "one thousand two hundred
-//! fifteen" (`numbers/1 numbers/thousand numbers/2 numbers/hundred
-//! numbers/15`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -78,17 +60,6 @@ pub enum PromptError {
         from: u32,
         reason: String,
     },
-    #[error(
-        "prompt set {}: no file for \"{name}\" (looked for {name}.wav, .flac, .ogg and .mp3)",
-        dir.display()
-    )]
-    Missing { dir: PathBuf, name: String },
-    #[error("\"{name}\" is not a prompt name: use a relative path without \"..\"")]
-    BadName { name: String },
-    #[error("cannot say {number}: numbers above 999,999,999,999 must be said as digits")]
-    NumberTooLarge { number: u64 },
-    #[error("cannot say digit '{digit}': only 0-9, * and # have prompts")]
-    BadDigit { digit: char },
 }
 
 fn decode_err(path: &Path, e: impl ToString) -> PromptError {
@@ -271,6 +242,40 @@ impl PromptCache {
             },
         );
         Ok(pcm)
+    }
+
+    /// Decodes every prompt file under `root` (any depth) at each of `rates`, so that
+    /// calls find their prompts decoded instead of decoding them on the media path.
+    /// Blocking: run it on a blocking thread at start-up and after a flow reload
+    /// (files unchanged since are only `stat`ed). Returns how many prompts are held;
+    /// a file that does not decode is logged and left for the flow check to report.
+    pub fn warm(&self, root: &Path, rates: &[SampleRate]) -> usize {
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let audio = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| ["wav", "mp3", "flac", "ogg"].contains(&e));
+                if !audio {
+                    continue;
+                }
+                for &rate in rates {
+                    if let Err(e) = self.get(&path, rate) {
+                        tracing::warn!(error = %e, "prompt not preloaded");
+                    }
+                }
+            }
+        }
+        self.len()
     }
 
     /// Number of decoded prompts held.
@@ -534,141 +539,6 @@ impl Player {
     }
 }
 
-/// One part of an utterance for [`PromptSet::say`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Say<'a> {
-    /// A recorded phrase, by name relative to the set (`"you-are-caller-number"`).
-    Phrase(&'a str),
-    /// A number, said in words ("twenty one").
-    Number(u64),
-    /// Keys said one by one ("one two star").
-    Digits(&'a str),
-}
-
-/// A directory of prompts in one language and voice. See the module docs
-/// for the layout.
-#[derive(Debug, Clone)]
-pub struct PromptSet {
-    dir: PathBuf,
-}
-
-const EXTENSIONS: [&str; 4] = ["wav", "flac", "ogg", "mp3"];
-
-impl PromptSet {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        PromptSet { dir: dir.into() }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The files that say `parts` in order. Checks each file exists, so a
-    /// missing prompt is reported when the utterance is built, not halfway
-    /// through playing it.
-    ///
-    /// ```
-    /// # use switchboard::media::prompt::{PromptSet, Say};
-    /// # let set = PromptSet::new("/nonexistent");
-    /// // "you are caller number three"
-    /// let files = set.say(&[Say::Phrase("you-are-caller-number"), Say::Number(3)]);
-    /// # assert!(files.is_err());
-    /// ```
-    pub fn say(&self, parts: &[Say<'_>]) -> Result<Vec<PathBuf>, PromptError> {
-        let mut names = Vec::new();
-        for part in parts {
-            match *part {
-                Say::Phrase(name) => names.push(name.to_owned()),
-                Say::Number(n) => number_names(n, &mut names)?,
-                Say::Digits(digits) => digit_names(digits, &mut names)?,
-            }
-        }
-        names.iter().map(|name| self.file(name)).collect()
-    }
-
-    /// The file for the prompt called `name` (no extension).
-    pub fn file(&self, name: &str) -> Result<PathBuf, PromptError> {
-        let relative = Path::new(name);
-        if name.is_empty()
-            || !relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)))
-        {
-            return Err(PromptError::BadName {
-                name: name.to_owned(),
-            });
-        }
-        EXTENSIONS
-            .iter()
-            .map(|ext| self.dir.join(format!("{name}.{ext}")))
-            .find(|path| path.is_file())
-            .ok_or_else(|| PromptError::Missing {
-                dir: self.dir.clone(),
-                name: name.to_owned(),
-            })
-    }
-}
-
-/// Prompt names for the keys in `digits`; spaces and dashes are skipped so
-/// a formatted number ("555-0100") can be passed as it is.
-fn digit_names(digits: &str, out: &mut Vec<String>) -> Result<(), PromptError> {
-    for digit in digits.chars() {
-        let name = match digit {
-            '0'..='9' => format!("digits/{digit}"),
-            '*' => "digits/star".to_owned(),
-            '#' => "digits/hash".to_owned(),
-            ' ' | '-' => continue,
-            _ => return Err(PromptError::BadDigit { digit }),
-        };
-        out.push(name);
-    }
-    Ok(())
-}
-
-/// Prompt names for `n` in US English words.
-fn number_names(n: u64, out: &mut Vec<String>) -> Result<(), PromptError> {
-    const SCALES: [(u64, &str); 3] = [
-        (1_000_000_000, "billion"),
-        (1_000_000, "million"),
-        (1_000, "thousand"),
-    ];
-    if n >= 1_000_000_000_000 {
-        return Err(PromptError::NumberTooLarge { number: n });
-    }
-    if n == 0 {
-        out.push("numbers/0".to_owned());
-        return Ok(());
-    }
-    let mut rest = n;
-    for (scale, word) in SCALES {
-        if rest >= scale {
-            below_thousand(rest / scale, out);
-            out.push(format!("numbers/{word}"));
-            rest %= scale;
-        }
-    }
-    below_thousand(rest, out);
-    Ok(())
-}
-
-fn below_thousand(n: u64, out: &mut Vec<String>) {
-    let (hundreds, rest) = (n / 100, n % 100);
-    if hundreds > 0 {
-        out.push(format!("numbers/{hundreds}"));
-        out.push("numbers/hundred".to_owned());
-    }
-    match rest {
-        0 => {}
-        1..=19 => out.push(format!("numbers/{rest}")),
-        _ => {
-            out.push(format!("numbers/{}", rest / 10 * 10));
-            if rest % 10 > 0 {
-                out.push(format!("numbers/{}", rest % 10));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::mixer::signal::{amplitude, sine, zero_crossing_freq};
@@ -850,6 +720,29 @@ mod tests {
     }
 
     #[test]
+    fn warming_decodes_every_prompt_under_the_root_at_each_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("en/digits")).unwrap();
+        write_wav(&root.join("en/welcome.wav"), 8000, 1, &[1; 800]);
+        write_wav(&root.join("en/digits/1.wav"), 16_000, 1, &[2; 1600]);
+        std::fs::write(root.join("en/readme.txt"), "not audio").unwrap();
+        std::fs::write(root.join("en/broken.wav"), "not audio either").unwrap();
+        let cache = PromptCache::new();
+        let held = cache.warm(root, &[NB, SampleRate::Wideband]);
+        assert_eq!(
+            held, 4,
+            "two prompts at two rates; the broken one is skipped"
+        );
+        // Held: a second warm-up decodes nothing new, and a lookup is a hit.
+        assert_eq!(cache.warm(root, &[NB, SampleRate::Wideband]), 4);
+        assert_eq!(
+            cache.get(&root.join("en/digits/1.wav"), NB).unwrap().len(),
+            800
+        );
+    }
+
+    #[test]
     fn frames_carry_rtp_timestamps_and_one_marker() {
         let mut player = Player::new(NB, 8000, 4_294_967_000);
         player.play(Playlist::new().then(ramp(8000, 0)));
@@ -938,88 +831,5 @@ mod tests {
 
         player.play(Playlist::new());
         assert_eq!(player.poll_event(), Some(PlayerEvent::Finished));
-    }
-
-    fn names(n: u64) -> String {
-        let mut out = vec![];
-        number_names(n, &mut out).unwrap();
-        out.iter()
-            .map(|s| s.trim_start_matches("numbers/"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    #[test]
-    fn numbers_are_said_in_words() {
-        assert_eq!(names(0), "0");
-        assert_eq!(names(3), "3");
-        assert_eq!(names(15), "15");
-        assert_eq!(names(20), "20");
-        assert_eq!(names(42), "40 2");
-        assert_eq!(names(100), "1 hundred");
-        assert_eq!(names(1_215), "1 thousand 2 hundred 15");
-        assert_eq!(names(2_000_007), "2 million 7");
-        assert_eq!(
-            names(999_999_999_999),
-            "9 hundred 90 9 billion 9 hundred 90 9 million 9 hundred 90 9 thousand 9 hundred 90 9"
-        );
-        assert!(matches!(
-            number_names(1_000_000_000_000, &mut vec![]),
-            Err(PromptError::NumberTooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn you_are_caller_number_three() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("numbers")).unwrap();
-        std::fs::create_dir_all(root.join("digits")).unwrap();
-        // Different formats side by side; a .wav wins over an .mp3.
-        write_wav(&root.join("you-are-caller-number.wav"), 8000, 1, &[1; 1200]);
-        write_wav(&root.join("numbers/3.wav"), 16_000, 1, &[3; 3200]);
-        std::fs::copy(fixture("mp3"), root.join("numbers/3.mp3")).unwrap();
-        std::fs::copy(fixture("ogg"), root.join("digits/star.ogg")).unwrap();
-        write_wav(&root.join("digits/1.wav"), 8000, 1, &[5; 800]);
-
-        let set = PromptSet::new(root);
-        let files = set
-            .say(&[Say::Phrase("you-are-caller-number"), Say::Number(3)])
-            .unwrap();
-        assert_eq!(
-            files,
-            [
-                root.join("you-are-caller-number.wav"),
-                root.join("numbers/3.wav")
-            ]
-        );
-        let cache = PromptCache::new();
-        let mut player = Player::new(NB, 8000, 0);
-        player.play(Playlist::from_files(&cache, &files, NB).unwrap());
-        let played: Vec<i16> = drain(&mut player).into_iter().flat_map(|f| f.0).collect();
-        assert_eq!(played.len(), 2800 / 160 * 160 + 160);
-        assert!(played[..1200].iter().all(|&s| s == 1));
-        // The 16 kHz number was resampled to 8 kHz: 200 ms is 1600 samples
-        // (the edges ring a little from the filter).
-        assert!(played[1300..2700].iter().all(|&s| s == 3));
-
-        let keys = set.say(&[Say::Digits("1*")]).unwrap();
-        assert_eq!(
-            keys,
-            [root.join("digits/1.wav"), root.join("digits/star.ogg")]
-        );
-        let err = set.say(&[Say::Digits("12")]).unwrap_err().to_string();
-        assert!(
-            err.contains("\"digits/2\"") && err.contains(".wav"),
-            "{err}"
-        );
-        assert!(matches!(
-            set.say(&[Say::Digits("1x")]),
-            Err(PromptError::BadDigit { digit: 'x' })
-        ));
-        assert!(matches!(
-            set.file("../etc/passwd"),
-            Err(PromptError::BadName { .. })
-        ));
     }
 }

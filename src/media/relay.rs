@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dtmf::{DtmfDetector, Key};
 use super::mixer::Mode;
 use super::ports::MediaPorts;
-use super::recorder::Recorder;
+use super::recorder::Tape;
 use super::rtcp::{LegRtcp, Sent};
 use super::rtp_stats::ReceiveStats;
 use super::taps::{LegFormat, TapEvent, Taps, Who};
@@ -146,7 +146,7 @@ pub struct SupervisorLeg {
 /// still open, for the caller to finish.
 pub struct Stopped {
     pub stats: RelayStats,
-    pub recorder: Option<Recorder>,
+    pub recorder: Option<Tape>,
 }
 
 enum Control {
@@ -157,24 +157,24 @@ enum Control {
     },
     Formats(LegFormat, LegFormat),
     ForwardDtmf(bool),
-    Record(Recorder),
+    Record(Tape),
     PauseRecording(bool),
     /// Hand the recording back (it ends; the call goes on unrecorded).
-    TakeRecording(oneshot::Sender<Option<Recorder>>),
+    TakeRecording(oneshot::Sender<Option<Tape>>),
     Supervise(SupervisorLeg),
     Unsupervise,
     SupervisorMode(Mode),
     /// Watch a leg for the media timeout (false while it is on hold).
     Watch(Side, bool),
-    Stop(oneshot::Sender<Option<Recorder>>),
+    Stop(oneshot::Sender<Option<Tape>>),
     /// End relaying and hand both legs' ports back (a caller returning to the IVR).
-    Release(oneshot::Sender<(MediaPorts, MediaPorts, Option<Recorder>)>),
+    Release(oneshot::Sender<(MediaPorts, MediaPorts, Option<Tape>)>),
 }
 
 /// How the relay task was asked to end.
 enum Ending {
-    Stopped(oneshot::Sender<Option<Recorder>>),
-    Released(oneshot::Sender<(MediaPorts, MediaPorts, Option<Recorder>)>),
+    Stopped(oneshot::Sender<Option<Tape>>),
+    Released(oneshot::Sender<(MediaPorts, MediaPorts, Option<Tape>)>),
 }
 
 /// Controls a running relay. Clones control the same relay; the relay ends
@@ -216,7 +216,7 @@ impl RelayHandle {
 
     /// Starts recording the bridge into `recorder` (created at the rate of
     /// [`Taps::new`] for these formats): A on the left, what A hears on the right.
-    pub fn record(&self, recorder: Recorder) {
+    pub fn record(&self, recorder: Tape) {
         let _ = self.ctl.send(Control::Record(recorder));
     }
 
@@ -227,7 +227,7 @@ impl RelayHandle {
 
     /// Ends the recording while the call goes on; the recorder comes back to be
     /// finished.
-    pub async fn take_recording(&self) -> Option<Recorder> {
+    pub async fn take_recording(&self) -> Option<Tape> {
         let (tx, rx) = oneshot::channel();
         self.ctl.send(Control::TakeRecording(tx)).ok()?;
         rx.await.ok().flatten()
@@ -256,7 +256,7 @@ impl RelayHandle {
     /// Stops relaying and hands back both legs' ports (still bound) with the counters
     /// and any open recording, e.g. to put the caller back into the IVR when the agent
     /// hangs up.
-    pub async fn release(self) -> Option<(MediaPorts, MediaPorts, RelayStats, Option<Recorder>)> {
+    pub async fn release(self) -> Option<(MediaPorts, MediaPorts, RelayStats, Option<Tape>)> {
         let (tx, rx) = oneshot::channel();
         self.ctl.send(Control::Release(tx)).ok()?;
         let (a, b, rec) = rx.await.ok()?;
@@ -529,10 +529,9 @@ impl Relay {
                 let _ = done.send(recorder);
             }
             None => {
-                if let Some(rec) = recorder {
-                    // Nobody is left to record the result; still close the file properly.
-                    tokio::task::spawn_blocking(move || rec.finish());
-                }
+                // Nobody is left to take the result; dropping the tape still has
+                // the writer complete the file.
+                drop(recorder);
             }
         }
     }
@@ -595,7 +594,7 @@ impl Relay {
         if let Err((rec, e)) = result {
             tracing::warn!(error = %e, path = %rec.path().display(), "recording stopped");
             let _ = self.events.send(RelayEvent::RecordingFailed(e.to_string()));
-            tokio::task::spawn_blocking(move || rec.finish());
+            drop(rec);
         }
         while let Some(ev) = taps.poll_event() {
             let TapEvent::SupervisorMode(mode) = ev;
@@ -743,13 +742,12 @@ impl Relay {
             Some(Control::Record(rec)) => {
                 match self.taps_mut() {
                     Some(taps) => {
-                        if let Some(old) = taps.record(rec) {
-                            tokio::task::spawn_blocking(move || old.finish());
-                        }
+                        // A tape replaced or refused is completed by the writer.
+                        drop(taps.record(rec));
                     }
                     None => {
                         tracing::warn!("recording asked for before the legs' codecs are known");
-                        tokio::task::spawn_blocking(move || rec.finish());
+                        drop(rec);
                     }
                 }
                 ControlFlow::Continue(())
@@ -824,50 +822,41 @@ impl Relay {
             self.rtcp[from.idx()].on_packet(pkt, now);
             return;
         }
-        if kind == Kind::Rtp {
-            self.counters.input[from.idx()].fetch_add(1, Relaxed);
-            self.last_rtp[from.idx()] = now;
-            self.count_reception(from, pkt, now);
-            if self.detect_keys(from, pkt) && !self.forward_dtmf {
-                // The keys are the call's (recording keys...), not the other party's.
+        self.counters.input[from.idx()].fetch_add(1, Relaxed);
+        self.last_rtp[from.idx()] = now;
+        self.count_reception(from, pkt, now);
+        if self.detect_keys(from, pkt) && !self.forward_dtmf {
+            // The keys are the call's (recording keys...), not the other party's.
+            return;
+        }
+        if let Some(taps) = self.taps.as_deref_mut() {
+            let who = if from == Side::A {
+                Who::Caller
+            } else {
+                Who::Agent
+            };
+            taps.receive(who, pkt, now);
+            let to_who = if to == Side::A {
+                Who::Caller
+            } else {
+                Who::Agent
+            };
+            if taps.mixes_output(to_who) {
+                // That party hears the mix, encoded on the tick.
                 return;
-            }
-            if let Some(taps) = self.taps.as_deref_mut() {
-                let who = if from == Side::A {
-                    Who::Caller
-                } else {
-                    Who::Agent
-                };
-                taps.receive(who, pkt, now);
-                let to_who = if to == Side::A {
-                    Who::Caller
-                } else {
-                    Who::Agent
-                };
-                if taps.mixes_output(to_who) {
-                    // That party hears the mix, encoded on the tick.
-                    return;
-                }
             }
         }
 
         let leg = &self.legs[to.idx()];
-        let Some(dest) = leg.destination(kind) else {
+        let Some(dest) = leg.destination(Kind::Rtp) else {
             return self.counters.drop_one();
         };
-        let socket = match kind {
-            Kind::Rtp => {
-                self.rewriters[to.idx()].rewrite(pkt, now);
-                &leg.ports.rtp
-            }
-            Kind::Rtcp => &leg.ports.rtcp,
-        };
-        match socket.try_send_to(pkt, dest) {
-            Ok(n) if kind == Kind::Rtp => {
+        self.rewriters[to.idx()].rewrite(pkt, now);
+        match leg.ports.rtp.try_send_to(pkt, dest) {
+            Ok(n) => {
                 self.counters.output[to.idx()].fetch_add(1, Relaxed);
                 self.octets[to.idx()] += n.saturating_sub(RTP_HEADER_LEN) as u64;
             }
-            Ok(_) => {}
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     tracing::trace!(error = %e, %dest, "RTP send error");
@@ -1227,6 +1216,81 @@ mod tests {
             "the key was kept from B"
         );
         relay.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recorded_bridge_relays_every_packet_while_the_disk_is_stalled() {
+        use crate::media::codec::{Codec, Encoder};
+        use crate::media::mixer::signal::{amplitude, sine};
+        use crate::media::recorder::RecordingWriter;
+        let (relay, _events, phone_a, phone_b, to_a) = keyed_relay().await;
+        let to_b = SocketAddr::new(LOCALHOST, to_a.port() + 2);
+        let dir = tempfile::tempdir().unwrap();
+        let writer = RecordingWriter::start(Duration::from_secs(5)).unwrap();
+        relay.record(writer.call(
+            dir.path().join("call.wav"),
+            crate::media::mixer::SampleRate::Narrowband,
+        ));
+        // The disk stops answering for 2 s of the 3 s call.
+        writer.stall(Duration::from_secs(2));
+
+        let tone = |hz: f64, i: usize| {
+            let mut out = [0u8; 160];
+            let n = Encoder::new(Codec::Pcmu)
+                .encode(&sine(hz, 8000, 8000.0, i * 160, 160), &mut out)
+                .unwrap();
+            out[..n].to_vec()
+        };
+        // Each phone talks and listens on one socket, counting what it hears.
+        let (phone_a, phone_b) = (std::sync::Arc::new(phone_a), std::sync::Arc::new(phone_b));
+        let count = |sock: std::sync::Arc<UdpSocket>| {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                let mut n = 0;
+                while timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
+                    .await
+                    .is_ok()
+                {
+                    n += 1;
+                }
+                n
+            })
+        };
+        let (heard_a, heard_b) = (count(phone_a.clone()), count(phone_b.clone()));
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for i in 0..150usize {
+            tick.tick().await;
+            let ts = (i * 160) as u32;
+            let (to_a_pkt, to_b_pkt) = (
+                rtp(i as u16, ts, 0xAAAA, &tone(440.0, i)),
+                rtp(i as u16, ts, 0xBBBB, &tone(700.0, i)),
+            );
+            phone_a.send_to(&to_a_pkt, to_a).await.unwrap();
+            phone_b.send_to(&to_b_pkt, to_b).await.unwrap();
+        }
+        assert_eq!(heard_b.await.unwrap(), 150, "B missed packets from A");
+        assert_eq!(heard_a.await.unwrap(), 150, "A missed packets from B");
+        let tape = relay
+            .take_recording()
+            .await
+            .expect("the bridge was recording");
+        let stats = relay.stop().await;
+        assert_eq!((stats.a_in, stats.b_in), (150, 150));
+        assert_eq!((stats.a_out, stats.b_out, stats.dropped), (150, 150, 0));
+
+        let rec = tape.finish().await.unwrap();
+        assert_eq!(rec.lost, Duration::ZERO);
+        // The call's 3 s, and the half second the phones listened on after it.
+        let secs = rec.duration.as_secs_f64();
+        assert!((3.0..=4.5).contains(&secs), "{secs} s recorded");
+        let mut wav = hound::WavReader::open(&rec.path).unwrap();
+        let all: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
+        let left: Vec<i16> = all.iter().step_by(2).copied().collect();
+        let right: Vec<i16> = all.iter().skip(1).step_by(2).copied().collect();
+        // A stretch recorded while the disk was stalled holds both parties.
+        let stalled = 8000..16000;
+        assert!(amplitude(&left[stalled.clone()], 440.0, 8000) > 4000.0);
+        assert!(amplitude(&right[stalled], 700.0, 8000) > 4000.0);
     }
 
     #[tokio::test]

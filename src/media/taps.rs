@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::codec::{Codec, Decoder, Downsampler, Encoder, Upsampler};
 use super::dtmf::DtmfDetector;
 use super::mixer::{JitterBuffer, Mixer, Mode, Party, Playout, SampleRate, SupervisorId};
-use super::recorder::Recorder;
+use super::recorder::Tape;
 
 /// What one leg negotiated: its voice codec and its `telephone-event`
 /// payload type, if any.
@@ -219,7 +219,7 @@ pub struct Taps {
     caller: Leg,
     agent: Leg,
     supervisor: Option<Leg>,
-    recorder: Option<Recorder>,
+    recorder: Option<Tape>,
 }
 
 impl Taps {
@@ -264,9 +264,9 @@ impl Taps {
         }
     }
 
-    /// Starts writing `recorder` (created at [`rate`](Self::rate)); returns a
+    /// Starts writing `recorder` (opened at [`rate`](Self::rate)); returns a
     /// recording already running, which the caller should finish.
-    pub fn record(&mut self, recorder: Recorder) -> Option<Recorder> {
+    pub fn record(&mut self, recorder: Tape) -> Option<Tape> {
         self.recorder.replace(recorder)
     }
 
@@ -283,11 +283,11 @@ impl Taps {
 
     /// Whether a recording runs, and whether it is paused.
     pub fn recording(&self) -> Option<bool> {
-        self.recorder.as_ref().map(Recorder::is_paused)
+        self.recorder.as_ref().map(Tape::is_paused)
     }
 
     /// Ends the recording, for the caller to finish off the packet path.
-    pub fn take_recording(&mut self) -> Option<Recorder> {
+    pub fn take_recording(&mut self) -> Option<Tape> {
         self.recorder.take()
     }
 
@@ -341,10 +341,7 @@ impl Taps {
     /// Mixes one 20 ms tick: records it, and hands `send` one packet for
     /// every party whose output is mixed. A recording that fails to write
     /// is stopped and returned as the error.
-    pub fn tick(
-        &mut self,
-        mut send: impl FnMut(Who, &[u8]),
-    ) -> Result<(), (Recorder, std::io::Error)> {
+    pub fn tick(&mut self, mut send: impl FnMut(Who, &[u8])) -> Result<(), (Tape, std::io::Error)> {
         let rate = self.rate;
         for (who, leg) in [
             (Party::Caller, Some(&mut self.caller)),
@@ -575,12 +572,15 @@ mod tests {
         assert!(level(&heard[1], 440.0, 16000) > 2000.0);
     }
 
-    #[test]
-    fn the_recording_has_the_caller_left_and_the_agent_right_and_pauses_to_silence() {
+    #[tokio::test]
+    async fn the_recording_has_the_caller_left_and_the_agent_right_and_pauses_to_silence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("call.wav");
         let mut taps = Taps::new(PCMU, PCMU);
-        taps.record(Recorder::create(&path, taps.rate()).unwrap());
+        let writer =
+            crate::media::recorder::RecordingWriter::start(std::time::Duration::from_secs(5))
+                .unwrap();
+        taps.record(writer.call(path.clone(), taps.rate()));
         let mut sources = [
             (Who::Caller, Tone::new(440.0, Codec::Pcmu)),
             (Who::Agent, Tone::new(700.0, Codec::Pcmu)),
@@ -593,7 +593,7 @@ mod tests {
         run(&mut taps, &mut sources, fmts, 50);
         taps.pause_recording(true);
         run(&mut taps, &mut sources, fmts, 25);
-        let rec = taps.take_recording().unwrap().finish().unwrap();
+        let rec = taps.take_recording().unwrap().finish().await.unwrap();
         assert_eq!(rec.duration.as_millis(), 75 * 20);
 
         let mut wav = hound::WavReader::open(&path).unwrap();

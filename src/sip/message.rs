@@ -676,6 +676,24 @@ pub fn host_str(ip: IpAddr) -> String {
     }
 }
 
+/// An INVITE to `uri` with `headers` and an SDP offer.
+pub fn invite_with_sdp(uri: rsip::Uri, headers: rsip::Headers, sdp: String) -> rsip::Request {
+    let mut req = rsip::Request {
+        method: rsip::Method::Invite,
+        uri,
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    };
+    set_body(
+        &mut req.headers,
+        &mut req.body,
+        "application/sdp",
+        sdp.into_bytes(),
+    );
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,7 +110,7 @@ impl Call {
         // Offer what the caller was answered with at first, on its old port.
         let offer = self.a_offer_sd.clone();
         let body = self.a_sdp.render(&offer, self.advertise(), self.a_port);
-        let req = invite_with_sdp(uri, headers, body);
+        let req = message::invite_with_sdp(uri, headers, body);
         self.sw.bind_call_id(self.key, call_id);
         let tx = self.sw.send(self.key, req.clone(), peer).await?;
         self.callback_dial = Some(Fork {

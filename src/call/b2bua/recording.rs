@@ -48,19 +48,16 @@ impl Call {
         let rate = crate::media::taps::Taps::new(a, b).rate();
         let name = format!("recordings/{}.wav", self.rec.call_uuid);
         let path = self.shared.config.data_dir.join(&name);
-        match Recorder::create(&path, rate) {
-            Ok(rec) => {
-                info!(file = %path.display(), "recording");
-                relay.record(rec);
-                self.rec.recording = Some(name);
-                self.publish(
-                    NewEvent::new("call.recording")
-                        .agent(self.rec.target.as_deref())
-                        .data(serde_json::json!({ "state": "recording" })),
-                );
-            }
-            Err(e) => warn!(error = %e, "the call cannot be recorded"),
-        }
+        // The writer thread creates the file; a failure comes back from the relay as
+        // `RecordingFailed`.
+        info!(file = %path.display(), "recording");
+        relay.record(self.shared.recordings.call(path, rate));
+        self.rec.recording = Some(name);
+        self.publish(
+            NewEvent::new("call.recording")
+                .agent(self.rec.target.as_deref())
+                .data(serde_json::json!({ "state": "recording" })),
+        );
     }
 
     /// Keys from the agent: the recording keys start an on-demand recording, then pause
@@ -114,14 +111,13 @@ impl Call {
         }
     }
 
-    /// Closes a recording off the packet path and notes its length in the record.
-    pub(super) async fn finish_recording(&mut self, recorder: Option<Recorder>) {
+    /// Has the writer complete a recording and notes its length in the record.
+    pub(super) async fn finish_recording(&mut self, recorder: Option<Tape>) {
         let Some(recorder) = recorder else { return };
-        match tokio::task::spawn_blocking(move || recorder.finish()).await {
-            Ok(Ok(done)) => {
+        match recorder.finish().await {
+            Ok(done) => {
                 self.rec.recording_ms = Some(done.duration.as_millis() as i64);
             }
-            Ok(Err(e)) => warn!(error = %e, "the recording could not be finished"),
             Err(e) => warn!(error = %e, "the recording could not be finished"),
         }
     }

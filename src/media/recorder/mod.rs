@@ -1,26 +1,28 @@
-//! Call recording to stereo WAV files that survive a crash.
+//! Call recordings and voicemail messages as WAV files that survive a crash.
 //!
-//! This module owns the recording file format and its crash safety:
+//! Two halves:
 //!
-//! * [`Recorder`] writes 16-bit stereo PCM at the call's rate, the caller on
-//!   the left channel and our side (agent, barging supervisor: see
-//!   [`Mixer::recording`](super::mixer::Mixer::recording)) on the right;
-//! * the header's RIFF and `data` sizes are rewritten after every second of
-//!   audio, so if the process is killed the file is a valid WAV up to the
-//!   last whole second (the kernel keeps what was written; this is not
-//!   protection against power loss, which would need an `fsync` per update);
-//! * [`repair`] fixes the sizes of a file whose writer died, recovering the
-//!   audio written after the last header update as well. Run it at start-up
-//!   over recordings that were not finished.
+//! * [`Tape`] is a recording as the packet path sees it: the relay and the
+//!   endpoint push 20 ms frames into its ring buffer, which never blocks and
+//!   allocates nothing; pausing (PCI DSS: card numbers must never be
+//!   recorded) pushes silence instead, so the timeline stays true to the call
+//!   and the audio never leaves the packet path. See [`writer`].
+//! * [`Recorder`] is the file, written only by the writer thread: 16-bit PCM
+//!   at the call's rate, stereo for calls (the caller on the left channel,
+//!   our side, agent or barging supervisor, on the right: see
+//!   [`Mixer::recording`](super::mixer::Mixer::recording)), mono for
+//!   voicemail. The header's RIFF and `data` sizes are rewritten after every
+//!   second of audio, so if the process is killed the file is a valid WAV up
+//!   to the last whole second (the kernel keeps what was written; this is not
+//!   protection against power loss, which would need an `fsync` per update).
 //!
-//! Pausing (PCI DSS: card numbers and security codes must never be recorded)
-//! writes silence instead of the audio it is given, so the timeline stays
-//! true to the call and the audio never reaches the disk.
-//!
-//! It does blocking file IO, so the call task should hand frames to a
-//! writer thread or `spawn_blocking` rather than call it on the async
-//! runtime. It never opens sockets, and per frame it allocates nothing: one
-//! interleaving buffer is reused and writes go through a buffered writer.
+//! [`repair`] fixes the sizes of a file whose writer died, recovering the
+//! audio written after the last header update as well. The server runs it at
+//! start-up over recordings that were not finished.
+
+pub mod writer;
+
+pub use writer::{RecordingWriter, Tape};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -29,8 +31,6 @@ use std::time::Duration;
 
 use super::mixer::SampleRate;
 
-const CHANNELS: u16 = 2;
-const BYTES_PER_FRAME: u16 = CHANNELS * 2;
 /// Canonical PCM WAV header: RIFF(12) + fmt chunk(8 + 16) + data chunk head(8).
 const HEADER_LEN: u64 = 44;
 /// Largest `data` chunk a RIFF size field can describe.
@@ -43,63 +43,54 @@ const WRITE_BUFFER: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recording {
     pub path: PathBuf,
+    /// Length of the audio in the file.
     pub duration: Duration,
+    /// Audio that never reached the file because the disk fell behind by more
+    /// than the tape's buffer (zero unless a disk stalled for that long).
+    pub lost: Duration,
 }
 
-/// Writes one call's recording. See the module docs.
+/// Writes one recording file. See the module docs. Blocking file IO: only
+/// the writer thread calls it.
 #[derive(Debug)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     path: PathBuf,
     rate: SampleRate,
+    channels: u16,
     out: BufWriter<File>,
-    frames: u64,
+    samples: u64,
     frames_at_update: u64,
-    paused: bool,
-    interleaved: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
 impl Recorder {
     /// Creates the recording at `path`. Refuses to overwrite an existing
     /// file: a recording is evidence, and a name clash is a bug upstream.
-    pub fn create(path: impl Into<PathBuf>, rate: SampleRate) -> io::Result<Self> {
-        let path = path.into();
+    pub(crate) fn create(path: PathBuf, rate: SampleRate, channels: u16) -> io::Result<Self> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| with_path(&path, e))?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-        out.write_all(&header(rate, 0))
+        out.write_all(&header(rate, channels, 0))
             .map_err(|e| with_path(&path, e))?;
         Ok(Recorder {
             path,
             rate,
+            channels,
             out,
-            frames: 0,
+            samples: 0,
             frames_at_update: 0,
-            paused: false,
-            // One 20 ms stereo frame at 16 kHz; larger writes grow it once.
-            interleaved: Vec::with_capacity(SampleRate::Wideband.frame_len() * 4),
+            bytes: Vec::with_capacity(WRITE_BUFFER),
         })
     }
 
-    /// Appends audio: `caller` to the left channel, `agent` to the right.
-    /// Both slices must be the same length (normally one 20 ms frame).
-    /// While paused, writes that much silence instead.
-    pub fn write(&mut self, caller: &[i16], agent: &[i16]) -> io::Result<()> {
-        if caller.len() != agent.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "recording channels differ in length ({} and {} samples): pass one frame \
-                     of each",
-                    caller.len(),
-                    agent.len()
-                ),
-            ));
-        }
-        let frames = caller.len() as u64;
-        if (self.frames + frames) * u64::from(BYTES_PER_FRAME) > MAX_DATA {
+    /// Appends interleaved samples (caller, agent, caller, … for stereo). A
+    /// frame may be split across two calls; [`checkpoint`](Self::checkpoint)
+    /// is called once whole frames are in.
+    pub(crate) fn write_interleaved(&mut self, samples: &[i16]) -> io::Result<()> {
+        if (self.samples + samples.len() as u64) * 2 > MAX_DATA {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
                 format!(
@@ -108,66 +99,53 @@ impl Recorder {
                 ),
             ));
         }
-        // Zeroed first: while paused that is the silence we write.
-        self.interleaved.clear();
-        self.interleaved.resize(caller.len() * 4, 0);
-        if !self.paused {
-            let frames = self.interleaved.chunks_exact_mut(4);
-            for ((out, &l), &r) in frames.zip(caller).zip(agent) {
-                out[..2].copy_from_slice(&l.to_le_bytes());
-                out[2..].copy_from_slice(&r.to_le_bytes());
-            }
+        for chunk in samples.chunks(WRITE_BUFFER / 2) {
+            self.bytes.clear();
+            self.bytes
+                .extend(chunk.iter().flat_map(|s| s.to_le_bytes()));
+            self.out.write_all(&self.bytes)?;
         }
-        self.out.write_all(&self.interleaved)?;
-        self.frames += frames;
-        if self.frames - self.frames_at_update >= u64::from(self.rate.hz()) {
+        self.samples += samples.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrites the header's sizes if a second of audio came in since the
+    /// last time.
+    pub(crate) fn checkpoint(&mut self) -> io::Result<()> {
+        if self.frames() - self.frames_at_update >= u64::from(self.rate.hz()) {
             self.update_header()?;
         }
         Ok(())
     }
 
-    /// Stops recording audio: from now on [`write`](Self::write) records
-    /// silence, keeping the timeline.
-    pub fn pause(&mut self) {
-        self.paused = true;
-    }
-
-    /// Records audio again.
-    pub fn resume(&mut self) {
-        self.paused = false;
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Length of what has been written, paused stretches included.
-    pub fn duration(&self) -> Duration {
-        frames_to_duration(self.frames, self.rate.hz())
+    pub(crate) fn duration(&self) -> Duration {
+        frames_to_duration(self.frames(), self.rate.hz())
+    }
+
+    fn frames(&self) -> u64 {
+        self.samples / u64::from(self.channels)
     }
 
     /// Completes the file (final sizes, flushed to stable storage) and
     /// returns what goes into the call record.
-    pub fn finish(mut self) -> io::Result<Recording> {
+    pub(crate) fn finish(mut self, lost: Duration) -> io::Result<Recording> {
         self.update_header()?;
         self.out.get_ref().sync_all()?;
         Ok(Recording {
             path: self.path.clone(),
             duration: self.duration(),
+            lost,
         })
     }
 
     /// Flushes buffered audio and rewrites the two size fields to match.
     fn update_header(&mut self) -> io::Result<()> {
         self.out.flush()?;
-        let data = self.frames * u64::from(BYTES_PER_FRAME);
+        let data = self.frames() * u64::from(self.channels) * 2;
         write_sizes(self.out.get_mut(), HEADER_LEN, data)?;
         self.out.get_mut().seek(SeekFrom::End(0))?;
-        self.frames_at_update = self.frames;
+        self.frames_at_update = self.frames();
         Ok(())
     }
 }
@@ -176,13 +154,13 @@ impl Drop for Recorder {
     /// A recorder dropped without [`finish`](Recorder::finish) (an error or
     /// a panic in the call task) still leaves a complete file behind.
     fn drop(&mut self) {
-        if self.frames != self.frames_at_update {
+        if self.frames() != self.frames_at_update {
             let _ = self.update_header();
         }
     }
 }
 
-fn header(rate: SampleRate, data_len: u32) -> [u8; HEADER_LEN as usize] {
+fn header(rate: SampleRate, channels: u16, data_len: u32) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     let hz = rate.hz();
     h[0..4].copy_from_slice(b"RIFF");
@@ -191,10 +169,11 @@ fn header(rate: SampleRate, data_len: u32) -> [u8; HEADER_LEN as usize] {
     h[12..16].copy_from_slice(b"fmt ");
     h[16..20].copy_from_slice(&16u32.to_le_bytes());
     h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-    h[22..24].copy_from_slice(&CHANNELS.to_le_bytes());
+    let block = channels * 2;
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
     h[24..28].copy_from_slice(&hz.to_le_bytes());
-    h[28..32].copy_from_slice(&(hz * u32::from(BYTES_PER_FRAME)).to_le_bytes());
-    h[32..34].copy_from_slice(&BYTES_PER_FRAME.to_le_bytes());
+    h[28..32].copy_from_slice(&(hz * u32::from(block)).to_le_bytes());
+    h[32..34].copy_from_slice(&block.to_le_bytes());
     h[34..36].copy_from_slice(&16u16.to_le_bytes());
     h[36..40].copy_from_slice(b"data");
     h[40..44].copy_from_slice(&data_len.to_le_bytes());
@@ -212,8 +191,10 @@ fn write_sizes(file: &mut File, data_start: u64, data_len: u64) -> io::Result<()
     file.write_all(&data.to_le_bytes())
 }
 
-fn frames_to_duration(frames: u64, hz: u32) -> Duration {
-    Duration::from_secs_f64(frames as f64 / f64::from(hz))
+/// Exact for every whole number of samples (a float would round 0.2 s down).
+pub(crate) fn frames_to_duration(frames: u64, hz: u32) -> Duration {
+    let hz = u64::from(hz.max(1));
+    Duration::from_secs(frames / hz) + Duration::from_nanos(frames % hz * 1_000_000_000 / hz)
 }
 
 fn with_path(path: &Path, e: io::Error) -> io::Error {
@@ -323,8 +304,10 @@ mod tests {
         let frames = (secs * 50.0).round() as usize;
         for i in 0..frames {
             let at = start + i * n;
-            rec.write(&sine(440.0, hz, AMP, at, n), &sine(700.0, hz, AMP, at, n))
-                .unwrap();
+            let (l, r) = (sine(440.0, hz, AMP, at, n), sine(700.0, hz, AMP, at, n));
+            let both: Vec<i16> = l.into_iter().zip(r).flat_map(|(l, r)| [l, r]).collect();
+            rec.write_interleaved(&both).unwrap();
+            rec.checkpoint().unwrap();
         }
         start + frames * n
     }
@@ -350,7 +333,7 @@ mod tests {
     fn a_killed_writer_leaves_a_readable_file_that_repair_completes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("call.wav");
-        let mut rec = Recorder::create(&path, NB).unwrap();
+        let mut rec = Recorder::create(path.clone(), NB, 2).unwrap();
         talk(&mut rec, 0, 3.3);
         // No destructor, no flush: what a kill -9 leaves.
         std::mem::forget(rec);
@@ -383,28 +366,18 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_stretch_is_silence_and_keeps_the_timeline() {
+    fn a_finished_file_has_exact_sizes_and_its_length() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pci.wav");
-        let mut rec = Recorder::create(&path, SampleRate::Wideband).unwrap();
-        let at = talk(&mut rec, 0, 1.0);
-        rec.pause();
-        assert!(rec.is_paused());
-        let at = talk(&mut rec, at, 0.5); // the card number
-        rec.resume();
-        talk(&mut rec, at, 1.0);
-        let done = rec.finish().unwrap();
+        let path = dir.path().join("done.wav");
+        let mut rec = Recorder::create(path.clone(), SampleRate::Wideband, 2).unwrap();
+        talk(&mut rec, 0, 2.5);
+        let done = rec.finish(Duration::ZERO).unwrap();
         assert_eq!(done.path, path);
         assert_eq!(done.duration, Duration::from_millis(2500));
-
         let (spec, left, right) = read(&path);
         assert_eq!(spec.sample_rate, 16_000);
         assert_eq!(left.len(), 40_000);
-        let paused = 16_000..24_000;
-        assert!(left[paused.clone()].iter().all(|&s| s == 0));
-        assert!(right[paused].iter().all(|&s| s == 0));
-        assert!(has(&left[..16_000], 440.0, 16_000));
-        assert!(has(&right[24_000..], 700.0, 16_000));
+        assert!(has(&left, 440.0, 16_000) && has(&right, 700.0, 16_000));
         assert!(!repair(&path).unwrap().fixed);
     }
 
@@ -412,7 +385,7 @@ mod tests {
     fn repair_drops_a_torn_sample_and_finds_audio_past_the_last_update() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("torn.wav");
-        let mut rec = Recorder::create(&path, NB).unwrap();
+        let mut rec = Recorder::create(path.clone(), NB, 2).unwrap();
         talk(&mut rec, 0, 0.5);
         rec.out.flush().unwrap(); // on disk, but the header still says 0
         std::mem::forget(rec);
@@ -430,7 +403,7 @@ mod tests {
     fn a_dropped_recorder_completes_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dropped.wav");
-        let mut rec = Recorder::create(&path, NB).unwrap();
+        let mut rec = Recorder::create(path.clone(), NB, 2).unwrap();
         talk(&mut rec, 0, 0.3);
         drop(rec);
         assert_eq!(read(&path).1.len(), 2400);
@@ -442,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("taken.wav");
         std::fs::write(&path, b"not a wav").unwrap();
-        let err = Recorder::create(&path, NB).unwrap_err();
+        let err = Recorder::create(path.clone(), NB, 2).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert!(err.to_string().contains("taken.wav"));
 
@@ -451,9 +424,5 @@ mod tests {
             err.contains("taken.wav") && err.contains("move it aside"),
             "{err}"
         );
-
-        let mut rec = Recorder::create(dir.path().join("ok.wav"), NB).unwrap();
-        let err = rec.write(&[0; 160], &[0; 80]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }
