@@ -293,6 +293,25 @@ impl Collector for SipResponses {
             let labels = [("code", code.to_string())];
             ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
+        let auth = &self.0.auth;
+        let read = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, n) in [
+            ("sip_auth_failures", "Digest answers refused: wrong user, password or realm, or a forged nonce", read(&auth.failures)),
+            ("sip_auth_replays", "Right digest answers refused as replays (a nonce count used before, another request's URI)", read(&auth.replays)),
+            ("sip_auth_lockouts", "Lock-outs started for password guessing (a user at an address, an address, or a user)", read(&auth.lockouts)),
+            ("sip_auth_refused_locked", "Requests refused unchecked because their user or address was locked out", read(&auth.refused_locked)),
+        ] {
+            let counter = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(n).encode(counter)?;
+        }
+        let gauge = encoder.encode_descriptor(
+            "sip_auth_locked",
+            "Users at addresses, addresses or users locked out now",
+            None,
+            MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(read(&auth.locked_now) as i64)
+            .encode(gauge)?;
         Ok(())
     }
 }

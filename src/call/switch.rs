@@ -25,7 +25,8 @@ use crate::config::{Config, DidTarget, Transport};
 use crate::ivr::reload::FlowsHandle;
 use crate::media::ports::PortPool;
 use crate::media::prompt::PromptCache;
-use crate::sip::auth::{AuthResult, Authenticator};
+use crate::sip::auth::{self, AuthResult, Authenticator};
+use crate::sip::auth_guard::AuthGuard;
 use crate::sip::message;
 use crate::sip::registrar::{ContactRequest, RegisterError, Registrar};
 use crate::sip::transaction::{LocalAddr, Output, Peer, Timers, TransactionLayer, TxEvent, TxId};
@@ -73,6 +74,8 @@ pub struct Switch {
     transports: Transports,
     registrar: Registrar,
     auth: Authenticator,
+    /// Password-guessing lock-outs (see `sip::auth_guard`).
+    guard: AuthGuard,
     calls: HashMap<CallKey, LiveCall>,
     /// Extension → the call it is talking on (for supervisors).
     on_call: HashMap<String, CallKey>,
@@ -120,8 +123,10 @@ pub async fn start(
         .collect();
     let ports = PortPool::new(config.rtp_bind, config.rtp_ports.0, config.rtp_ports.1);
     let layer = TransactionLayer::new(Timers::with_t1(config.t1_ms), locals);
-    let auth =
-        Authenticator::new(config.realm.clone()).with_algorithms(config.auth_algorithms.clone());
+    let auth = Authenticator::new(config.realm.clone())
+        .with_algorithms(config.auth_algorithms.clone())
+        .with_uri_check(config.auth_check_uri);
+    let guard = AuthGuard::new(config.auth_lockout);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let recordings = crate::media::recorder::RecordingWriter::start(config.recording_buffer)?;
     let shared = Arc::new(Shared {
@@ -145,6 +150,7 @@ pub async fn start(
             transports: bound.transports,
             registrar: Registrar::new(),
             auth,
+            guard,
             calls: HashMap::new(),
             on_call: HashMap::new(),
             reachable: Default::default(),
@@ -664,6 +670,58 @@ impl Switch {
         }
     }
 
+    /// Whether credentials come from a user or an address locked out for guessing (then
+    /// refused unchecked, with the answer a wrong password gets).
+    fn locked_out(&mut self, creds: Option<&str>, ip: std::net::IpAddr, now: Instant) -> bool {
+        let Some(user) = creds.and_then(auth::claimed_user) else {
+            return false;
+        };
+        if self.guard.locked(&user, ip, now).is_none() {
+            return false;
+        }
+        crate::sip::stats::AuthCounts::add(&self.shared.sip_stats.auth.refused_locked);
+        debug!(%user, %ip, "refused unchecked: locked out");
+        true
+    }
+
+    /// Counts what an authentication came to, starting lock-outs as failures add up.
+    fn count_auth(
+        &mut self,
+        result: &AuthResult,
+        creds: Option<&str>,
+        ip: std::net::IpAddr,
+        now: Instant,
+    ) {
+        use crate::sip::stats::AuthCounts;
+        let counts = &self.shared.sip_stats.auth;
+        let user = creds.and_then(auth::claimed_user);
+        match (result, user) {
+            (AuthResult::Ok(u), _) => self.guard.succeeded(u, ip, now),
+            (AuthResult::Replayed, user) => {
+                AuthCounts::add(&counts.replays);
+                info!(user = user.as_deref().unwrap_or(""), %ip, "replayed credentials: challenged again");
+            }
+            (AuthResult::Rejected, Some(user)) => {
+                AuthCounts::add(&counts.failures);
+                for lock in self.guard.failed(&user, ip, now) {
+                    AuthCounts::add(&counts.lockouts);
+                    warn!(
+                        who = %lock.who,
+                        failures = lock.failures,
+                        secs = lock.duration.as_secs(),
+                        "locked out for password guessing"
+                    );
+                }
+            }
+            (AuthResult::Rejected, None) => AuthCounts::add(&counts.failures),
+            (AuthResult::Missing | AuthResult::Stale, _) => {}
+        }
+        counts.locked_now.store(
+            self.guard.locked_keys(now) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn respond_options(&mut self, tx: TxId, req: &Request) {
         let mut resp = message::response_to(req, 200, Some(&message::new_tag()));
         resp.headers.push(allow());
@@ -679,13 +737,19 @@ impl Switch {
             Header::Authorization(a) => Some(a.value().to_string()),
             _ => None,
         });
-        let cfg = &self.shared.config;
+        if self.locked_out(creds.as_deref(), from.addr.ip(), now) {
+            return self.respond(tx, &req, 403);
+        }
+        let shared = Arc::clone(&self.shared);
+        let cfg = &shared.config;
         let result = self.auth.verify(
             creds.as_deref(),
             "REGISTER",
+            &req.uri.to_string(),
             |u| cfg.user(u).map(|u| u.password.clone()),
             unix_secs(),
         );
+        self.count_auth(&result, creds.as_deref(), from.addr.ip(), now);
         let aor = message::to_uri(&as_msg(&req))
             .and_then(|u| u.user().map(str::to_string))
             .unwrap_or_default();
@@ -695,7 +759,7 @@ impl Switch {
                 warn!(user = %u, %aor, "authenticated user tried to register another AOR");
                 return self.respond(tx, &req, 403);
             }
-            AuthResult::Missing | AuthResult::Stale => {
+            AuthResult::Missing | AuthResult::Stale | AuthResult::Replayed => {
                 let stale = result == AuthResult::Stale;
                 let mut resp = message::response_to(&req, 401, Some(&message::new_tag()));
                 for c in self.auth.challenges(unix_secs(), stale) {
@@ -805,7 +869,9 @@ impl Switch {
             record.reason = Some("server is shutting down".into());
             return self.refuse(tx, &req, 503, Disposition::Refused, record);
         }
-        let cfg = &self.shared.config;
+        // The configuration outlives this request; the switch's own state changes below.
+        let shared = Arc::clone(&self.shared);
+        let cfg = &shared.config;
         let target = if cfg.user(&from_user).is_some() {
             record.source_kind = "user";
             let creds = req.headers.iter().find_map(|h| match h {
@@ -813,12 +879,18 @@ impl Switch {
                 Header::Authorization(a) => Some(a.value().to_string()),
                 _ => None,
             });
+            if self.locked_out(creds.as_deref(), from.addr.ip(), Instant::now()) {
+                record.reason = Some("locked out for password guessing".into());
+                return self.refuse(tx, &req, 403, Disposition::Refused, record);
+            }
             let result = self.auth.verify(
                 creds.as_deref(),
                 "INVITE",
+                &req.uri.to_string(),
                 |u| cfg.user(u).map(|u| u.password.clone()),
                 unix_secs(),
             );
+            self.count_auth(&result, creds.as_deref(), from.addr.ip(), Instant::now());
             match result {
                 AuthResult::Ok(u) if u == from_user => {
                     if let Some((mode, agent)) = supervisor_code(&dialed) {
@@ -847,7 +919,7 @@ impl Switch {
                         cfg.did(&dialed).map(|d| d.target.clone())
                     }
                 }
-                AuthResult::Missing | AuthResult::Stale => {
+                AuthResult::Missing | AuthResult::Stale | AuthResult::Replayed => {
                     // A challenge is not a call yet: no record.
                     let mut resp = message::response_to(&req, 407, Some(&message::new_tag()));
                     for c in self

@@ -117,6 +117,27 @@ struct RawSip {
     /// Digest algorithms offered, most preferred first: MD5, SHA-256.
     #[serde(default)]
     auth_algorithms: Option<Vec<Spanned<String>>>,
+    /// Whether a digest must be signed for the request's own URI (default true; false
+    /// only behind a proxy that rewrites request URIs).
+    #[serde(default)]
+    auth_check_uri: Option<bool>,
+    /// Password guessing: lock out after this many failures.
+    #[serde(default)]
+    auth_lockout: Option<RawLockout>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLockout {
+    /// Failures in a row that lock (default 10).
+    #[serde(default)]
+    after: Option<Spanned<u32>>,
+    /// The first lock-out in seconds (default 300); each further one doubles.
+    #[serde(default)]
+    secs: Option<Spanned<u64>>,
+    /// user_and_address (default) | user | address.
+    #[serde(default)]
+    scope: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,6 +413,8 @@ pub struct Config {
     pub nat: Nat,
     pub realm: String,
     pub auth_algorithms: Vec<crate::sip::auth::Algorithm>,
+    pub auth_check_uri: bool,
+    pub auth_lockout: crate::sip::auth_guard::GuardConfig,
     pub rtp_bind: IpAddr,
     pub rtp_ports: (u16, u16),
     pub data_dir: PathBuf,
@@ -626,6 +649,45 @@ impl Validator {
         }
     }
 
+    fn lockout(&mut self, raw: Option<&RawLockout>) -> crate::sip::auth_guard::GuardConfig {
+        use crate::sip::auth_guard::{GuardConfig, LockScope};
+        let mut g = GuardConfig::default();
+        let Some(raw) = raw else { return g };
+        if let Some(after) = &raw.after {
+            if after.value == 0 {
+                self.error(
+                    after,
+                    "sip.auth_lockout.after must be at least 1 (failures in a row)",
+                );
+            } else {
+                g.after = after.value;
+            }
+        }
+        if let Some(secs) = &raw.secs {
+            if secs.value == 0 {
+                self.error(
+                    secs,
+                    "sip.auth_lockout.secs must be at least 1 (seconds locked out)",
+                );
+            } else {
+                g.lockout = std::time::Duration::from_secs(secs.value);
+            }
+        }
+        if let Some(scope) = &raw.scope {
+            match LockScope::parse(&scope.value) {
+                Some(s) => g.scope = s,
+                None => self.error(
+                    scope,
+                    format!(
+                        "sip.auth_lockout.scope \"{}\" is not one of user_and_address, user, address",
+                        scope.value
+                    ),
+                ),
+            }
+        }
+        g
+    }
+
     fn error<T>(&mut self, at: &Spanned<T>, reason: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
@@ -729,6 +791,7 @@ impl Validator {
         if auth_algorithms.is_empty() {
             auth_algorithms = vec![crate::sip::auth::Algorithm::Md5];
         }
+        let auth_lockout = self.lockout(raw.sip.auth_lockout.as_ref());
 
         let rtp_ports = match parse_port_range(&raw.rtp.ports.value) {
             Ok(r) => r,
@@ -1086,6 +1149,8 @@ impl Validator {
                 .map(std::time::Duration::from_secs),
             realm: raw.sip.realm.unwrap_or_else(|| "switchboard".into()),
             auth_algorithms,
+            auth_check_uri: raw.sip.auth_check_uri.unwrap_or(true),
+            auth_lockout,
             rtp_bind,
             rtp_ports,
             data_dir,
@@ -1311,7 +1376,9 @@ dids:
             errs[0].message
         );
         assert!(
-            errs[0].message.ends_with("auth_algorithms"),
+            errs[0]
+                .message
+                .ends_with("auth_algorithms, auth_check_uri, auth_lockout"),
             "{}",
             errs[0].message
         );

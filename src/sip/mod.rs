@@ -4,6 +4,7 @@
 //! send, so it is tested with simulated time. Only `transport` touches sockets.
 
 pub mod auth;
+pub mod auth_guard;
 pub mod dialog;
 pub mod message;
 pub mod registrar;

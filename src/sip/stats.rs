@@ -1,5 +1,6 @@
-//! Counts of the SIP responses we send, by status code, for `/metrics`. Lock-free: the
-//! switch counts as it transmits, a scrape reads whenever it likes.
+//! Counts of the SIP responses we send, by status code, and of digest authentication's
+//! refusals, for `/metrics`. Lock-free: the switch counts as it goes, a scrape reads
+//! whenever it likes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,12 +10,35 @@ const CODES: usize = 600;
 #[derive(Debug)]
 pub struct SipStats {
     sent: Vec<AtomicU64>,
+    pub auth: AuthCounts,
+}
+
+/// What digest authentication refused, since the server started (`locked_now` is a gauge).
+#[derive(Debug, Default)]
+pub struct AuthCounts {
+    /// Wrong user, password or realm, or a forged nonce.
+    pub failures: AtomicU64,
+    /// Right answers replayed (a nonce count used before, another request's URI).
+    pub replays: AtomicU64,
+    /// Lock-outs started (a user at an address, an address, or a user).
+    pub lockouts: AtomicU64,
+    /// Requests refused unchecked because their user or address was locked out.
+    pub refused_locked: AtomicU64,
+    /// Keys locked out now.
+    pub locked_now: AtomicU64,
+}
+
+impl AuthCounts {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for SipStats {
     fn default() -> Self {
         SipStats {
             sent: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
+            auth: AuthCounts::default(),
         }
     }
 }

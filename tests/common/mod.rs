@@ -1603,7 +1603,12 @@ pub struct RawUdp {
 
 impl RawUdp {
     pub fn new(server: &Server) -> RawUdp {
-        let sock = UdpSocket::bind((LOCALHOST, 0)).expect("bind udp");
+        RawUdp::on(server, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// From another loopback address (127.0.0.0/8 is all ours), as a second machine.
+    pub fn on(server: &Server, ip: std::net::Ipv4Addr) -> RawUdp {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind udp");
         let port = sock.local_addr().unwrap().port();
         RawUdp {
             sock,
