@@ -300,6 +300,11 @@ impl Collector for SipResponses {
             ("sip_auth_replays", "Right digest answers refused as replays (a nonce count used before, another request's URI)", read(&auth.replays)),
             ("sip_auth_lockouts", "Lock-outs started for password guessing (a user at an address, an address, or a user)", read(&auth.lockouts)),
             ("sip_auth_refused_locked", "Requests refused unchecked because their user or address was locked out", read(&auth.refused_locked)),
+            ("sip_requests_dropped_rate", "Requests dropped unread: over their address's rate (limits.source_requests_per_sec)", read(&self.0.limits.dropped_rate)),
+            ("sip_requests_dropped_banned", "Requests dropped unread: from an address ignored as a scanner", read(&self.0.limits.dropped_banned)),
+            ("sip_scanner_bans", "Addresses banned as scanners (limits.scan_strikes refusals without authenticating)", read(&self.0.limits.bans)),
+            ("calls_refused_setup_rate", "New calls refused with 503: over limits.call_setups_per_sec", read(&self.0.limits.overload_setup_rate)),
+            ("calls_refused_max_calls", "New calls refused with 503: at limits.max_calls calls in progress", read(&self.0.limits.overload_max_calls)),
         ] {
             let counter = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(n).encode(counter)?;

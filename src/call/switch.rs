@@ -27,6 +27,7 @@ use crate::media::ports::PortPool;
 use crate::media::prompt::PromptCache;
 use crate::sip::auth::{self, AuthResult, Authenticator};
 use crate::sip::auth_guard::AuthGuard;
+use crate::sip::limits::{Admit, Limits, Overload};
 use crate::sip::message;
 use crate::sip::registrar::{ContactRequest, RegisterError, Registrar};
 use crate::sip::transaction::{LocalAddr, Output, Peer, Timers, TransactionLayer, TxEvent, TxId};
@@ -76,6 +77,8 @@ pub struct Switch {
     auth: Authenticator,
     /// Password-guessing lock-outs (see `sip::auth_guard`).
     guard: AuthGuard,
+    /// Per-source rates, scanner bans and call admission (see `sip::limits`).
+    limits: Limits,
     calls: HashMap<CallKey, LiveCall>,
     /// Extension → the call it is talking on (for supervisors).
     on_call: HashMap<String, CallKey>,
@@ -127,6 +130,7 @@ pub async fn start(
         .with_algorithms(config.auth_algorithms.clone())
         .with_uri_check(config.auth_check_uri);
     let guard = AuthGuard::new(config.auth_lockout);
+    let limits = Limits::new(config.limits, Instant::now());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let recordings = crate::media::recorder::RecordingWriter::start(config.recording_buffer)?;
     let shared = Arc::new(Shared {
@@ -151,6 +155,7 @@ pub async fn start(
             registrar: Registrar::new(),
             auth,
             guard,
+            limits,
             calls: HashMap::new(),
             on_call: HashMap::new(),
             reachable: Default::default(),
@@ -343,7 +348,10 @@ impl Switch {
         while let Some(out) = self.layer.poll() {
             match out {
                 Output::Transmit(t) => {
-                    self.shared.sip_stats.transmitted(&t.bytes);
+                    let code = self.shared.sip_stats.transmitted(&t.bytes);
+                    if matches!(code, Some(401 | 403 | 404 | 407 | 484)) {
+                        self.strike(t.to.addr.ip());
+                    }
                     self.transports.send(t.to, t.bytes)
                 }
                 Output::Event(e) => self.on_tx_event(e),
@@ -355,11 +363,56 @@ impl Switch {
         match msg {
             Inbound::Connected { peer, writer } => self.transports.connected(peer, writer),
             Inbound::Closed { peer } => self.transports.closed(peer),
+            Inbound::Message { peer, bytes } if !self.within_limits(peer, &bytes) => {}
             Inbound::Message { peer, bytes } => match message::parse(&bytes) {
                 Ok(msg) => self.layer.handle_message(msg, peer, Instant::now()),
                 Err(e) => self.reject_malformed(peer, &bytes, e),
             },
         }
+    }
+
+    /// Whether a datagram or stream message from `peer` is read at all: a request from an
+    /// address that is not a trunk peer must be within its rate and not from a scanner.
+    fn within_limits(&mut self, peer: Peer, bytes: &[u8]) -> bool {
+        let ip = peer.addr.ip();
+        if !message::is_request_line(bytes) || self.shared.config.trunk_for(ip).is_some() {
+            return true;
+        }
+        let counts = &self.shared.sip_stats.limits;
+        match self.limits.admit_request(ip, Instant::now()) {
+            Admit::Pass => true,
+            Admit::OverRate => {
+                crate::sip::stats::bump(&counts.dropped_rate);
+                debug!(%ip, "request over the address's rate: dropped");
+                false
+            }
+            Admit::Banned => {
+                crate::sip::stats::bump(&counts.dropped_banned);
+                false
+            }
+        }
+    }
+
+    /// A refusal went to `ip`: a step towards ignoring it, unless it is a trunk peer.
+    fn strike(&mut self, ip: std::net::IpAddr) {
+        if self.shared.config.trunk_for(ip).is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let counts = &self.shared.sip_stats.limits;
+        if let Some(ban) = self.limits.strike(ip, now) {
+            crate::sip::stats::bump(&counts.bans);
+            warn!(
+                %ip,
+                refusals = ban.strikes,
+                secs = self.limits.config().scan_ban.as_secs(),
+                "ignoring an address that keeps being refused (a scanner?)"
+            );
+        }
+        counts.banned_now.store(
+            self.limits.banned(now) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// A 400 where a response is possible (a request line and a usable Via), else a log line.
@@ -679,7 +732,7 @@ impl Switch {
         if self.guard.locked(&user, ip, now).is_none() {
             return false;
         }
-        crate::sip::stats::AuthCounts::add(&self.shared.sip_stats.auth.refused_locked);
+        crate::sip::stats::bump(&self.shared.sip_stats.auth.refused_locked);
         debug!(%user, %ip, "refused unchecked: locked out");
         true
     }
@@ -692,19 +745,22 @@ impl Switch {
         ip: std::net::IpAddr,
         now: Instant,
     ) {
-        use crate::sip::stats::AuthCounts;
+        use crate::sip::stats::bump;
         let counts = &self.shared.sip_stats.auth;
         let user = creds.and_then(auth::claimed_user);
         match (result, user) {
-            (AuthResult::Ok(u), _) => self.guard.succeeded(u, ip, now),
+            (AuthResult::Ok(u), _) => {
+                self.guard.succeeded(u, ip, now);
+                self.limits.authenticated(ip);
+            }
             (AuthResult::Replayed, user) => {
-                AuthCounts::add(&counts.replays);
+                bump(&counts.replays);
                 info!(user = user.as_deref().unwrap_or(""), %ip, "replayed credentials: challenged again");
             }
             (AuthResult::Rejected, Some(user)) => {
-                AuthCounts::add(&counts.failures);
+                bump(&counts.failures);
                 for lock in self.guard.failed(&user, ip, now) {
-                    AuthCounts::add(&counts.lockouts);
+                    bump(&counts.lockouts);
                     warn!(
                         who = %lock.who,
                         failures = lock.failures,
@@ -713,7 +769,7 @@ impl Switch {
                     );
                 }
             }
-            (AuthResult::Rejected, None) => AuthCounts::add(&counts.failures),
+            (AuthResult::Rejected, None) => bump(&counts.failures),
             (AuthResult::Missing | AuthResult::Stale, _) => {}
         }
         counts.locked_now.store(
@@ -868,6 +924,9 @@ impl Switch {
         if self.draining {
             record.reason = Some("server is shutting down".into());
             return self.refuse(tx, &req, 503, Disposition::Refused, record);
+        }
+        if let Err(why) = self.limits.admit_call(self.calls.len(), Instant::now()) {
+            return self.overloaded(tx, &req, why);
         }
         // The configuration outlives this request; the switch's own state changes below.
         let shared = Arc::clone(&self.shared);
@@ -1054,6 +1113,23 @@ impl Switch {
     }
 
     /// Refuses a call that never reaches a call task, and still leaves its record.
+    /// A new call refused before it costs anything: 503 with Retry-After, counted, no
+    /// record (a flood would otherwise be a flood of records).
+    fn overloaded(&mut self, tx: TxId, req: &Request, why: Overload) {
+        let counts = &self.shared.sip_stats.limits;
+        let counter = match why {
+            Overload::SetupRate => &counts.overload_setup_rate,
+            Overload::MaxCalls => &counts.overload_max_calls,
+        };
+        crate::sip::stats::bump(counter);
+        debug!(?why, "new call refused: overloaded");
+        let mut resp = message::response_to(req, 503, Some(&message::new_tag()));
+        let wait = self.limits.config().retry_after.as_secs();
+        resp.headers
+            .push(Header::Other("Retry-After".into(), wait.to_string()));
+        self.layer.respond(tx, resp, Instant::now());
+    }
+
     fn refuse(
         &mut self,
         tx: TxId,

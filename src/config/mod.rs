@@ -79,6 +79,32 @@ struct RawConfig {
     /// The wallboard's colour thresholds.
     #[serde(default)]
     wallboard: reports::WallboardConfig,
+    /// Abuse and overload limits (`sip::limits`).
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    /// Requests per second from one address that is not a trunk peer (0: none).
+    #[serde(default)]
+    source_requests_per_sec: Option<u32>,
+    #[serde(default)]
+    source_burst: Option<u32>,
+    /// Refusals before an address that never authenticates is ignored (0: never).
+    #[serde(default)]
+    scan_strikes: Option<u32>,
+    #[serde(default)]
+    scan_ban_secs: Option<u64>,
+    /// New calls admitted per second from anyone (0: no limit).
+    #[serde(default)]
+    call_setups_per_sec: Option<u32>,
+    /// Calls in progress at most (0: no limit).
+    #[serde(default)]
+    max_calls: Option<usize>,
+    #[serde(default)]
+    retry_after_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -415,6 +441,8 @@ pub struct Config {
     pub auth_algorithms: Vec<crate::sip::auth::Algorithm>,
     pub auth_check_uri: bool,
     pub auth_lockout: crate::sip::auth_guard::GuardConfig,
+    /// Per-source rates, scanner bans and call admission.
+    pub limits: crate::sip::limits::LimitsConfig,
     pub rtp_bind: IpAddr,
     pub rtp_ports: (u16, u16),
     pub data_dir: PathBuf,
@@ -649,6 +677,34 @@ impl Validator {
         }
     }
 
+    fn limits(&mut self, raw: &RawLimits) -> crate::sip::limits::LimitsConfig {
+        let d = crate::sip::limits::LimitsConfig::default();
+        let source_rate = raw.source_requests_per_sec.unwrap_or(d.source_rate);
+        let retry_after = match &raw.retry_after_secs {
+            Some(r) if r.value == 0 || r.value > 3600 => {
+                self.error(
+                    r,
+                    "limits.retry_after_secs must be 1 to 3600 (seconds a refused caller waits)",
+                );
+                d.retry_after
+            }
+            Some(r) => std::time::Duration::from_secs(r.value),
+            None => d.retry_after,
+        };
+        crate::sip::limits::LimitsConfig {
+            source_rate,
+            // A burst below the rate would refuse what the rate allows.
+            source_burst: raw.source_burst.unwrap_or(d.source_burst).max(source_rate),
+            scan_strikes: raw.scan_strikes.unwrap_or(d.scan_strikes),
+            scan_ban: raw
+                .scan_ban_secs
+                .map_or(d.scan_ban, std::time::Duration::from_secs),
+            call_setups_per_sec: raw.call_setups_per_sec.unwrap_or(d.call_setups_per_sec),
+            max_calls: raw.max_calls.unwrap_or(d.max_calls),
+            retry_after,
+        }
+    }
+
     fn lockout(&mut self, raw: Option<&RawLockout>) -> crate::sip::auth_guard::GuardConfig {
         use crate::sip::auth_guard::{GuardConfig, LockScope};
         let mut g = GuardConfig::default();
@@ -792,6 +848,7 @@ impl Validator {
             auth_algorithms = vec![crate::sip::auth::Algorithm::Md5];
         }
         let auth_lockout = self.lockout(raw.sip.auth_lockout.as_ref());
+        let limits = self.limits(&raw.limits);
 
         let rtp_ports = match parse_port_range(&raw.rtp.ports.value) {
             Ok(r) => r,
@@ -1151,6 +1208,7 @@ impl Validator {
             auth_algorithms,
             auth_check_uri: raw.sip.auth_check_uri.unwrap_or(true),
             auth_lockout,
+            limits,
             rtp_bind,
             rtp_ports,
             data_dir,

@@ -1,6 +1,6 @@
 //! Digest authentication (RFC 3261 §22, RFC 8760 for SHA-256) with stateless nonces.
 //!
-//! A nonce is `issued-at` plus an HMAC of it under a secret drawn at start-up, so the server
+//! A nonce is `issued-at`, a random salt and an HMAC of both under a secret drawn at start-up, so the server
 //! keeps no per-challenge state and can tell an expired nonce (answer `stale=true`, the phone
 //! retries silently) from a forged one. Wrong user, wrong password and wrong realm all give
 //! the same [`AuthResult::Rejected`], so the answer never reveals which users exist.
@@ -159,24 +159,29 @@ impl Authenticator {
         &self.realm
     }
 
-    fn mac(&self, issued: u64) -> String {
+    fn mac(&self, issued: u64, salt: u64) -> String {
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("any key length works");
         mac.update(&issued.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         hex::encode(&mac.finalize().into_bytes()[..12])
     }
 
+    /// `issued.salt.mac`: the salt makes every challenge's nonce its own, so two phones
+    /// (or two registrations) challenged in the same second never share a nonce count.
     fn nonce(&self, now_secs: u64) -> String {
-        format!("{now_secs:x}.{}", self.mac(now_secs))
+        let salt: u64 = rand::random();
+        format!("{now_secs:x}.{salt:016x}.{}", self.mac(now_secs, salt))
     }
 
     /// Challenge header values (for WWW-Authenticate or Proxy-Authenticate), one per
     /// configured algorithm. RFC 8760 lets a phone pick any; many phones (and SIPp) answer
     /// only the first, so the default order puts MD5 first, like Asterisk's default.
+    /// Each challenge has a nonce of its own: a phone may answer any one of them.
     pub fn challenges(&self, now_secs: u64, stale: bool) -> Vec<String> {
-        let nonce = self.nonce(now_secs);
         self.algorithms
             .iter()
             .map(|a| {
+                let nonce = self.nonce(now_secs);
                 format!(
                     "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{}",
                     self.realm,
@@ -216,14 +221,16 @@ impl Authenticator {
         if !self.algorithms.contains(&algorithm) {
             return AuthResult::Rejected;
         }
-        let Some((issued, mac)) = c
-            .nonce
-            .split_once('.')
-            .and_then(|(t, m)| Some((u64::from_str_radix(t, 16).ok()?, m)))
-        else {
+        let mut parts = c.nonce.splitn(3, '.');
+        let parsed = (|| {
+            let issued = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let salt = u64::from_str_radix(parts.next()?, 16).ok()?;
+            Some((issued, salt, parts.next()?))
+        })();
+        let Some((issued, salt, mac)) = parsed else {
             return AuthResult::Rejected;
         };
-        if mac != self.mac(issued) || issued > now_secs + 5 {
+        if mac != self.mac(issued, salt) || issued > now_secs + 5 {
             return AuthResult::Rejected;
         }
         // An unknown user is checked against a throwaway password so the work done and
@@ -250,6 +257,7 @@ impl Authenticator {
             return AuthResult::Stale;
         }
         if self.check_uri && !same_uri(&c.uri, request_uri) {
+            tracing::info!(signed = %c.uri, request = %request_uri, "digest signed for another URI");
             return AuthResult::Replayed;
         }
         let count = match c.qop {
@@ -288,9 +296,11 @@ pub fn claimed_user(header: &str) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-/// Whether the digest's `uri` names the request's URI: the same scheme, user, host and
-/// port (a phone may write the default port or leave it out, and parameters in another
-/// order; what it signed must still be where the request goes).
+/// Whether the digest's `uri` names the request's URI: the same scheme, host and port
+/// (a phone may write the default port or leave it out, and parameters in another
+/// order), and the same user where the signed URI names one. Some clients (SIPp among
+/// them) sign `sip:host:port` without the request's user; that still ties the answer to
+/// this server, and the nonce count ties it to one request.
 fn same_uri(signed: &str, request: &str) -> bool {
     fn key(s: &str) -> Option<(String, Option<String>, String, u16)> {
         let uri = rsip::Uri::try_from(s.trim()).ok()?;
@@ -304,8 +314,19 @@ fn same_uri(signed: &str, request: &str) -> bool {
         let port = uri.host_with_port.port.map_or(default, |p| *p.value());
         Some((scheme, user, host, port))
     }
-    signed.trim() == request.trim()
-        || matches!((key(signed), key(request)), (Some(a), Some(b)) if a == b)
+    if signed.trim() == request.trim() {
+        return true;
+    }
+    match (key(signed), key(request)) {
+        (Some((scheme, user, host, port)), Some((r_scheme, r_user, r_host, r_port))) => {
+            (scheme, host, port) == (r_scheme, r_host, r_port) && (user.is_none() || user == r_user)
+        }
+        // A signed "URI" that is none (SIPp writes IPv6 hosts without brackets) cannot be
+        // compared; the digest still covers it and the nonce count still ties the answer
+        // to one request.
+        (None, Some(_)) => true,
+        _ => false,
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -427,6 +448,15 @@ mod tests {
             "sip:100@example.com:5060"
         ));
         assert!(!same_uri("sip:100@example.com", "sip:101@example.com"));
+        assert!(
+            same_uri("sip:example.com", "sip:*52@example.com:5060"),
+            "SIPp's way"
+        );
+        assert!(!same_uri("sip:other.example.com", "sip:*52@example.com"));
+        assert!(
+            same_uri("sip:::1:5060", "sip:0-0-0-0-0-0-0-1.ip6.invalid:5060"),
+            "not a URI: not comparable"
+        );
         assert!(!same_uri("sips:example.com", "sip:example.com:5061"));
 
         let mut lax = Authenticator::new("switchboard").with_uri_check(false);

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod auth_guard;
 pub mod dialog;
+pub mod limits;
 pub mod message;
 pub mod registrar;
 pub mod stats;

@@ -11,6 +11,24 @@ const CODES: usize = 600;
 pub struct SipStats {
     sent: Vec<AtomicU64>,
     pub auth: AuthCounts,
+    pub limits: LimitCounts,
+}
+
+/// What the abuse and overload limits turned away, since the server started
+/// (`banned_now` is a gauge).
+#[derive(Debug, Default)]
+pub struct LimitCounts {
+    /// Requests dropped unread: over their address's rate.
+    pub dropped_rate: AtomicU64,
+    /// Requests dropped unread: from an address ignored as a scanner.
+    pub dropped_banned: AtomicU64,
+    /// Addresses banned as scanners.
+    pub bans: AtomicU64,
+    /// New calls refused with 503: over the call-setup rate.
+    pub overload_setup_rate: AtomicU64,
+    /// New calls refused with 503: at the most calls in progress.
+    pub overload_max_calls: AtomicU64,
+    pub banned_now: AtomicU64,
 }
 
 /// What digest authentication refused, since the server started (`locked_now` is a gauge).
@@ -28,10 +46,9 @@ pub struct AuthCounts {
     pub locked_now: AtomicU64,
 }
 
-impl AuthCounts {
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// Adds one to a counter here.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Default for SipStats {
@@ -39,19 +56,20 @@ impl Default for SipStats {
         SipStats {
             sent: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
             auth: AuthCounts::default(),
+            limits: LimitCounts::default(),
         }
     }
 }
 
 impl SipStats {
-    /// Counts `bytes` if it is a response (its status line starts `SIP/2.0 NNN`).
-    pub fn transmitted(&self, bytes: &[u8]) {
-        let Some(code) = status_code(bytes) else {
-            return;
-        };
+    /// Counts `bytes` if it is a response (its status line starts `SIP/2.0 NNN`), and
+    /// says its code.
+    pub fn transmitted(&self, bytes: &[u8]) -> Option<u16> {
+        let code = status_code(bytes)?;
         if let Some(c) = self.sent.get(usize::from(code) - 100) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+        Some(code)
     }
 
     /// Every code sent at least once, with its count, in code order.

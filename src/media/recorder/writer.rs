@@ -321,9 +321,20 @@ fn write_loop(rx: mpsc::Receiver<Ctl>) {
                 Ctl::Stall(d) => std::thread::sleep(d),
             }
         }
-        tapes.retain(|_, tape| !drain(tape));
+        // Replies go out after the whole sweep: once a finish is answered, every tape
+        // dropped before it was finished has its file complete too.
+        let mut replies = Vec::new();
+        tapes.retain(|_, tape| !drain(tape, &mut replies));
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
     }
 }
+
+type Reply = (
+    oneshot::Sender<io::Result<Recording>>,
+    io::Result<Recording>,
+);
 
 fn open(path: &Path, rate: SampleRate, channels: u16) -> Result<Recorder, String> {
     if let Some(dir) = path.parent() {
@@ -334,7 +345,7 @@ fn open(path: &Path, rate: SampleRate, channels: u16) -> Result<Recorder, String
 
 /// Writes what the tape holds; returns whether the tape is done with (its
 /// owner finished or dropped it, and its file is complete).
-fn drain(tape: &mut Open) -> bool {
+fn drain(tape: &mut Open, replies: &mut Vec<Reply>) -> bool {
     // Read before draining: once abandoned, nothing more can arrive.
     let abandoned = tape.samples.is_abandoned();
     let n = tape.samples.slots();
@@ -382,7 +393,7 @@ fn drain(tape: &mut Open) -> bool {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     if let Some(reply) = reply {
-        let _ = reply.send(result);
+        replies.push((reply, result));
     }
     true
 }
@@ -532,7 +543,8 @@ mod tests {
             tape.write(&frame(0, 0, i), &frame(0, 1, i)).unwrap();
         }
         drop(tape);
-        // A new tape's finish is a barrier: the writer handles tapes in turn.
+        // A later tape's finish is a barrier: its answer waits for the sweep that
+        // completes the dropped one.
         writer
             .call(dir.path().join("after.wav"), NB)
             .finish()
