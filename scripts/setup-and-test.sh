@@ -16,6 +16,7 @@ declare -A PKG=(
   [prometheus]=prometheus
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [svwar]=sipvicious
 )
 missing=()
 for tool in "${!PKG[@]}"; do
@@ -27,13 +28,13 @@ done
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
   apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus \
-    chromium chromium-driver
+    chromium chromium-driver sipvicious
   # The tests start their own Prometheus; the package's service is not wanted.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi

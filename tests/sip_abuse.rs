@@ -147,9 +147,113 @@ fn ten_times_the_setup_limit_gets_503_retry_after_and_the_calls_up_keep_their_au
         );
         let lost = r.a_rtp_lost.unwrap_or(0) + r.b_rtp_lost.unwrap_or(0);
         assert!(
-            lost * 1000 <= (a_in + b_in) as i64,
+            lost * 1000 <= a_in + b_in,
             "more than 0.1 % of the audio lost during the flood: {r:#?}"
         );
     }
     drop(callee.kill());
+}
+
+/// Runs a sipvicious tool (bounded in time) against the server; what it printed.
+fn sipvicious(tool: &str, args: &[&str]) -> String {
+    require_tool(tool, "sipvicious");
+    let out = std::process::Command::new("timeout")
+        .arg("90")
+        .arg(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_sipvicious_sweep_learns_no_extension_and_trips_the_limits() {
+    // 127.0.0.1, where the tools run, is no trunk peer: a stranger on the internet.
+    let server = Server::start_with(ServerConfig {
+        api: true,
+        trunks: vec![("carrier".into(), vec!["127.0.0.2/32".into()])],
+        extra_sip: vec!["auth_lockout: { after: 5, secs: 120 }".into()],
+        // Enough refusals for the sweeps to run their course; the guessing trips it.
+        extra_yaml: vec!["limits:\n  scan_strikes: 150\n  scan_ban_secs: 120".into()],
+        ..ServerConfig::default()
+    });
+    let target = format!("udp://{}", server.addr());
+    // Extensions 2001-2003 and 3001 exist; 2000, 2004-2010 and 3000, 3002 do not. Forced
+    // past svwar's own warning that every extension asks for authentication, it must
+    // still find the ones that exist no different from the ones that do not.
+    let exists = ["2001", "2002", "2003", "3001"];
+    let missing = ["2000", "2004", "2009", "3000", "3002"];
+    // INVITE last: svwar never ACKs the 407s, whose retransmissions (RFC 3261 Timer G)
+    // would reach the next sweep from the same port and read as its answers.
+    for method in ["OPTIONS", "REGISTER", "INVITE"] {
+        let out = sipvicious(
+            "svwar",
+            &[
+                "-e2000-2010,3000-3002",
+                "-m",
+                method,
+                "--force",
+                "--maximumtime=5",
+                &target,
+            ],
+        );
+        let found = |ext: &str| {
+            out.lines()
+                .any(|l| l.split('|').nth(1).is_some_and(|cell| cell.trim() == ext))
+        };
+        for e in exists {
+            for m in missing {
+                assert_eq!(
+                    found(e),
+                    found(m),
+                    "svwar -m {method} tells {e} (an extension) from {m} (none):\n{out}"
+                );
+            }
+        }
+    }
+
+    // Password guessing, the right password 30th of 100: locked out long before, then
+    // ignored altogether.
+    let dir = tempfile::tempdir().unwrap();
+    let dictionary = dir.path().join("passwords.txt");
+    let mut words: Vec<String> = (0..29).map(|i| format!("guess{i}")).collect();
+    words.push("secret2001".into());
+    words.extend((30..100).map(|i| format!("guess{i}")));
+    std::fs::write(&dictionary, words.join("\n") + "\n").unwrap();
+    let out = sipvicious(
+        "svcrack",
+        &[
+            "-u2001",
+            "-d",
+            dictionary.to_str().unwrap(),
+            "--maximumtime=5",
+            &target,
+        ],
+    );
+    assert!(
+        !out.contains("secret2001"),
+        "svcrack found the password:\n{out}"
+    );
+
+    let metrics = Api::new(&server).get("/metrics", REPORTING).text;
+    assert!(
+        sample(&metrics, "switchboard_sip_auth_lockouts_total") >= 1,
+        "no lock-out:\n{metrics}"
+    );
+    assert!(
+        sample(&metrics, "switchboard_sip_scanner_bans_total") >= 1,
+        "the scanner was never banned:\n{metrics}"
+    );
+    assert!(sample(&metrics, "switchboard_sip_requests_dropped_banned_total") > 0);
+    // The user at its desk (another address) still registers.
+    let desk = Sipp::new("register_ok.xml")
+        .service("2001")
+        .auth("2001", "secret2001")
+        .args(&["-i", "127.0.0.3"])
+        .run(&server);
+    desk.assert_ok(&server, "2001 registering from 127.0.0.3 after the sweep");
 }

@@ -349,7 +349,7 @@ impl Switch {
             match out {
                 Output::Transmit(t) => {
                     let code = self.shared.sip_stats.transmitted(&t.bytes);
-                    if matches!(code, Some(401 | 403 | 404 | 407 | 484)) {
+                    if !t.retransmission && matches!(code, Some(401 | 403 | 404 | 407 | 484)) {
                         self.strike(t.to.addr.ip());
                     }
                     self.transports.send(t.to, t.bytes)
@@ -931,8 +931,18 @@ impl Switch {
         // The configuration outlives this request; the switch's own state changes below.
         let shared = Arc::clone(&self.shared);
         let cfg = &shared.config;
-        let target = if cfg.user(&from_user).is_some() {
-            record.source_kind = "user";
+        // A stranger (not a user, not a trunk peer) is answered exactly as a user with a
+        // wrong password is, challenge first (Asterisk's alwaysauthreject): whether an
+        // extension exists never shows in the answer.
+        let is_user = cfg.user(&from_user).is_some();
+        let trunk = cfg.trunk_for(from.addr.ip()).filter(|_| !is_user);
+        let target = if let Some(trunk) = trunk {
+            record.source_kind = "trunk";
+            record.trunk = Some(trunk.name.clone());
+            record.did = Some(dialed.clone());
+            cfg.did(&dialed).map(|d| d.target.clone())
+        } else {
+            record.source_kind = if is_user { "user" } else { "unknown" };
             let creds = req.headers.iter().find_map(|h| match h {
                 Header::ProxyAuthorization(a) => Some(a.value().to_string()),
                 Header::Authorization(a) => Some(a.value().to_string()),
@@ -997,15 +1007,6 @@ impl Switch {
                     return self.refuse(tx, &req, 403, Disposition::Refused, record);
                 }
             }
-        } else if let Some(trunk) = cfg.trunk_for(from.addr.ip()) {
-            record.source_kind = "trunk";
-            record.trunk = Some(trunk.name.clone());
-            record.did = Some(dialed.clone());
-            cfg.did(&dialed).map(|d| d.target.clone())
-        } else {
-            info!(from = %from.addr, %from_user, "INVITE refused: not a user and not a trunk peer");
-            record.reason = Some("not a configured user or trunk".into());
-            return self.refuse(tx, &req, 403, Disposition::Refused, record);
         };
         let Some(target) = target else {
             record.reason = Some(format!("no route for {dialed}"));

@@ -71,6 +71,9 @@ pub struct TxId(pub u64);
 pub struct Transmit {
     pub to: Peer,
     pub bytes: Vec<u8>,
+    /// A copy of something sent before (a timer fired, or the peer retransmitted its
+    /// request): not a new answer, so limits that count answers skip it.
+    pub retransmission: bool,
 }
 
 /// What the transaction user must act on.
@@ -279,7 +282,19 @@ impl TransactionLayer {
     }
 
     fn transmit(&mut self, to: Peer, bytes: Vec<u8>) {
-        self.out.push_back(Output::Transmit(Transmit { to, bytes }));
+        self.out.push_back(Output::Transmit(Transmit {
+            to,
+            bytes,
+            retransmission: false,
+        }));
+    }
+
+    fn retransmit(&mut self, to: Peer, bytes: Vec<u8>) {
+        self.out.push_back(Output::Transmit(Transmit {
+            to,
+            bytes,
+            retransmission: true,
+        }));
     }
 
     fn event(&mut self, e: TxEvent) {
@@ -615,7 +630,7 @@ impl TransactionLayer {
             if let Some(s) = self.servers.get(&id) {
                 if let Some(last) = s.last_response.clone() {
                     let peer = s.peer;
-                    self.transmit(peer, last);
+                    self.retransmit(peer, last);
                 }
             }
             return;
@@ -787,7 +802,7 @@ impl TransactionLayer {
                     let next = (interval * 2).min(t2);
                     s.retransmit = Some((now + next, next));
                     let (peer, bytes) = (s.peer, s.last_response.clone().unwrap_or_default());
-                    self.transmit(peer, bytes);
+                    self.retransmit(peer, bytes);
                 }
             }
             self.schedule(id);
@@ -812,7 +827,7 @@ impl TransactionLayer {
                     };
                     c.retransmit = Some((now + next, next));
                     let (peer, bytes) = (c.peer, c.bytes.clone());
-                    self.transmit(peer, bytes);
+                    self.retransmit(peer, bytes);
                 }
             }
             self.schedule(id);
