@@ -1329,6 +1329,75 @@ dids:
     }
 
     #[test]
+    fn trust_settings_load_and_their_mistakes_point_at_their_line() {
+        let listen = "  listen: [\"udp:127.0.0.1:5060\", \"tcp:[::1]:5060\"]\n";
+        let with = |sip: &str, rest: &str| {
+            format!(
+                "{}{rest}",
+                GOOD.replacen(listen, &format!("{listen}{sip}"), 1)
+            )
+        };
+        let c = parse(Path::new("c.yaml"), GOOD).unwrap();
+        assert_eq!(
+            c.auth_lockout,
+            crate::sip::auth_guard::GuardConfig::default()
+        );
+        assert_eq!(c.limits, crate::sip::limits::LimitsConfig::default());
+        assert!(c.auth_check_uri);
+        assert_eq!(c.recording_buffer, std::time::Duration::from_secs(5));
+
+        let good = with(
+            "  auth_lockout: { after: 20, secs: 60, scope: user }\n  auth_check_uri: false\n",
+            "limits:\n  call_setups_per_sec: 30\n  max_calls: 200\n  source_requests_per_sec: 300\n  \
+             source_burst: 10\nrecording:\n  buffer_secs: 9\n",
+        );
+        let c = parse(Path::new("c.yaml"), &good).unwrap();
+        assert_eq!(
+            (c.auth_lockout.after, c.auth_lockout.lockout.as_secs()),
+            (20, 60)
+        );
+        assert_eq!(
+            c.auth_lockout.scope,
+            crate::sip::auth_guard::LockScope::User
+        );
+        assert!(!c.auth_check_uri);
+        assert_eq!(
+            (c.limits.call_setups_per_sec, c.limits.max_calls),
+            (30, 200)
+        );
+        assert_eq!(
+            c.limits.source_burst, 300,
+            "a burst is never below the rate"
+        );
+        assert_eq!(c.recording_buffer.as_secs(), 9);
+
+        let bad = with(
+            "  auth_lockout: { after: 0, scope: everyone }\n",
+            "limits:\n  retry_after_secs: 0\nrecording:\n  buffer_secs: 0\n",
+        );
+        let errs = parse(Path::new("c.yaml"), &bad).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 4, "{shown:#?}");
+        let at = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        for (line, says) in [
+            (at("auth_lockout"), "after must be at least 1"),
+            (
+                at("auth_lockout"),
+                "\"everyone\" is not one of user_and_address",
+            ),
+            (at("retry_after_secs"), "retry_after_secs must be 1 to 3600"),
+            (at("buffer_secs"), "buffer_secs 0 must be 1 to 60"),
+        ] {
+            assert!(
+                shown
+                    .iter()
+                    .any(|e| e.starts_with(&format!("c.yaml:{line}:")) && e.contains(says)),
+                "no error at line {line} saying {says}: {shown:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn reports_settings_load_and_their_mistakes_point_at_their_line() {
         let good = format!(
             "{GOOD}queues:\n  - {{ name: billing, members: [\"2001\"], service_level: \"90/30\" }}\n\
