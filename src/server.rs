@@ -38,9 +38,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir).await?;
     repair_recordings(&config.data_dir.join("recordings"))?;
     let events = crate::events::EventLog::start(store.clone()).await?;
+    // The last moment a crashed run was alive (its last event, or the last beat of its
+    // pid file if later), before this run logs anything.
+    let pid_file = config.data_dir.join(PID_FILE);
+    let last_beat = std::fs::metadata(&pid_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    let last_alive = store.last_event_at().await?.max(last_beat);
     // Reports close every agent state still open in the log at a start (a crash leaves
     // them open) and at a stop: time the server was down is nobody's working time.
     events.publish(crate::events::NewEvent::new("server.started"));
+    record_interrupted_calls(&store, &events, &config.data_dir, last_alive).await?;
     let acd = crate::call::acd::start(&config, events.clone())?;
     let (sw, inbound, commands) = switch::start(
         config.clone(),
@@ -72,8 +82,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let addr = crate::api::start(state, api.listen).await?;
         info!(%addr, "API listening");
     }
-    let pid_file = config.data_dir.join(PID_FILE);
     std::fs::write(&pid_file, std::process::id().to_string())?;
+    tokio::spawn(heartbeat(pid_file.clone()));
     for (t, a) in sw.local_addrs() {
         info!(transport = %t, addr = %a, "listening");
     }
@@ -104,7 +114,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// The running server's process id, in its data directory, for `switchboard reload`.
+/// Its modification time is a heartbeat: after a crash, the next start takes it as the
+/// moment the calls in progress ended.
 pub const PID_FILE: &str = "switchboard.pid";
+
+async fn heartbeat(pid_file: std::path::PathBuf) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let beat = std::fs::File::options()
+            .write(true)
+            .open(&pid_file)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if beat.is_err() {
+            return; // removed at the stop
+        }
+    }
+}
 
 /// Loads and checks the IVR flows (and the DIDs that name them). No flow directory and no
 /// DID naming a flow means no IVR; an error in either stops the start.
@@ -200,6 +226,46 @@ pub fn request_reload(data_dir: &std::path::Path) -> anyhow::Result<u32> {
 
 /// Makes sure the recordings directory exists, and makes every recording a crash left
 /// unfinished readable again (a finished file is only read, not changed).
+/// Gives each call the last run left in progress (a crash: no record, no `call.ended`) its
+/// record, marked as interrupted, ended when that run was last heard of.
+async fn record_interrupted_calls(
+    store: &Store,
+    events: &crate::events::EventLog,
+    data_dir: &std::path::Path,
+    last_alive: Option<i64>,
+) -> anyhow::Result<()> {
+    let unfinished = store.unfinished_calls().await?;
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    let ended_ms = last_alive.unwrap_or_else(crate::store::now_ms);
+    for uuid in &unfinished {
+        let log = store.events_of_call(uuid).await?;
+        let mut rec = crate::store::interrupted::record(uuid, &log, ended_ms);
+        // The recording was repaired with the others; keep it only if it is there.
+        if let Some(name) = rec.recording.clone() {
+            match hound::WavReader::open(data_dir.join(&name)) {
+                Ok(r) => {
+                    let spec = r.spec();
+                    rec.recording_ms =
+                        Some(i64::from(r.duration()) * 1000 / i64::from(spec.sample_rate));
+                }
+                Err(e) => {
+                    warn!(call = %uuid, file = %name, error = %e, "an interrupted call's recording is missing");
+                    rec.recording = None;
+                }
+            }
+        }
+        store.write_call(&rec).await?;
+        crate::call::publish_interrupted_end(events, &rec);
+    }
+    warn!(
+        calls = unfinished.len(),
+        "recorded the calls the last run left in progress as interrupted"
+    );
+    Ok(())
+}
+
 fn repair_recordings(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for entry in std::fs::read_dir(dir)? {

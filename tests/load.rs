@@ -27,20 +27,9 @@ fn thousand_calls_at_50_cps_with_rtp() {
     });
 
     // the callee: registered, then answering every call with RTP echo
-    let callee_port = alloc_ports(1);
-    server.register("2001", callee_port);
-    let callee = Sipp::new("uas_answer.xml")
-        .local_port(callee_port)
-        .media_port(alloc_ports(4))
-        .calls(CALLS)
-        .timeout_secs(120)
-        .no_message_trace()
-        .args(&["-rtp_echo"])
-        .spawn(&server);
-    assert!(
-        wait_udp_bound(callee_port, Duration::from_secs(5)),
-        "callee did not start"
-    );
+    let callee = server.start_callee_with("2001", "uas_answer.xml", |sipp| {
+        sipp.calls(CALLS).timeout_secs(120).no_message_trace()
+    });
 
     // the caller: 1,000 calls at 50/s, at most 400 at once
     let caller = Sipp::new("uac_call.xml")

@@ -41,20 +41,9 @@ fn ten_times_the_setup_limit_gets_503_retry_after_and_the_calls_up_keep_their_au
         env: vec![("RUST_LOG".into(), "warn".into())],
         ..ServerConfig::default()
     });
-    let callee_port = alloc_ports(1);
-    server.register("2001", callee_port);
-    let callee = Sipp::new("uas_answer.xml")
-        .local_port(callee_port)
-        .media_port(alloc_ports(4))
-        .calls(10_000)
-        .timeout_secs(120)
-        .no_message_trace()
-        .args(&["-rtp_echo"])
-        .spawn(&server);
-    assert!(
-        wait_udp_bound(callee_port, Duration::from_secs(5)),
-        "callee did not start"
-    );
+    let callee = server.start_callee_with("2001", "uas_answer.xml", |sipp| {
+        sipp.calls(10_000).timeout_secs(120).no_message_trace()
+    });
 
     // Calls already up when the flood comes: 12 s each, with RTP both ways for the
     // first 4.7 s (the length of SIPp's pcap), which the flood falls into.

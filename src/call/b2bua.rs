@@ -259,6 +259,9 @@ async fn run(mut s: CallSetup) {
     call.publish(NewEvent::new("call.arrived").data(serde_json::json!({
         "caller": call.rec.from_user,
         "dialed": call.rec.dialed,
+        "sip_call_id": call.rec.a_call_id,
+        "from_uri": call.rec.from_uri,
+        "to_uri": call.rec.to_uri,
         "did": call.rec.did,
         "source_kind": call.rec.source_kind,
         "trunk": call.rec.trunk,
@@ -387,40 +390,11 @@ async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
     }
 }
 
-/// `call.ended` (and the survey's answers, when the caller gave some).
-fn publish_end(shared: &Shared, rec: &CallRecord) {
-    if rec.csat.is_some() || rec.resolved.is_some() {
-        shared.events.publish(
-            NewEvent::new("call.survey")
-                .call(&rec.call_uuid)
-                .queue(rec.queue.as_deref())
-                .agent(rec.target.as_deref())
-                .data(serde_json::json!({ "csat": rec.csat, "resolved": rec.resolved })),
-        );
-    }
-    shared.events.publish(
-        NewEvent::new("call.ended")
-            .call(&rec.call_uuid)
-            .queue(rec.queue.as_deref())
-            .agent(rec.target.as_deref())
-            .data(serde_json::json!({
-                "disposition": rec.disposition.map(Disposition::as_str),
-                "hangup_by": rec.hangup_by.map(HangupBy::as_str),
-                "reason": rec.reason,
-                "final_code": rec.final_code,
-                "caller": rec.from_user,
-                "recording": rec.recording,
-                "voicemail": rec.voicemail,
-                "rtp_lost": { "caller": rec.a_rtp_lost, "agent": rec.b_rtp_lost },
-            })),
-    );
-}
-
 /// Record for a call that ended before it had media.
 async fn finish_early(mut s: CallSetup) {
     s.record.ended_ms = now_ms();
     let written = s.shared.store.write_call(&s.record).await;
-    publish_end(&s.shared, &s.record);
+    super::publish_end(&s.shared.events, &s.record);
     if let Err(e) = written {
         warn!(error = %e, "could not write the call record");
     }
@@ -2302,7 +2276,7 @@ impl Call {
             warn!(error = %e, "could not write the call record");
         }
         // After the record: whoever sees the end can read the record.
-        publish_end(&self.shared, &rec);
+        super::publish_end(&self.shared.events, &rec);
         // Requests still waiting on the other leg get a final answer, so no transaction
         // is left open. Late 2xx answers from forks are ACKed and hung up by the switch.
         for r in self.relayed.values() {

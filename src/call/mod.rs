@@ -17,6 +17,7 @@ use rsip::{Request, Response, SipMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Transport};
+use crate::events::NewEvent;
 use crate::ivr::reload::FlowsHandle;
 use crate::ivr::FlowSet;
 use crate::media::mixer::Mode;
@@ -26,7 +27,7 @@ use crate::media::relay::{RelayHandle, SupervisorLeg};
 use crate::sip::message::host_str;
 use crate::sip::registrar::Binding;
 use crate::sip::transaction::{Peer, TxId};
-use crate::store::{CallRecord, Store};
+use crate::store::{CallRecord, Disposition, HangupBy, Store};
 
 /// What every call needs from the server, shared read-only.
 pub struct Shared {
@@ -394,4 +395,46 @@ impl SwitchHandle {
 /// Plain helper shared by the switch and calls: the request as a message, for accessors.
 pub(crate) fn as_msg(req: &Request) -> SipMessage {
     SipMessage::Request(req.clone())
+}
+
+/// `call.ended` (and the survey's answers, when the caller gave some).
+pub fn publish_end(events: &crate::events::EventLog, rec: &CallRecord) {
+    if rec.csat.is_some() || rec.resolved.is_some() {
+        events.publish(
+            NewEvent::new("call.survey")
+                .call(&rec.call_uuid)
+                .queue(rec.queue.as_deref())
+                .agent(rec.target.as_deref())
+                .data(serde_json::json!({ "csat": rec.csat, "resolved": rec.resolved })),
+        );
+    }
+    events.publish(end_event(rec));
+}
+
+/// `call.ended` for a call a crash cut short: its record was built at the next start, and
+/// it ended (as far as anyone knows) at `ended_ms`, before the event was logged.
+pub fn publish_interrupted_end(events: &crate::events::EventLog, rec: &CallRecord) {
+    let mut e = end_event(rec);
+    if let Some(data) = e.data.as_object_mut() {
+        data.insert("interrupted".into(), true.into());
+        data.insert("ended_ms".into(), rec.ended_ms.into());
+    }
+    events.publish(e);
+}
+
+fn end_event(rec: &CallRecord) -> NewEvent {
+    NewEvent::new("call.ended")
+        .call(&rec.call_uuid)
+        .queue(rec.queue.as_deref())
+        .agent(rec.target.as_deref())
+        .data(serde_json::json!({
+            "disposition": rec.disposition.map(Disposition::as_str),
+            "hangup_by": rec.hangup_by.map(HangupBy::as_str),
+            "reason": rec.reason,
+            "final_code": rec.final_code,
+            "caller": rec.from_user,
+            "recording": rec.recording,
+            "voicemail": rec.voicemail,
+            "rtp_lost": { "caller": rec.a_rtp_lost, "agent": rec.b_rtp_lost },
+        }))
 }

@@ -315,7 +315,12 @@ impl Fold {
             "call.survey" => {
                 self.call(uuid).csat = e.data.get("csat").and_then(|v| v.as_i64());
             }
-            "call.ended" => self.call(uuid).ended_ms = Some(at),
+            // A call a crash cut short ended before its event was logged, at the time
+            // the event carries.
+            "call.ended" => {
+                let ended = e.data.get("ended_ms").and_then(|v| v.as_i64());
+                self.call(uuid).ended_ms = Some(ended.unwrap_or(at));
+            }
             _ => {}
         }
     }

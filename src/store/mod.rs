@@ -6,6 +6,7 @@
 //! loses its record. Records are written once, complete; nothing here is updated in place.
 
 mod events;
+pub mod interrupted;
 pub mod records;
 
 pub use records::{CallRecordView, Outcome, RecordFilter};
@@ -202,6 +203,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
 CREATE INDEX IF NOT EXISTS events_call ON events (call_uuid);
+CREATE INDEX IF NOT EXISTS events_type ON events (type);
 CREATE TABLE IF NOT EXISTS outcomes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     call_uuid TEXT NOT NULL,
@@ -387,6 +389,28 @@ impl Store {
 
     pub async fn last_event_seq(&self) -> anyhow::Result<u64> {
         events::last_seq(&self.pool).await
+    }
+
+    /// When the log's last event happened (for a crashed run: the last moment it was alive).
+    pub async fn last_event_at(&self) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(at_ms) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Calls that arrived but have neither a record nor a `call.ended` event: the calls in
+    /// progress when the server last stopped without ending them.
+    pub async fn unfinished_calls(&self) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT a.call_uuid FROM events a
+             WHERE a.type = 'call.arrived' AND a.call_uuid IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.call_uuid = a.call_uuid)
+               AND NOT EXISTS (SELECT 1 FROM events e
+                               WHERE e.call_uuid = a.call_uuid AND e.type = 'call.ended')
+             ORDER BY a.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn count_calls(&self) -> anyhow::Result<i64> {

@@ -546,6 +546,16 @@ impl Server {
         self.launch();
     }
 
+    /// `kill -9`: no drain, no flush, nothing finished; then starts it again on the same
+    /// data directory and waits for its ready line.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch();
+    }
+
     /// Spawns the server as recorded in `launch` and waits for its ready line.
     fn launch(&mut self) {
         let mut cmd = Command::new(switchboard_bin());
@@ -789,16 +799,26 @@ impl Server {
     /// Registers `ext` from a fresh port and starts a SIPp callee there running
     /// `scenario` (with `-rtp_echo` on its own media port).
     pub fn start_callee(&self, ext: &str, scenario: &str, extra: &[&str]) -> Callee {
+        self.start_callee_with(ext, scenario, |sipp| sipp.args(extra))
+    }
+
+    /// [`Server::start_callee`] with the SIPp command line tuned by `tune` (call count,
+    /// timeout…).
+    pub fn start_callee_with(
+        &self,
+        ext: &str,
+        scenario: &str,
+        tune: impl FnOnce(Sipp) -> Sipp,
+    ) -> Callee {
         let port = alloc_ports(1);
         self.register(ext, port);
         let media_port = alloc_ports(4);
-        let proc = Sipp::new(scenario)
+        let sipp = Sipp::new(scenario)
             .local_ip(self.local_ip())
             .local_port(port)
             .media_port(media_port)
-            .args(&["-rtp_echo"])
-            .args(extra)
-            .spawn(self);
+            .args(&["-rtp_echo"]);
+        let proc = tune(sipp).spawn(self);
         assert!(
             wait_udp_bound_on(self.local_ip(), port, Duration::from_secs(5)),
             "SIPp callee ({scenario}) did not bind port {port}"
@@ -843,6 +863,10 @@ pub struct Callee {
 impl Callee {
     pub fn wait(self, timeout: Duration) -> SippRun {
         self.proc.wait(timeout)
+    }
+
+    pub fn kill(self) -> SippRun {
+        self.proc.kill()
     }
 }
 
