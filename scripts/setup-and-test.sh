@@ -17,6 +17,8 @@ declare -A PKG=(
   [chromium]=chromium
   [chromedriver]=chromium-driver
   [svwar]=sipvicious
+  [nft]=nftables
+  [ip]=iproute2
 )
 missing=()
 for tool in "${!PKG[@]}"; do
@@ -28,13 +30,13 @@ done
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
   apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus \
-    chromium chromium-driver sipvicious
+    chromium chromium-driver sipvicious nftables iproute2
   # The tests start their own Prometheus; the package's service is not wanted.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
@@ -69,3 +71,6 @@ bash tests/scenarios/selfcheck.sh
 
 echo "== cargo test --all-targets --no-fail-fast"
 cargo test --all-targets --no-fail-fast
+
+echo "== fuzz smoke run (20 s per target; a longer run: scripts/fuzz.sh 1800)"
+./scripts/fuzz.sh 20

@@ -5,6 +5,7 @@ pub mod call;
 pub mod config;
 pub mod diagnostic;
 pub mod events;
+pub mod fuzz;
 pub mod ivr;
 pub mod media;
 pub mod reports;

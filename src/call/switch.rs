@@ -421,46 +421,9 @@ impl Switch {
         if !message::is_request_line(bytes) {
             return;
         }
-        // Salvage the headers a response needs, ignoring everything else.
-        let text = String::from_utf8_lossy(bytes);
-        let head = message::encode_v6_references(text.split("\r\n\r\n").next().unwrap_or(""));
-        let mut keep = String::new();
-        let mut lines = head.lines();
-        let first = lines.next().unwrap_or("").trim().to_string();
-        for line in lines {
-            let name = line
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str())
-            {
-                keep.push_str(line.trim());
-                keep.push_str("\r\n");
-            }
-        }
-        // Answer with our version and a URI rsip can read, whatever the request had.
-        let method = first.split_whitespace().next().unwrap_or("OPTIONS");
-        let salvage = format!("{method} sip:invalid SIP/2.0\r\n{keep}Content-Length: 0\r\n\r\n");
-        let Ok(SipMessage::Request(req)) = SipMessage::try_from(salvage.as_str()) else {
+        let Some((req, resp)) = message::bad_request_response(bytes, &e) else {
             return;
         };
-        if req.via_header().is_err() {
-            return;
-        }
-        let mut resp = message::response_to(&req, e.status(), None);
-        let reason: String = e
-            .to_string()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(120)
-            .collect();
-        resp.headers
-            .push(Header::Warning(rsip::headers::Warning::new(format!(
-                "399 switchboard \"{}\"",
-                reason.replace('"', "'")
-            ))));
         let to = message::response_target(&req, peer.addr);
         self.layer.send_stateless(
             SipMessage::Response(resp),

@@ -265,7 +265,21 @@ fn normalize_start_line(line: &str) -> Result<String, ParseError> {
             return Err(ParseError::Version(v.to_string()));
         }
     }
-    if is_response || parts.len() != 3 {
+    if is_response {
+        // Status-Code is three digits (RFC 3261 §25.1), 100–699 (§21): anything else
+        // ("002", "4294967301") would be read as some other code and written back so.
+        let code = parts.get(1).copied().unwrap_or_default();
+        let valid = code.len() == 3
+            && code.bytes().all(|b| b.is_ascii_digit())
+            && (b'1'..=b'6').contains(&code.as_bytes()[0]);
+        if !valid {
+            return Err(ParseError::Syntax(format!(
+                "status code {code:?} is not 100-699"
+            )));
+        }
+        return Ok(line.to_string());
+    }
+    if parts.len() != 3 {
         return Ok(line.to_string());
     }
     Ok(format!(
@@ -363,6 +377,50 @@ fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
         .and_then(|v| v.typed())
         .map_err(|_| ParseError::Syntax("the top Via cannot be parsed".into()))?;
     Ok(())
+}
+
+/// The 400 (or 505, 413…) for a request that failed to parse, built from the few headers
+/// a response needs and nothing else, with the reason in a Warning; `None` when not even
+/// those can be read (then the request is only logged). Returns the salvaged request too,
+/// for where the response goes.
+pub fn bad_request_response(raw: &[u8], e: &ParseError) -> Option<(Request, Response)> {
+    let text = String::from_utf8_lossy(raw);
+    let head = encode_v6_references(text.split("\r\n\r\n").next().unwrap_or(""));
+    let mut keep = String::new();
+    let mut lines = head.lines();
+    let first = lines.next().unwrap_or("").trim().to_string();
+    for line in lines {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str()) {
+            keep.push_str(line.trim());
+            keep.push_str("\r\n");
+        }
+    }
+    // Answer with our version and a URI rsip can read, whatever the request had.
+    let method = first.split_whitespace().next().unwrap_or("OPTIONS");
+    let salvage = format!("{method} sip:invalid SIP/2.0\r\n{keep}Content-Length: 0\r\n\r\n");
+    let Ok(SipMessage::Request(req)) = SipMessage::try_from(salvage.as_str()) else {
+        return None;
+    };
+    req.via_header().ok()?;
+    let mut resp = response_to(&req, e.status(), None);
+    let reason: String = e
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect();
+    resp.headers
+        .push(Header::Warning(rsip::headers::Warning::new(format!(
+            "399 switchboard \"{}\"",
+            reason.replace('"', "'")
+        ))));
+    Some((req, resp))
 }
 
 /// Best effort: the top Via of bytes that failed to parse, so a 400 can still be sent back.
@@ -869,5 +927,31 @@ l: 4\r\n\r\nabcdEXTRA";
             split_list("\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>"),
             vec!["\"a, b\" <sip:x@y;p=1,2>", "<sip:z@w>"]
         );
+    }
+
+    /// Found by the fuzzer: "SIP/2.0 002" parsed as status 2 and was written back as
+    /// "SIP/2.0 2", which nothing (rsip included) reads.
+    #[test]
+    fn status_codes_are_three_digits_from_100_to_699() {
+        let response = |code: &str| {
+            format!(
+                "SIP/2.0 {code} Whatever\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                 From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\n\
+                 Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for bad in ["002", "2", "0200", "099", "700", "4294967301", "2x0"] {
+            assert!(
+                parse(response(bad).as_bytes()).is_err(),
+                "status {bad} accepted"
+            );
+        }
+        for good in ["100", "180", "200", "486", "699"] {
+            let msg = parse(response(good).as_bytes()).unwrap();
+            let Ok(SipMessage::Response(again)) = parse(&to_bytes(&msg)) else {
+                panic!("status {good} not written back as a response");
+            };
+            assert_eq!(again.status_code.code().to_string(), good);
+        }
     }
 }
