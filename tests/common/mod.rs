@@ -20,6 +20,7 @@
 pub mod api;
 pub mod audio;
 pub mod browser;
+pub mod nat;
 pub mod phone;
 pub mod rtp;
 
@@ -205,6 +206,9 @@ pub struct ServerConfig {
     pub extra_sip: Vec<String>,
     /// Listen, advertise and relay RTP on ::1 instead of 127.0.0.1 (trunk peer ::1/128).
     pub ipv6: bool,
+    /// Listen on every IPv4 address and advertise this one (a test network's address
+    /// of this host, e.g. the "public" side of a [`nat::Nat`]).
+    pub public_ip: Option<String>,
     /// Run on the shipped `config/switchboard.yaml` itself, with only the listener, RTP
     /// range and data directory overridden on the command line (the other fields here
     /// must then match the demo's, which they do by default).
@@ -248,6 +252,7 @@ impl Default for ServerConfig {
             env: Vec::new(),
             extra_sip: Vec::new(),
             ipv6: false,
+            public_ip: None,
             shipped_demo: false,
             api: false,
             flow_dids: Vec::new(),
@@ -277,10 +282,10 @@ impl ServerConfig {
         if let Some(port) = api_port {
             y.push_str(&api::api_yaml(port));
         }
-        let (host, ip) = if self.ipv6 {
-            ("[::1]", "\"::1\"")
-        } else {
-            ("127.0.0.1", "127.0.0.1")
+        let (host, ip) = match (&self.public_ip, self.ipv6) {
+            (Some(public), _) => ("0.0.0.0", public.as_str()),
+            (None, true) => ("[::1]", "\"::1\""),
+            (None, false) => ("127.0.0.1", "127.0.0.1"),
         };
         writeln!(y, "sip:").unwrap();
         writeln!(

@@ -93,9 +93,18 @@ pub struct PhoneBuilder {
     auto_answer: bool,
     codecs: Vec<Codec>,
     source: Option<PathBuf>,
+    /// Runs in the phone namespace of this NAT (its private address, the server at the
+    /// NAT's server address).
+    nat: Option<String>,
 }
 
 impl PhoneBuilder {
+    /// Put the phone on the private side of `nat`.
+    pub fn behind(mut self, nat: &super::nat::Nat) -> PhoneBuilder {
+        self.nat = Some(nat.phone_ns.clone());
+        self
+    }
+
     /// Answer incoming calls at once (`answermode=auto`); otherwise they ring until
     /// [`Phone::answer`] or [`Phone::hangup`].
     pub fn auto_answer(mut self) -> PhoneBuilder {
@@ -155,10 +164,17 @@ impl PhoneBuilder {
         let rtp_ports = (rtp_low, rtp_low + 19);
         let rec_dir = d.join("recordings");
         std::fs::create_dir_all(&rec_dir).unwrap();
+        let (local_ip, registrar) = match &self.nat {
+            Some(_) => (
+                super::nat::PHONE_IP,
+                format!("{}:{}", super::nat::SERVER_IP, server.socket_addr().port()),
+            ),
+            None => (LOCALHOST, server.addr()),
+        };
         let config = format!(
             "poll_method epoll\n\
-             net_interface {LOCALHOST}\n\
-             sip_listen {LOCALHOST}:{sip_port}\n\
+             net_interface {local_ip}\n\
+             sip_listen {local_ip}:{sip_port}\n\
              audio_player aubridge,nil\n\
              audio_source aufile,{source}\n\
              audio_alert aubridge,nil\n\
@@ -185,10 +201,7 @@ impl PhoneBuilder {
             Account::Registered {
                 extension,
                 password,
-            } => format!(
-                "<sip:{extension}@{}>;auth_pass={password};regint=60",
-                server.addr()
-            ),
+            } => format!("<sip:{extension}@{registrar}>;auth_pass={password};regint=60"),
             Account::Dialler { user } => format!("<sip:{user}@{LOCALHOST}:{sip_port}>;regint=0"),
         };
         std::fs::write(
@@ -200,7 +213,15 @@ impl PhoneBuilder {
         )
         .unwrap();
 
-        let child = Command::new("baresip")
+        let mut command = match &self.nat {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "baresip"]);
+                c
+            }
+            None => Command::new("baresip"),
+        };
+        let child = command
             .arg("-f")
             .arg(d)
             .current_dir(d)
@@ -283,6 +304,7 @@ impl Phone {
             auto_answer: false,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             source: None,
+            nat: None,
         }
     }
 
@@ -300,6 +322,7 @@ impl Phone {
             auto_answer: false,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             source: None,
+            nat: None,
         }
     }
 
