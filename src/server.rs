@@ -35,6 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let flows = load_flows(&config)?;
+    let tls = crate::sip::tls::TlsIdentity::load(&config)?;
     let store = Store::open(&config.data_dir).await?;
     repair_recordings(&config.data_dir.join("recordings"))?;
     let events = crate::events::EventLog::start(store.clone()).await?;
@@ -58,6 +59,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         flows.clone(),
         acd.clone(),
         events.clone(),
+        tls.clone(),
     )
     .await?;
     crate::webhooks::start(&config.webhooks, store.clone(), events.clone());
@@ -90,9 +92,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Tests and scripts wait for this exact line.
     eprintln!("switchboard ready");
     let (stop_tx, stop_rx) = watch::channel(false);
-    if let Some(flows) = flows {
-        tokio::spawn(reload_on_sighup(flows));
-    }
+    tokio::spawn(reload_on_sighup(flows, tls));
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -187,14 +187,24 @@ pub fn flow_options(config: &Config) -> ivr::Options {
     }
 }
 
-async fn reload_on_sighup(flows: FlowsHandle) {
+/// SIGHUP re-reads the IVR flows and the TLS certificate.
+async fn reload_on_sighup(
+    flows: Option<FlowsHandle>,
+    tls: Option<std::sync::Arc<crate::sip::tls::TlsIdentity>>,
+) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         warn!("cannot listen for SIGHUP; flows reload only when their files change");
         return;
     };
     while hup.recv().await.is_some() {
-        info!("SIGHUP: reloading the IVR flows");
-        flows.reload().await;
+        if let Some(tls) = &tls {
+            info!("SIGHUP: reloading the TLS certificate");
+            tls.reload();
+        }
+        if let Some(flows) = &flows {
+            info!("SIGHUP: reloading the IVR flows");
+            flows.reload().await;
+        }
     }
 }
 

@@ -61,10 +61,10 @@ impl Shared {
             .or(self.local.first())
             .map(|(_, a)| *a)
             .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("literal"));
-        let tp = if transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
+        let tp = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
         };
         format!(
             "sip:switchboard@{}:{}{tp}",

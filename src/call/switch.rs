@@ -108,13 +108,14 @@ pub async fn start(
     flows: Option<FlowsHandle>,
     acd: Option<super::acd::AcdHandle>,
     events: crate::events::EventLog,
+    tls: Option<Arc<crate::sip::tls::TlsIdentity>>,
 ) -> anyhow::Result<(
     Switch,
     mpsc::Receiver<Inbound>,
     mpsc::UnboundedReceiver<SwitchCmd>,
 )> {
     let (in_tx, in_rx) = mpsc::channel(4096);
-    let bound = transport::bind(&config.listeners, in_tx).await?;
+    let bound = transport::bind(&config.listeners, tls, in_tx).await?;
     let advertise = config.advertise;
     let locals: Vec<LocalAddr> = bound
         .local
@@ -429,7 +430,7 @@ impl Switch {
             SipMessage::Response(resp),
             Peer {
                 transport: peer.transport,
-                addr: if peer.transport == Transport::Tcp {
+                addr: if peer.transport.is_stream() {
                     peer.addr
                 } else {
                     to

@@ -82,6 +82,18 @@ struct RawConfig {
     /// Abuse and overload limits (`sip::limits`).
     #[serde(default)]
     limits: RawLimits,
+    /// The certificate for `tls:` listeners.
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    /// PEM file: the server's certificate, then its chain.
+    certificate: Spanned<String>,
+    /// PEM file: its private key (PKCS#8, PKCS#1 or SEC1).
+    key: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +314,14 @@ struct RawIvr {
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Connection-oriented: requests to a phone go over the connection it registered on.
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
 }
 
 impl fmt::Display for Transport {
@@ -309,8 +329,15 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         })
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +473,9 @@ pub struct Config {
     pub rtp_bind: IpAddr,
     pub rtp_ports: (u16, u16),
     pub data_dir: PathBuf,
+    /// The TLS certificate and key files; `None` with a `tls:` listener: a self-signed
+    /// certificate made at the first start under `DATA_DIR/tls/` (for testing).
+    pub tls: Option<TlsFiles>,
     pub ring_timeout_secs: u64,
     pub drain_timeout_secs: u64,
     /// Whether a bridged party's keys reach the other party (off: they are the
@@ -536,6 +566,15 @@ impl Config {
 
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(addr) = o.sip_listen {
+            // TLS moves with them, to the next port (as 5061 follows 5060).
+            let tls = self
+                .listeners
+                .iter()
+                .any(|l| l.transport == Transport::Tls)
+                .then(|| Listener {
+                    transport: Transport::Tls,
+                    addr: SocketAddr::new(addr.ip(), addr.port().wrapping_add(1)),
+                });
             self.listeners = vec![
                 Listener {
                     transport: Transport::Udp,
@@ -546,6 +585,7 @@ impl Config {
                     addr,
                 },
             ];
+            self.listeners.extend(tls);
             if !addr.ip().is_unspecified() {
                 self.advertise = addr.ip();
             }
@@ -610,9 +650,10 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
     let transport = match proto.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
         other => {
             return Err(format!(
-                "transport \"{other}\" is not supported; use udp or tcp"
+                "transport \"{other}\" is not supported; use udp, tcp or tls"
             ))
         }
     };
@@ -1212,6 +1253,10 @@ impl Validator {
             rtp_bind,
             rtp_ports,
             data_dir,
+            tls: raw.tls.as_ref().map(|t| TlsFiles {
+                certificate: PathBuf::from(&t.certificate.value),
+                key: PathBuf::from(&t.key.value),
+            }),
             ring_timeout_secs: raw.calls.ring_timeout_secs.unwrap_or(30),
             forward_dtmf: raw.calls.forward_dtmf.unwrap_or(false),
             drain_timeout_secs: raw.calls.drain_timeout_secs.unwrap_or(60),

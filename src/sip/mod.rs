@@ -10,5 +10,6 @@ pub mod limits;
 pub mod message;
 pub mod registrar;
 pub mod stats;
+pub mod tls;
 pub mod transaction;
 pub mod transport;

@@ -1,4 +1,4 @@
-//! The transport edge: UDP sockets and TCP connections, IPv4 and IPv6.
+//! The transport edge: UDP sockets, TCP and TLS connections, IPv4 and IPv6.
 //!
 //! This is the only part of the SIP stack that does IO. Receivers hand whole messages (one
 //! datagram, or one Content-Length-framed chunk of a stream) to the switch over a channel;
@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::message::header_end;
+use super::tls::TlsIdentity;
 use super::transaction::Peer;
 use crate::config::{Listener, Transport};
 
@@ -26,6 +27,8 @@ const MAX_BODY: usize = 1024 * 1024;
 /// (slowloris) is cut off. An idle connection with nothing pending is kept: registered
 /// phones keep theirs open for hours.
 const PARTIAL_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Accepted connections alive at once; beyond this new ones are closed at once, so a
 /// flood cannot exhaust file descriptors the UDP side and the RTP ports need.
 const MAX_TCP_CONNECTIONS: usize = 4096;
@@ -96,7 +99,8 @@ pub fn next_frame(buf: &mut BytesMut) -> Result<Option<Vec<u8>>, FramingError> {
 /// The sending side, owned by the switch.
 pub struct Transports {
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// TCP and TLS connections, by peer.
+    streams: HashMap<Peer, mpsc::Sender<Vec<u8>>>,
     inbound: mpsc::Sender<Inbound>,
 }
 
@@ -109,14 +113,16 @@ pub struct Bound {
 /// Binds every listener and spawns its receive loop.
 pub async fn bind(
     listeners: &[Listener],
+    tls: Option<Arc<TlsIdentity>>,
     inbound: mpsc::Sender<Inbound>,
 ) -> std::io::Result<Bound> {
-    bind_with(listeners, inbound, PARTIAL_MESSAGE_TIMEOUT).await
+    bind_with(listeners, tls, inbound, PARTIAL_MESSAGE_TIMEOUT).await
 }
 
 /// [`bind`] with another limit for unfinished TCP messages (tests use a short one).
 pub async fn bind_with(
     listeners: &[Listener],
+    tls: Option<Arc<TlsIdentity>>,
     inbound: mpsc::Sender<Inbound>,
     partial_message_timeout: std::time::Duration,
 ) -> std::io::Result<Bound> {
@@ -131,11 +137,18 @@ pub async fn bind_with(
                 udp.push((addr, sock.clone()));
                 tokio::spawn(udp_loop(sock, inbound.clone()));
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
+                let tls = match l.transport {
+                    Transport::Tls => Some(tls.clone().ok_or_else(|| {
+                        std::io::Error::other("a tls: listener needs a certificate")
+                    })?),
+                    _ => None,
+                };
                 let listener = TcpListener::bind(l.addr).await?;
-                local.push((Transport::Tcp, listener.local_addr()?));
+                local.push((l.transport, listener.local_addr()?));
                 tokio::spawn(tcp_accept_loop(
                     listener,
+                    tls,
                     inbound.clone(),
                     partial_message_timeout,
                 ));
@@ -145,7 +158,7 @@ pub async fn bind_with(
     Ok(Bound {
         transports: Transports {
             udp,
-            tcp: HashMap::new(),
+            streams: HashMap::new(),
             inbound,
         },
         local,
@@ -182,8 +195,10 @@ async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
     }
 }
 
+/// Accepts TCP connections (handshaking TLS first on a `tls:` listener).
 async fn tcp_accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<TlsIdentity>>,
     inbound: mpsc::Sender<Inbound>,
     partial_message_timeout: std::time::Duration,
 ) {
@@ -192,13 +207,44 @@ async fn tcp_accept_loop(
         match listener.accept().await {
             Ok((stream, from)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    spawn_connection(
-                        stream,
-                        from,
-                        inbound.clone(),
-                        Some(slot),
-                        partial_message_timeout,
-                    );
+                    let Some(tls) = &tls else {
+                        let peer = Peer {
+                            transport: Transport::Tcp,
+                            addr: from,
+                        };
+                        spawn_connection(
+                            stream,
+                            peer,
+                            inbound.clone(),
+                            Some(slot),
+                            partial_message_timeout,
+                        );
+                        continue;
+                    };
+                    // The handshake runs on its own task: a slow client holds up no one.
+                    let acceptor = tls.acceptor();
+                    let inbound = inbound.clone();
+                    tokio::spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => {
+                                let peer = Peer {
+                                    transport: Transport::Tls,
+                                    addr: from,
+                                };
+                                spawn_connection(
+                                    stream,
+                                    peer,
+                                    inbound,
+                                    Some(slot),
+                                    partial_message_timeout,
+                                );
+                            }
+                            Ok(Err(e)) => tracing::info!(%from, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::info!(%from, "TLS handshake timed out"),
+                        }
+                    });
                 }
                 Err(_) => {
                     tracing::warn!(%from, "too many TCP connections; refusing one");
@@ -213,20 +259,20 @@ async fn tcp_accept_loop(
     }
 }
 
-/// Runs one TCP connection: a reader that frames messages and a writer fed by a channel.
-/// `slot` (accepted connections) is held for the connection's life.
-fn spawn_connection(
-    stream: TcpStream,
-    from: SocketAddr,
+/// Runs one TCP or TLS connection: a reader that frames messages and a writer fed by a
+/// channel. `slot` (accepted connections) is held for the connection's life.
+fn spawn_connection<S>(
+    stream: S,
+    peer: Peer,
     inbound: mpsc::Sender<Inbound>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     partial_message_timeout: std::time::Duration,
-) -> mpsc::Sender<Vec<u8>> {
-    let peer = Peer {
-        transport: Transport::Tcp,
-        addr: from,
-    };
-    let (mut rd, mut wr) = stream.into_split();
+) -> mpsc::Sender<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let from = peer.addr;
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tx.clone();
     tokio::spawn(async move {
@@ -307,12 +353,18 @@ impl Transports {
                     None => tracing::warn!(to = %to.addr, "no UDP listener to send from"),
                 }
             }
-            Transport::Tcp => {
-                if let Some(w) = self.tcp.get(&to.addr) {
+            Transport::Tcp | Transport::Tls => {
+                if let Some(w) = self.streams.get(&to) {
                     if w.try_send(bytes.clone()).is_ok() {
                         return;
                     }
-                    self.tcp.remove(&to.addr);
+                    self.streams.remove(&to);
+                }
+                if to.transport == Transport::Tls {
+                    // Phones on TLS keep the connection they registered on; Switchboard
+                    // opens no TLS connections of its own (no trunk dials out over TLS).
+                    tracing::warn!(to = %to.addr, "no TLS connection to send on; dropped");
+                    return;
                 }
                 // No connection (or it died): open one, and let it announce itself.
                 let inbound = self.inbound.clone();
@@ -321,7 +373,7 @@ impl Transports {
                         Ok(stream) => {
                             let w = spawn_connection(
                                 stream,
-                                to.addr,
+                                to,
                                 inbound,
                                 None,
                                 PARTIAL_MESSAGE_TIMEOUT,
@@ -336,11 +388,11 @@ impl Transports {
     }
 
     pub fn connected(&mut self, peer: Peer, writer: mpsc::Sender<Vec<u8>>) {
-        self.tcp.insert(peer.addr, writer);
+        self.streams.insert(peer, writer);
     }
 
     pub fn closed(&mut self, peer: Peer) {
-        self.tcp.remove(&peer.addr);
+        self.streams.remove(&peer);
     }
 }
 
@@ -389,7 +441,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
         }];
         let limit = std::time::Duration::from_millis(200);
-        let bound = bind_with(&listeners, tx, limit).await.unwrap();
+        let bound = bind_with(&listeners, None, tx, limit).await.unwrap();
         let addr = bound.local[0].1;
         // Idle (only keep-alives): still open well past the limit.
         let mut idle = TcpStream::connect(addr).await.unwrap();
@@ -429,7 +481,7 @@ mod tests {
                 addr: "127.0.0.1:0".parse().unwrap(),
             },
         ];
-        let bound = bind(&listeners, tx).await.unwrap();
+        let bound = bind(&listeners, None, tx).await.unwrap();
         let udp_addr = bound.local[0].1;
         let tcp_addr = bound.local[1].1;
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -209,6 +209,8 @@ pub struct ServerConfig {
     /// Listen on every IPv4 address and advertise this one (a test network's address
     /// of this host, e.g. the "public" side of a [`nat::Nat`]).
     pub public_ip: Option<String>,
+    /// Also listen for SIP over TLS, on the SIP port + 1 (self-signed certificate).
+    pub tls: bool,
     /// Run on the shipped `config/switchboard.yaml` itself, with only the listener, RTP
     /// range and data directory overridden on the command line (the other fields here
     /// must then match the demo's, which they do by default).
@@ -253,6 +255,7 @@ impl Default for ServerConfig {
             extra_sip: Vec::new(),
             ipv6: false,
             public_ip: None,
+            tls: false,
             shipped_demo: false,
             api: false,
             flow_dids: Vec::new(),
@@ -290,7 +293,12 @@ impl ServerConfig {
         writeln!(y, "sip:").unwrap();
         writeln!(
             y,
-            "  listen: [\"udp:{host}:{sip_port}\", \"tcp:{host}:{sip_port}\"]"
+            "  listen: [\"udp:{host}:{sip_port}\", \"tcp:{host}:{sip_port}\"{}]",
+            if self.tls {
+                format!(", \"tls:{host}:{}\"", sip_port + 1)
+            } else {
+                String::new()
+            }
         )
         .unwrap();
         writeln!(y, "  advertise: {ip}").unwrap();
@@ -458,7 +466,8 @@ impl Server {
             .prefix("switchboard-test-")
             .tempdir()
             .expect("tempdir");
-        let sip_port = alloc_ports(1);
+        // The next port is TLS's (the shipped demo has a TLS listener).
+        let sip_port = alloc_ports(2);
         let rtp_low = alloc_ports(config.rtp_port_count);
         let rtp_ports = (rtp_low, rtp_low + config.rtp_port_count - 1);
         let data_dir = dir.path().join("data");
@@ -485,7 +494,7 @@ impl Server {
                 .arg(format!("{}-{}", rtp_ports.0, rtp_ports.1))
                 .arg("--data-dir")
                 .arg(&data_dir);
-            let decoy_port = alloc_ports(1);
+            let decoy_port = alloc_ports(2);
             let decoy_rtp = alloc_ports(10);
             config.to_yaml_with_api(
                 decoy_port,
@@ -685,6 +694,15 @@ impl Server {
         let all = self.stderr();
         let lines: Vec<&str> = all.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server's SIP-over-TLS port (with `ServerConfig::tls`).
+    pub fn tls_port(&self) -> u16 {
+        self.sip_port + 1
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -1861,6 +1879,22 @@ impl Capture {
                 "udp.dstport",
                 "frame.time_epoch",
                 "udp.payload",
+            ],
+        )
+    }
+
+    /// Like [`start_payloads`](Self::start_payloads) for TCP segments (empty payloads
+    /// are the bare ACKs).
+    pub fn start_tcp_payloads(dir: &Path, filter: &str, max_secs: u32) -> Capture {
+        Capture::spawn(
+            dir,
+            filter,
+            max_secs,
+            &[
+                "tcp.srcport",
+                "tcp.dstport",
+                "frame.time_epoch",
+                "tcp.payload",
             ],
         )
     }

@@ -96,9 +96,17 @@ pub struct PhoneBuilder {
     /// Runs in the phone namespace of this NAT (its private address, the server at the
     /// NAT's server address).
     nat: Option<String>,
+    /// Register and call over TLS, trusting the server's self-signed certificate.
+    tls: bool,
 }
 
 impl PhoneBuilder {
+    /// SIP over TLS to the server's TLS port (`ServerConfig::tls`).
+    pub fn tls(mut self) -> PhoneBuilder {
+        self.tls = true;
+        self
+    }
+
     /// Put the phone on the private side of `nat`.
     pub fn behind(mut self, nat: &super::nat::Nat) -> PhoneBuilder {
         self.nat = Some(nat.phone_ns.clone());
@@ -169,7 +177,14 @@ impl PhoneBuilder {
                 super::nat::PHONE_IP,
                 format!("{}:{}", super::nat::SERVER_IP, server.socket_addr().port()),
             ),
+            None if self.tls => (LOCALHOST, format!("{LOCALHOST}:{}", server.tls_port())),
             None => (LOCALHOST, server.addr()),
+        };
+        let (transport, cafile) = if self.tls {
+            let cert = server.data_dir().join("tls/self-signed-cert.pem");
+            (";transport=tls", format!("sip_cafile {}\n", cert.display()))
+        } else {
+            ("", String::new())
         };
         let config = format!(
             "poll_method epoll\n\
@@ -188,7 +203,8 @@ impl PhoneBuilder {
              module_app account.so\n\
              module_app menu.so\n\
              snd_path {rec}\n\
-             rtp_ports {lo}-{hi}\n",
+             rtp_ports {lo}-{hi}\n\
+             {cafile}",
             source = source.display(),
             rec = rec_dir.display(),
             lo = rtp_ports.0,
@@ -201,7 +217,7 @@ impl PhoneBuilder {
             Account::Registered {
                 extension,
                 password,
-            } => format!("<sip:{extension}@{registrar}>;auth_pass={password};regint=60"),
+            } => format!("<sip:{extension}@{registrar}{transport}>;auth_pass={password};regint=60"),
             Account::Dialler { user } => format!("<sip:{user}@{LOCALHOST}:{sip_port}>;regint=0"),
         };
         std::fs::write(
@@ -305,6 +321,7 @@ impl Phone {
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             source: None,
             nat: None,
+            tls: false,
         }
     }
 
@@ -323,6 +340,7 @@ impl Phone {
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             source: None,
             nat: None,
+            tls: false,
         }
     }
 
