@@ -41,6 +41,7 @@ use crate::store::{now_ms, CallRecord, Disposition, HangupBy};
 
 mod callback;
 mod recording;
+mod session;
 mod supervise;
 
 pub fn spawn(setup: CallSetup) {
@@ -162,6 +163,11 @@ struct Call {
     callback_bye_at: Option<tokio::time::Instant>,
     callback_ports: Option<MediaPorts>,
     callback_dial: Option<Fork>,
+    /// RFC 4028 on the caller's leg: what was agreed, when to act next, and our
+    /// refreshing UPDATE in flight.
+    session_timer: Option<crate::sip::session_timer::SessionTimer>,
+    session_due: Option<(tokio::time::Instant, crate::sip::session_timer::Due)>,
+    refresh_tx: Option<TxId>,
 }
 
 /// How a call ends, for its record.
@@ -254,7 +260,15 @@ async fn run(mut s: CallSetup) {
         callback_bye_at: None,
         callback_ports: None,
         callback_dial: None,
+        session_timer: None,
+        session_due: None,
+        refresh_tx: None,
     };
+    // What the caller asked for; the switch already refused what we cannot meet.
+    call.session_timer =
+        crate::sip::session_timer::negotiate(&call.a_invite, call.shared.config.session_min_se)
+            .ok()
+            .flatten();
     let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
     call.publish(NewEvent::new("call.arrived").data(serde_json::json!({
         "caller": call.rec.from_user,
@@ -315,6 +329,7 @@ async fn run(mut s: CallSetup) {
             msg = next_acd_msg(&mut call.queue) => Input::Acd(msg),
             ev = next_relay_event(&mut call.relay_events) => Input::Relay(ev),
             _ = sleep_until_opt(call.callback_bye_at) => Input::CallbackBye,
+            _ = sleep_until_opt(call.session_due.map(|(at, _)| at)) => Input::SessionTimer,
         };
         let outcome = match input {
             Input::Sip(None) => Some(End {
@@ -336,6 +351,7 @@ async fn run(mut s: CallSetup) {
             Input::Acd(msg) => call.on_acd(msg).await,
             Input::Relay(ev) => call.on_relay_event(ev).await,
             Input::CallbackBye => call.leave_for_callback().await,
+            Input::SessionTimer => call.on_session_timer().await,
         };
         if let Some(end) = outcome {
             break end;
@@ -354,6 +370,7 @@ enum Input {
     Acd(AcdMsg),
     Relay(RelayEvent),
     CallbackBye,
+    SessionTimer,
 }
 
 async fn next_relay_event(events: &mut Option<mpsc::UnboundedReceiver<RelayEvent>>) -> RelayEvent {
@@ -1399,6 +1416,7 @@ impl Call {
     /// Answers the caller's INVITE with `sdp`: 200, the caller's dialog, the answer time.
     fn answer_caller(&mut self, sdp: String) {
         self.respond_a(200, Some(sdp));
+        self.arm_session_timer();
         self.a_dialog = Some(Dialog::from_request(
             &self.a_invite,
             &self.a_tag,
@@ -1410,6 +1428,9 @@ impl Call {
 
     fn respond_a(&self, code: u16, body: Option<String>) {
         let mut resp = message::response_to(&self.a_invite, code, Some(&self.a_tag));
+        if (200..300).contains(&code) {
+            resp.headers.extend(self.session_headers());
+        }
         if code < 300 {
             resp.headers
                 .push(Header::Contact(rsip::headers::Contact::new(format!(
@@ -1458,6 +1479,9 @@ impl Call {
     async fn on_event(&mut self, ev: CallEvent) -> Option<End> {
         match ev {
             CallEvent::Response { tx, resp } => self.on_response(tx, resp).await,
+            CallEvent::Timeout { tx } if self.refresh_tx == Some(tx) => {
+                self.on_refresh_answer(408).await
+            }
             CallEvent::Timeout { tx } => {
                 if let Some(r) = self.relayed.remove(&tx) {
                     // The other leg never answered the re-originated request.
@@ -1521,6 +1545,14 @@ impl Call {
     }
 
     async fn on_response(&mut self, tx: TxId, resp: Response) -> Option<End> {
+        if self.refresh_tx == Some(tx) {
+            let code = resp.status_code.code();
+            return if code >= 200 {
+                self.on_refresh_answer(code).await
+            } else {
+                None
+            };
+        }
         if self.callback_dial.as_ref().is_some_and(|d| d.tx == tx) {
             return self.on_callback_response(resp).await;
         }
@@ -2015,6 +2047,16 @@ impl Call {
                 if req.method != Method::Info {
                     dialog.refresh_target(&req.headers);
                 }
+                if side == Side::A && req.method != Method::Info {
+                    self.on_caller_refresh(&req);
+                    // A bodiless UPDATE only refreshes the session: it is answered here.
+                    if req.method == Method::Update && req.body.is_empty() {
+                        let mut ok = message::response_to(&req, 200, None);
+                        ok.headers.extend(self.session_headers());
+                        self.sw.respond(tx, ok);
+                        return None;
+                    }
+                }
                 if side == Side::B && req.method == Method::Invite && !req.body.is_empty() {
                     if let Some(answered) = self.agent_hold(tx, &req).await {
                         return answered;
@@ -2054,6 +2096,9 @@ impl Call {
                         }
                     }
                     let mut ok = message::response_to(&req, 200, None);
+                    if side == Side::A && req.method != Method::Info {
+                        ok.headers.extend(self.session_headers());
+                    }
                     if req.method == Method::Invite {
                         if let Some(body) = self.a_sdp.last_body() {
                             message::set_body(
@@ -2169,6 +2214,9 @@ impl Call {
         }
         let answered_leg = other(r.from);
         let mut out = message::response_to(&r.req, code, None);
+        if r.from == Side::A && (200..300).contains(&code) && r.method != Method::Info {
+            out.headers.extend(self.session_headers());
+        }
         if r.method == Method::Invite && (200..300).contains(&code) {
             if let Some(d) = self.dialog_mut(answered_leg) {
                 let ack = d.ack(r.cseq);

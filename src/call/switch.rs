@@ -976,6 +976,13 @@ impl Switch {
             record.reason = Some(format!("no route for {dialed}"));
             return self.refuse(tx, &req, 404, Disposition::Refused, record);
         };
+        // Extensions the caller requires, and its session interval (RFC 4028).
+        let min_se = self.shared.config.session_min_se;
+        if let Err(why) = crate::sip::session_timer::negotiate(&req, min_se) {
+            record.reason = Some(why.to_string());
+            let resp = why.response(&req);
+            return self.refuse_with(tx, resp, Disposition::Refused, record);
+        }
         let route = match target {
             DidTarget::Extension(ext) => {
                 record.target = Some(ext.clone());
@@ -1095,15 +1102,21 @@ impl Switch {
         self.layer.respond(tx, resp, Instant::now());
     }
 
-    fn refuse(
+    fn refuse(&mut self, tx: TxId, req: &Request, code: u16, d: Disposition, record: CallRecord) {
+        let resp = message::response_to(req, code, Some(&message::new_tag()));
+        self.refuse_with(tx, resp, d, record);
+    }
+
+    /// [`Self::refuse`] with a response of its own (extra headers).
+    fn refuse_with(
         &mut self,
         tx: TxId,
-        req: &Request,
-        code: u16,
+        resp: rsip::Response,
         d: Disposition,
         mut record: CallRecord,
     ) {
-        self.respond(tx, req, code);
+        let code = resp.status_code.code();
+        self.layer.respond(tx, resp, Instant::now());
         record.ended_ms = now_ms();
         record.final_code = code;
         record.disposition = Some(d);

@@ -147,6 +147,10 @@ struct RawSip {
     /// absent: off); an unanswered one drops that registration.
     #[serde(default)]
     keepalive_secs: Option<u64>,
+    /// The shortest session-timer interval a caller may ask for (RFC 4028 Min-SE; at
+    /// least 90, the default).
+    #[serde(default)]
+    session_min_se: Option<Spanned<u32>>,
     /// auto | force | never: how registered phones are reached (default auto).
     #[serde(default)]
     nat: Option<Spanned<String>>,
@@ -462,6 +466,8 @@ pub struct Config {
     pub t1_ms: u64,
     /// How often agents' registered phones are pinged with OPTIONS (None: never).
     pub keepalive: Option<std::time::Duration>,
+    /// RFC 4028 Min-SE: shorter session intervals get 422.
+    pub session_min_se: u32,
     /// How registered phones are reached, unless a user says otherwise.
     pub nat: Nat,
     pub realm: String,
@@ -1166,6 +1172,14 @@ impl Validator {
             }
         }
 
+        let session_min_se = match &raw.sip.session_min_se {
+            Some(v) if v.value < 90 => {
+                self.error(v, "session_min_se must be at least 90 seconds (RFC 4028)");
+                90
+            }
+            Some(v) => v.value,
+            None => 90,
+        };
         let data_dir = raw
             .data_dir
             .as_ref()
@@ -1245,6 +1259,7 @@ impl Validator {
                 .keepalive_secs
                 .filter(|s| *s > 0)
                 .map(std::time::Duration::from_secs),
+            session_min_se,
             realm: raw.sip.realm.unwrap_or_else(|| "switchboard".into()),
             auth_algorithms,
             auth_check_uri: raw.sip.auth_check_uri.unwrap_or(true),

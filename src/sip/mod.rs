@@ -9,6 +9,7 @@ pub mod dialog;
 pub mod limits;
 pub mod message;
 pub mod registrar;
+pub mod session_timer;
 pub mod stats;
 pub mod tls;
 pub mod transaction;

@@ -1,0 +1,82 @@
+//! Session timers on the caller's leg (RFC 4028, `sip::session_timer`): the 2xx says who
+//! refreshes; Switchboard refreshes by UPDATE when it is its turn, and hangs up when the
+//! caller's refreshes stop or ours are answered 408/481. (The switch refused the INVITEs
+//! whose terms we cannot meet, with 420 or 422, before there was a call.)
+
+use super::*;
+use crate::sip::session_timer::{self, Due};
+
+impl Call {
+    /// Session-timer headers for a 2xx to the caller.
+    pub(super) fn session_headers(&self) -> Vec<Header> {
+        let mut h = vec![Header::Other("Supported".into(), "timer".into())];
+        if let Some(t) = &self.session_timer {
+            h.extend(t.headers());
+        }
+        h
+    }
+
+    /// (Re)starts the timer: the session was answered or refreshed just now.
+    pub(super) fn arm_session_timer(&mut self) {
+        self.session_due = self.session_timer.map(|t| {
+            let (at, due) = t.next(std::time::Instant::now());
+            (tokio::time::Instant::from_std(at), due)
+        });
+    }
+
+    /// A re-INVITE or UPDATE from the caller refreshes the session, on its terms.
+    pub(super) fn on_caller_refresh(&mut self, req: &Request) {
+        if let Ok(t) = session_timer::negotiate(req, self.shared.config.session_min_se) {
+            self.session_timer = t;
+        }
+        self.arm_session_timer();
+    }
+
+    /// The timer went off: refresh, or give up on the caller.
+    pub(super) async fn on_session_timer(&mut self) -> Option<End> {
+        let (_, due) = self.session_due.take()?;
+        match due {
+            Due::Expired => {
+                warn!("the caller stopped refreshing the session; hanging up");
+                self.hangup_both(None).await;
+                Some(self.session_end("session timer expired: the caller stopped refreshing"))
+            }
+            Due::Refresh => {
+                let dialog = self.a_dialog.as_mut()?;
+                let mut update = dialog.request(Method::Update);
+                let to = dialog.destination();
+                update.headers.extend(self.session_headers());
+                self.refresh_tx = self.sw.send(self.key, update, to).await;
+                self.arm_session_timer();
+                None
+            }
+        }
+    }
+
+    /// Our refreshing UPDATE was answered (or timed out, as 408).
+    pub(super) async fn on_refresh_answer(&mut self, code: u16) -> Option<End> {
+        self.refresh_tx = None;
+        if code != 408 && code != 481 {
+            return None; // refreshed, or refused by a caller that is still there
+        }
+        warn!(
+            code,
+            "the caller did not take our session refresh; hanging up"
+        );
+        self.hangup_both(None).await;
+        Some(self.session_end("session refresh failed: the caller is gone"))
+    }
+
+    fn session_end(&self, why: &str) -> End {
+        End {
+            by: HangupBy::Switchboard,
+            disposition: if self.a_answered || self.phase == Phase::Answered {
+                Disposition::Answered
+            } else {
+                Disposition::Failed
+            },
+            code: 200,
+            reason: Some(why.to_string()),
+        }
+    }
+}
