@@ -241,6 +241,17 @@ pub fn parse(raw: &[u8]) -> Result<SipMessage, ParseError> {
     bytes.extend_from_slice(body);
     let msg =
         SipMessage::try_from(bytes).map_err(|e| ParseError::Syntax(first_line(&e.to_string())))?;
+    // rsip must have read the message as framed here (found by the fuzzer: a start line
+    // it misread took part of the body for headers).
+    let kept = match &msg {
+        SipMessage::Request(r) => &r.body,
+        SipMessage::Response(r) => &r.body,
+    };
+    if kept.as_slice() != body {
+        return Err(ParseError::Syntax(
+            "the message does not read as one start line, headers and a body".into(),
+        ));
+    }
     check_mandatory(&msg)?;
     Ok(msg)
 }
@@ -279,8 +290,13 @@ fn normalize_start_line(line: &str) -> Result<String, ParseError> {
         }
         return Ok(line.to_string());
     }
-    if parts.len() != 3 {
-        return Ok(line.to_string());
+    match parts.get(2) {
+        Some(v) if v.eq_ignore_ascii_case("SIP/2.0") && parts.len() == 3 => {}
+        _ => {
+            return Err(ParseError::Syntax(
+                "a request line is METHOD URI SIP/2.0".to_string(),
+            ))
+        }
     }
     Ok(format!(
         "{} {} {}",
@@ -437,14 +453,21 @@ pub fn is_request_line(raw: &[u8]) -> bool {
 /// Serialises a message for the wire, with a correct Content-Length.
 pub fn to_bytes(msg: &SipMessage) -> Vec<u8> {
     let text = msg.to_string();
-    match text.find("\r\n\r\n") {
-        Some(end) if text[..end].contains(V6_SUFFIX) => {
-            let mut out = decode_v6_hosts(&text[..end]).into_bytes();
-            out.extend_from_slice(&text.as_bytes()[end..]);
-            out
-        }
-        _ => text.into_bytes(),
-    }
+    // rsip prints the body as (lossy) text; the body goes out as the bytes it is, so a
+    // body that is not UTF-8 keeps its length and its Content-Length stays true.
+    let head_end = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+    let head = &text[..head_end];
+    let mut out = if head.contains(V6_SUFFIX) {
+        decode_v6_hosts(head).into_bytes()
+    } else {
+        head.as_bytes().to_vec()
+    };
+    let body = match msg {
+        SipMessage::Request(r) => &r.body,
+        SipMessage::Response(r) => &r.body,
+    };
+    out.extend_from_slice(body);
+    out
 }
 
 // rsip splits `host:port` at the first colon, so it cannot read an IPv6 reference such as
@@ -953,5 +976,36 @@ l: 4\r\n\r\nabcdEXTRA";
             };
             assert_eq!(again.status_code.code().to_string(), good);
         }
+    }
+
+    /// Found by the fuzzer: a body that is not UTF-8 was written back as lossy text, so
+    /// it grew and no longer matched its Content-Length.
+    #[test]
+    fn a_binary_body_is_written_back_byte_for_byte() {
+        let mut raw =
+            b"MESSAGE sip:2001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK2\r\n\
+From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:2001@127.0.0.1>\r\nCall-ID: bin\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: application/octet-stream\r\nContent-Length: 4\r\n\r\n"
+                .to_vec();
+        let body = [0xff, 0x00, 0xc3, 0x28];
+        raw.extend_from_slice(&body);
+        let msg = parse(&raw).unwrap();
+        let wire = to_bytes(&msg);
+        assert!(wire.ends_with(b"Content-Length: 4\r\n\r\n\xff\x00\xc3\x28"));
+        let Ok(SipMessage::Request(again)) = parse(&wire) else {
+            panic!("written back unreadable");
+        };
+        assert_eq!(again.body, body);
+    }
+
+    #[test]
+    fn a_request_line_needs_its_version() {
+        let raw =
+            "OPTIONS sip:a@127.0.0.1 sipsdp\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK3\r\n\
+                   From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: v\r\n\
+                   CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        assert!(parse(raw.as_bytes()).is_err());
+        assert!(parse(raw.replace(" sipsdp", "").as_bytes()).is_err());
+        assert!(parse(raw.replace("sipsdp", "SIP/2.0").as_bytes()).is_ok());
     }
 }
