@@ -72,5 +72,5 @@ bash tests/scenarios/selfcheck.sh
 echo "== cargo test --all-targets --no-fail-fast"
 cargo test --all-targets --no-fail-fast
 
-echo "== fuzz smoke run (20 s per target; a longer run: scripts/fuzz.sh 1800)"
-./scripts/fuzz.sh 20
+echo "== fuzz smoke run (20,000 inputs per target; a longer run: scripts/fuzz.sh 1800)"
+./scripts/fuzz.sh smoke
