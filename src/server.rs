@@ -48,10 +48,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64);
     let last_alive = store.last_event_at().await?.max(last_beat);
+    let run_started_ms = crate::store::now_ms();
     // Reports close every agent state still open in the log at a start (a crash leaves
     // them open) and at a stop: time the server was down is nobody's working time.
     events.publish(crate::events::NewEvent::new("server.started"));
-    record_interrupted_calls(&store, &events, &config.data_dir, last_alive).await?;
+    record_interrupted_calls(
+        &store,
+        &events,
+        &config.data_dir,
+        last_alive,
+        run_started_ms,
+    )
+    .await?;
     let acd = crate::call::acd::start(&config, events.clone())?;
     let (sw, inbound, commands) = switch::start(
         config.clone(),
@@ -243,14 +251,22 @@ async fn record_interrupted_calls(
     events: &crate::events::EventLog,
     data_dir: &std::path::Path,
     last_alive: Option<i64>,
+    run_started_ms: i64,
 ) -> anyhow::Result<()> {
     let unfinished = store.unfinished_calls().await?;
     if unfinished.is_empty() {
         return Ok(());
     }
-    let ended_ms = last_alive.unwrap_or_else(crate::store::now_ms);
+    let last_run_end = last_alive.unwrap_or(run_started_ms);
     for uuid in &unfinished {
         let log = store.events_of_call(uuid).await?;
+        // A call left by an older run (a crash never repaired, a call task that died)
+        // ended when that run did, not when the last one did.
+        let arrived = log.first().map_or(0, |e| e.seq);
+        let ended_ms = store
+            .end_of_run_after(arrived, run_started_ms)
+            .await?
+            .unwrap_or(last_run_end);
         let mut rec = crate::store::interrupted::record(uuid, &log, ended_ms);
         // The recording was repaired with the others; keep it only if it is there.
         if let Some(name) = rec.recording.clone() {
@@ -258,7 +274,7 @@ async fn record_interrupted_calls(
                 Ok(r) => {
                     let spec = r.spec();
                     rec.recording_ms =
-                        Some(i64::from(r.duration()) * 1000 / i64::from(spec.sample_rate));
+                        Some(i64::from(r.duration()) * 1000 / i64::from(spec.sample_rate.max(1)));
                 }
                 Err(e) => {
                     warn!(call = %uuid, file = %name, error = %e, "an interrupted call's recording is missing");

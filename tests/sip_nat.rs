@@ -35,11 +35,6 @@ fn a_baresip_phone_behind_nat_is_reached_at_its_public_address() {
         "the REGISTER should come from the NAT's public address and port: {registered:?}\n{}",
         server.stderr_tail(30)
     );
-    assert!(
-        phone.log().contains(nat::PHONE_IP),
-        "the phone should know only its private address:\n{}",
-        phone.log_tail(30)
-    );
 
     // A trunk call to 2001 rings the phone through the router and is answered.
     let caller = Sipp::new("uac_call.xml")

@@ -35,6 +35,7 @@ fn a_phone_registered_over_tls_is_called_over_its_tls_connection() {
         .auto_answer()
         .start(&server);
 
+    let call_started = now_ms() as f64 / 1000.0;
     let caller = Sipp::new("uac_call.xml")
         .service("2001")
         .duration_ms(2_000)
@@ -53,6 +54,16 @@ fn a_phone_registered_over_tls_is_called_over_its_tls_connection() {
         .collect();
     // REGISTER (twice, with the challenge), INVITE, ACK, BYE and their answers at least.
     assert!(segments.len() >= 8, "{} TLS segments", segments.len());
+    // The INVITE (and the ACK and BYE) went to the phone over its TLS connection: baresip
+    // listens on UDP too, where a misrouted INVITE would also have been answered.
+    let to_phone_during_call = segments
+        .iter()
+        .filter(|p| p.src_port == server.tls_port() && p.at >= call_started)
+        .count();
+    assert!(
+        to_phone_during_call >= 2,
+        "only {to_phone_during_call} TLS segments to the phone during the call"
+    );
     let handshake = segments
         .iter()
         .any(|p| p.dst_port == server.tls_port() && p.payload.starts_with(&[0x16, 0x03]));

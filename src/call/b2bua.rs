@@ -2053,6 +2053,11 @@ impl Call {
                     if req.method == Method::Update && req.body.is_empty() {
                         let mut ok = message::response_to(&req, 200, None);
                         ok.headers.extend(self.session_headers());
+                        ok.headers
+                            .push(Header::Contact(rsip::headers::Contact::new(format!(
+                                "<{}>",
+                                self.a_contact
+                            ))));
                         self.sw.respond(tx, ok);
                         return None;
                     }
@@ -2216,6 +2221,12 @@ impl Call {
         let mut out = message::response_to(&r.req, code, None);
         if r.from == Side::A && (200..300).contains(&code) && r.method != Method::Info {
             out.headers.extend(self.session_headers());
+        }
+        // The agent's re-INVITE or UPDATE, answered by the caller, refreshed the caller's
+        // session too (RFC 4028 §10).
+        let refreshed = matches!(r.method, Method::Invite | Method::Update);
+        if answered_leg == Side::A && (200..300).contains(&code) && refreshed {
+            self.arm_session_timer();
         }
         if r.method == Method::Invite && (200..300).contains(&code) {
             if let Some(d) = self.dialog_mut(answered_leg) {

@@ -144,8 +144,9 @@ pub fn negotiate(req: &Request, min_se: u32) -> Result<Option<SessionTimer>, Ref
     });
     let supports = required.iter().any(|o| o == "timer")
         || options(req, "Supported").iter().any(|o| o == "timer");
+    // A caller without timers cannot refresh, whatever its proxy wrote (§9).
     let refresher = match asked.as_deref() {
-        Some("uac") => Refresher::Uac,
+        Some("uac") if supports => Refresher::Uac,
         Some("uas") => Refresher::Uas,
         _ if supports => Refresher::Uac,
         _ => Refresher::Uas,
@@ -162,12 +163,21 @@ pub fn negotiate(req: &Request, min_se: u32) -> Result<Option<SessionTimer>, Ref
 }
 
 impl SessionTimer {
-    /// The headers of our 2xx (and of our refreshing UPDATE).
+    /// The headers of our 2xx to the caller.
     pub fn headers(&self) -> Vec<Header> {
-        let refresher = match self.refresher {
+        self.headers_as(match self.refresher {
             Refresher::Uac => "uac",
             Refresher::Uas => "uas",
-        };
+        })
+    }
+
+    /// The headers of our refreshing UPDATE: in a request, `uac` is its sender (§7.4),
+    /// which is us.
+    pub fn refresh_headers(&self) -> Vec<Header> {
+        self.headers_as("uac")
+    }
+
+    fn headers_as(&self, refresher: &str) -> Vec<Header> {
         let mut h = vec![Header::Other(
             "Session-Expires".into(),
             format!("{};refresher={refresher}", self.interval_secs),
@@ -250,7 +260,21 @@ mod tests {
         assert_eq!(t.refresher, Refresher::Uas);
         // Without UPDATE we would need a new offer to refresh: no timer then.
         assert_eq!(negotiate(&invite(asked), 90), Ok(None));
-        // A proxy inserted Session-Expires for a caller without timers: we refresh.
+        // A proxy inserted Session-Expires for a caller without timers (with or without
+        // naming it the refresher): we refresh.
+        let t = negotiate(
+            &invite("Session-Expires: 300;refresher=uac\r\nAllow: INVITE, UPDATE\r\n"),
+            90,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((t.refresher, t.require), (Refresher::Uas, false));
+        let shown: Vec<String> = t.refresh_headers().iter().map(|h| h.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["Session-Expires: 300;refresher=uac"],
+            "we send the refresh"
+        );
         let t = negotiate(
             &invite("Session-Expires: 300\r\nAllow: INVITE, UPDATE\r\n"),
             90,

@@ -277,7 +277,8 @@ where
     let writer = tx.clone();
     tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
+            // TLS holds written bytes in its own buffer until flushed.
+            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }

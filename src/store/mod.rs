@@ -398,6 +398,24 @@ impl Store {
             .await?)
     }
 
+    /// When the run that logged event `after_seq` ended, if a later run started before
+    /// `before_ms`: the last event before that later start.
+    pub async fn end_of_run_after(
+        &self,
+        after_seq: u64,
+        before_ms: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(at_ms) FROM events
+             WHERE seq < (SELECT MIN(seq) FROM events
+                          WHERE type = 'server.started' AND seq > ? AND at_ms < ?)",
+        )
+        .bind(after_seq as i64)
+        .bind(before_ms)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Calls that arrived but have neither a record nor a `call.ended` event: the calls in
     /// progress when the server last stopped without ending them.
     pub async fn unfinished_calls(&self) -> anyhow::Result<Vec<String>> {
@@ -477,6 +495,45 @@ mod tests {
         };
         store.write_call(&rec).await.unwrap();
         assert_eq!(store.count_calls().await.unwrap(), 1);
+    }
+
+    /// Two crashed runs: a call of the first ends when the first run did, one of the
+    /// second is left to the caller (no later start); a finished call is not unfinished.
+    #[tokio::test]
+    async fn unfinished_calls_and_the_end_of_their_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let ev = |seq: u64, at_ms: i64, kind: &str, call: Option<&str>| {
+            let e = crate::events::Event {
+                seq,
+                at_ms,
+                kind: kind.into(),
+                call: call.map(str::to_string),
+                queue: None,
+                agent: None,
+                data: serde_json::json!({}),
+            };
+            (e, None)
+        };
+        store
+            .write_events(&[
+                ev(1, 1_000, "server.started", None),
+                ev(2, 1_100, "call.arrived", Some("old")),
+                ev(3, 1_200, "call.arrived", Some("done")),
+                ev(4, 1_300, "call.ended", Some("done")),
+                ev(5, 1_900, "call.answered", Some("old")),
+                ev(6, 5_000, "server.started", None),
+                ev(7, 5_100, "call.arrived", Some("new")),
+                ev(8, 5_500, "agent.state", None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.unfinished_calls().await.unwrap(), ["old", "new"]);
+        assert_eq!(store.end_of_run_after(2, 9_000).await.unwrap(), Some(1_900));
+        assert_eq!(store.end_of_run_after(7, 9_000).await.unwrap(), None);
+        // A start at or after `before_ms` is this run's own: it does not count.
+        assert_eq!(store.end_of_run_after(2, 5_000).await.unwrap(), None);
+        assert_eq!(store.last_event_at().await.unwrap(), Some(5_500));
     }
 
     #[tokio::test]

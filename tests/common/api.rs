@@ -73,6 +73,10 @@ impl Api {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(20)))
+            // A fresh connection per request: a pooled one the server has just closed
+            // (after a refusal that left a request body unread) fails as "Peer
+            // disconnected" on reuse, which says nothing about the API.
+            .max_idle_connections(0)
             .build()
             .new_agent();
         Api {

@@ -53,6 +53,13 @@ impl Nat {
             router_ns: format!("sbrouter{id}"),
             host_link: format!("sbwan{id}"),
         };
+        // What a run that died half-way left behind goes first; from here on, drop
+        // cleans up whatever was made, even when a step below fails.
+        drop(Nat {
+            phone_ns: nat.phone_ns.clone(),
+            router_ns: nat.router_ns.clone(),
+            host_link: nat.host_link.clone(),
+        });
         let (r, p, h) = (&nat.router_ns, &nat.phone_ns, &nat.host_link);
         let in_r = |args: &[&str]| run(&[&["ip", "netns", "exec", r.as_str()], args].concat());
         let in_p = |args: &[&str]| run(&[&["ip", "netns", "exec", p.as_str()], args].concat());
@@ -103,7 +110,7 @@ impl Nat {
             "add rule ip nat post oifname wan meta l4proto udp masquerade to :41000-41999",
         ]);
         in_r(&["nft", "add rule ip nat post oifname wan masquerade"]);
-        run(&["ip", "route", "add", "blackhole", PRIVATE_NET]);
+        run(&["ip", "route", "replace", "blackhole", PRIVATE_NET]);
         nat
     }
 

@@ -54,6 +54,10 @@ impl Call {
         self.callback_bye_at = None;
         self.hangup_both(Some(Side::A)).await;
         self.a_dialog = None;
+        // That leg's session is over; the call back is a dialog of its own.
+        self.session_timer = None;
+        self.session_due = None;
+        self.refresh_tx = None;
         let endpoint = self.ivr.as_mut().and_then(|i| i.take_endpoint());
         if let Some(e) = endpoint {
             self.callback_ports = e.release().await;

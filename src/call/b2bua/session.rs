@@ -45,7 +45,12 @@ impl Call {
                 let dialog = self.a_dialog.as_mut()?;
                 let mut update = dialog.request(Method::Update);
                 let to = dialog.destination();
-                update.headers.extend(self.session_headers());
+                update
+                    .headers
+                    .push(Header::Other("Supported".into(), "timer".into()));
+                if let Some(t) = &self.session_timer {
+                    update.headers.extend(t.refresh_headers());
+                }
                 self.refresh_tx = self.sw.send(self.key, update, to).await;
                 self.arm_session_timer();
                 None
