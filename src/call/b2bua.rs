@@ -2051,14 +2051,7 @@ impl Call {
                     self.on_caller_refresh(&req);
                     // A bodiless UPDATE only refreshes the session: it is answered here.
                     if req.method == Method::Update && req.body.is_empty() {
-                        let mut ok = message::response_to(&req, 200, None);
-                        ok.headers.extend(self.session_headers());
-                        ok.headers
-                            .push(Header::Contact(rsip::headers::Contact::new(format!(
-                                "<{}>",
-                                self.a_contact
-                            ))));
-                        self.sw.respond(tx, ok);
+                        self.sw.respond(tx, self.ok_to_caller_refresh(&req));
                         return None;
                     }
                 }
@@ -2100,24 +2093,18 @@ impl Call {
                             return None;
                         }
                     }
-                    let mut ok = message::response_to(&req, 200, None);
-                    if side == Side::A && req.method != Method::Info {
-                        ok.headers.extend(self.session_headers());
-                    }
-                    if req.method == Method::Invite {
-                        if let Some(body) = self.a_sdp.last_body() {
-                            message::set_body(
-                                &mut ok.headers,
-                                &mut ok.body,
-                                "application/sdp",
-                                body.as_bytes().to_vec(),
-                            );
-                        }
-                        ok.headers
-                            .push(Header::Contact(rsip::headers::Contact::new(format!(
-                                "<{}>",
-                                self.a_contact
-                            ))));
+                    // Only the caller's leg exists here.
+                    let mut ok = match req.method {
+                        Method::Info => message::response_to(&req, 200, None),
+                        _ => self.ok_to_caller_refresh(&req),
+                    };
+                    if let (Method::Invite, Some(body)) = (&req.method, self.a_sdp.last_body()) {
+                        message::set_body(
+                            &mut ok.headers,
+                            &mut ok.body,
+                            "application/sdp",
+                            body.as_bytes().to_vec(),
+                        );
                     }
                     self.sw.respond(tx, ok);
                     return None;

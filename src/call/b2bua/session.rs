@@ -16,6 +16,19 @@ impl Call {
         h
     }
 
+    /// The 200 to the caller's re-INVITE or UPDATE answered here: our Contact (both are
+    /// target refreshes) and the session's terms.
+    pub(super) fn ok_to_caller_refresh(&self, req: &Request) -> Response {
+        let mut ok = message::response_to(req, 200, None);
+        ok.headers.extend(self.session_headers());
+        ok.headers
+            .push(Header::Contact(rsip::headers::Contact::new(format!(
+                "<{}>",
+                self.a_contact
+            ))));
+        ok
+    }
+
     /// (Re)starts the timer: the session was answered or refreshed just now.
     pub(super) fn arm_session_timer(&mut self) {
         self.session_due = self.session_timer.map(|t| {
