@@ -30,4 +30,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod rtp_stats;
 pub mod sdp;
+pub mod srtp;
 pub mod taps;
