@@ -17,7 +17,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::acd::AcdMsg;
 use super::ivr::{IvrSession, IvrStep};
-use super::{as_msg, sleep_until_opt, CallEvent, CallKey, CallSetup, Route, Shared, SwitchHandle};
+use super::{
+    as_msg, host_port, sleep_until_opt, CallEvent, CallKey, CallSetup, Route, Shared, SwitchHandle,
+};
 use crate::acd::{CallEnd, CallId};
 use crate::config::RecordPolicy;
 use crate::events::NewEvent;
@@ -40,6 +42,7 @@ use crate::sip::transaction::{Peer, TxId};
 use crate::store::{now_ms, CallRecord, Disposition, HangupBy};
 
 mod callback;
+mod encryption;
 mod recording;
 mod session;
 mod supervise;
@@ -57,6 +60,8 @@ struct Fork {
     final_code: Option<u16>,
     /// The ACD agent this phone belongs to, for queue offers.
     agent: Option<String>,
+    /// The SRTP keys offered to it.
+    crypto: Option<sdp::LegCrypto>,
 }
 
 /// A call in an ACD queue, as this call task sees it.
@@ -168,6 +173,8 @@ struct Call {
     session_timer: Option<crate::sip::session_timer::SessionTimer>,
     session_due: Option<(tokio::time::Instant, crate::sip::session_timer::Due)>,
     refresh_tx: Option<TxId>,
+    /// The callee leg's SRTP as last handed to its ports (None: never yet).
+    b_srtp_applied: Option<Option<sdp::LegCrypto>>,
 }
 
 /// How a call ends, for its record.
@@ -194,7 +201,13 @@ async fn run(mut s: CallSetup) {
     } else {
         sdp::parse(&s.invite.body).map_err(|e| e.to_string())
     };
-    let (a_offer_sd, a_offer) = match offer {
+    // The caller's keys, as its media_encryption allows.
+    let offer = offer.and_then(|(sd, info)| {
+        let policy = Call::caller_policy(&s.shared, &s.record);
+        let crypto = encryption::caller_crypto(policy, &info)?;
+        Ok((sd, info, crypto))
+    });
+    let (a_offer_sd, a_offer, a_crypto) = match offer {
         Ok(o) => o,
         Err(why) => {
             warn!(%why, "refusing the call with 488");
@@ -203,7 +216,7 @@ async fn run(mut s: CallSetup) {
         }
     };
     let ports = (s.shared.ports.allocate(), s.shared.ports.allocate());
-    let (a_ports, b_ports) = match ports {
+    let (mut a_ports, b_ports) = match ports {
         (Ok(a), Ok(b)) => (a, b),
         _ => {
             warn!("RTP port range exhausted");
@@ -226,7 +239,7 @@ async fn run(mut s: CallSetup) {
         a_offer,
         a_offer_sd,
         a_dialog: None,
-        a_sdp: LegSdp::new(),
+        a_sdp: LegSdp::with_crypto(a_crypto),
         b_sdp: LegSdp::new(),
         a_port,
         b_port,
@@ -263,7 +276,12 @@ async fn run(mut s: CallSetup) {
         session_timer: None,
         session_due: None,
         refresh_tx: None,
+        b_srtp_applied: None,
     };
+    if let Some(c) = &call.a_sdp.crypto {
+        info!(suite = ?c.suite(), "the caller's media is SRTP");
+        a_ports.set_srtp(c.session());
+    }
     // What the caller asked for; the switch already refused what we cannot meet.
     call.session_timer =
         crate::sip::session_timer::negotiate(&call.a_invite, call.shared.config.session_min_se)
@@ -1292,12 +1310,7 @@ impl Call {
                 }
                 IvrStep::Transfer(TransferTarget::External(number)) => {
                     // Out through the first trunk that takes outgoing calls.
-                    let trunk = self
-                        .shared
-                        .config
-                        .trunks
-                        .iter()
-                        .find_map(|t| t.outbound.map(|addr| (t.name.clone(), addr)));
+                    let trunk = self.outbound_trunk();
                     let Some((trunk, addr)) = trunk else {
                         self.hangup_both(Some(Side::A)).await;
                         return Some(End {
@@ -1314,20 +1327,7 @@ impl Call {
                     if let Some(ivr) = &mut self.ivr {
                         ivr.stop_playback();
                     }
-                    let via_trunk = Binding {
-                        contact: format!("sip:{number}@{}", host_port(addr)),
-                        source: Peer {
-                            transport: crate::config::Transport::Udp,
-                            addr,
-                        },
-                        target: Peer {
-                            transport: crate::config::Transport::Udp,
-                            addr,
-                        },
-                        expires_at: std::time::Instant::now(),
-                        call_id: String::new(),
-                        cseq: 0,
-                    };
+                    let via_trunk = super::trunk_binding(&number, addr);
                     self.ring(&[via_trunk]).await;
                 }
             }
@@ -1396,6 +1396,8 @@ impl Call {
         } else {
             self.a_offer_sd.clone()
         };
+        let crypto = self.crypto_for_callee(b);
+        self.b_sdp.crypto = crypto.clone();
         let body = self.b_sdp.render(&offer, self.advertise(), self.b_port);
         let req = message::invite_with_sdp(uri, headers, body);
         self.sw.bind_call_id(self.key, call_id.clone());
@@ -1409,6 +1411,7 @@ impl Call {
                 peer: b.target,
                 final_code: None,
                 agent: self.ringing_agent.clone(),
+                crypto,
             });
         }
     }
@@ -1581,7 +1584,7 @@ impl Call {
                 }
                 // Early media (183 with SDP) is relayed; plain ringing becomes 180.
                 let early = (!resp.body.is_empty())
-                    .then(|| self.answer_sdp_for_a(&resp.body).ok())
+                    .then(|| self.answer_sdp_for_a(Some(fork_idx), &resp.body).ok())
                     .flatten();
                 match early {
                     Some(body) => self.respond_a(183, Some(body)),
@@ -1595,8 +1598,12 @@ impl Call {
     }
 
     /// The callee's SDP answer, narrowed to the caller's offer and rendered for leg A.
-    fn answer_sdp_for_a(&mut self, body: &[u8]) -> Result<String, sdp::SdpError> {
-        let narrowed = self.accept_b_answer(body)?;
+    fn answer_sdp_for_a(
+        &mut self,
+        fork: Option<usize>,
+        body: &[u8],
+    ) -> Result<String, sdp::SdpError> {
+        let narrowed = self.accept_b_answer(fork, body)?;
         Ok(self.render_sdp(Side::A, &narrowed))
     }
 
@@ -1604,9 +1611,11 @@ impl Call {
     /// relay's B side at it; returns the answer narrowed to the caller's codecs.
     fn accept_b_answer(
         &mut self,
+        fork: Option<usize>,
         body: &[u8],
     ) -> Result<rtc_sdp::SessionDescription, sdp::SdpError> {
         let (sd, info) = sdp::parse(body)?;
+        self.accept_b_crypto(fork, &info)?;
         let offered = if self.a_answered {
             sdp::all_codecs(&self.a_offer)
         } else {
@@ -1665,9 +1674,9 @@ impl Call {
         let answer = if self.a_answered {
             // The caller is already answered (by the IVR): nothing to send it, only the
             // callee's media to accept.
-            self.accept_b_answer(&resp.body).map(|_| None)
+            self.accept_b_answer(Some(idx), &resp.body).map(|_| None)
         } else {
-            self.answer_sdp_for_a(&resp.body).map(Some)
+            self.answer_sdp_for_a(Some(idx), &resp.body).map(Some)
         };
         let body = match answer {
             // A callback's agent waits on the line while the caller is dialled.
@@ -2144,6 +2153,7 @@ impl Call {
                         if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
                             relay.set_remote(from, rtp, None);
                         }
+                        self.note_rekey(from, &info);
                         if let Some(relay) = &self.relay {
                             // On hold, neither side owes us RTP.
                             use crate::media::sdp::Direction;
@@ -2228,6 +2238,7 @@ impl Call {
                 if let (Some(relay), Some(rtp)) = (&self.relay, info.rtp) {
                     relay.set_remote(answered_leg, rtp, None);
                 }
+                self.note_rekey(answered_leg, &info);
                 let body = self.render_sdp(r.from, &sd);
                 message::set_body(
                     &mut out.headers,
@@ -2374,11 +2385,6 @@ fn add_rtp_counts(rec: &mut CallRecord, stats: &crate::media::relay::RelayStats)
     // into several).
     rec.a_jitter_ms = rec.a_jitter_ms.max(stats.a_jitter_us as f64 / 1000.0);
     rec.b_jitter_ms = rec.b_jitter_ms.max(stats.b_jitter_us as f64 / 1000.0);
-}
-
-/// `host:port` of an address for a SIP URI (IPv6 in its internal host form).
-fn host_port(addr: std::net::SocketAddr) -> String {
-    format!("{}:{}", host_str(addr.ip()), addr.port())
 }
 
 fn other(side: Side) -> Side {

@@ -107,6 +107,31 @@ pub struct FeatureCall {
     pub verdict: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
 }
 
+/// `host:port` of an address for a SIP URI (IPv6 in its internal host form).
+pub fn host_port(addr: std::net::SocketAddr) -> String {
+    format!(
+        "{}:{}",
+        crate::sip::message::host_str(addr.ip()),
+        addr.port()
+    )
+}
+
+/// `number` at a trunk's address for outgoing calls, as a phone to ring.
+pub fn trunk_binding(number: &str, addr: std::net::SocketAddr) -> crate::sip::registrar::Binding {
+    let peer = crate::sip::transaction::Peer {
+        transport: crate::config::Transport::Udp,
+        addr,
+    };
+    crate::sip::registrar::Binding {
+        contact: format!("sip:{number}@{}", host_port(addr)),
+        source: peer,
+        target: peer,
+        expires_at: std::time::Instant::now(),
+        call_id: String::new(),
+        cseq: 0,
+    }
+}
+
 /// A random id for a call (UUID v4 layout, without pulling in a crate for it).
 pub fn uuid_like() -> String {
     let mut b = [0u8; 16];

@@ -900,6 +900,8 @@ impl Switch {
         // extension exists never shows in the answer.
         let is_user = cfg.user(&from_user).is_some();
         let trunk = cfg.trunk_for(from.addr.ip()).filter(|_| !is_user);
+        // Where a user dialling out goes: the trunk for outgoing calls.
+        let mut dial_out = None;
         let target = if let Some(trunk) = trunk {
             record.source_kind = "trunk";
             record.trunk = Some(trunk.name.clone());
@@ -944,12 +946,21 @@ impl Switch {
                         record.target = Some(dialed.clone());
                         return self.admit(tx, req, from, Route::Feature(feature), record);
                     }
+                    // A user dials extensions directly, or any DID, or (allowed to dial
+                    // out) any other number through the trunk for outgoing calls.
+                    let dials_out = cfg.user(&u).is_some_and(|u| u.dial_out);
                     record.caller_user = Some(u);
-                    // A user dials extensions directly, or any DID.
                     if cfg.user(&dialed).is_some() {
                         Some(DidTarget::Extension(dialed.clone()))
+                    } else if let Some(did) = cfg.did(&dialed) {
+                        Some(did.target.clone())
+                    } else if dials_out && is_phone_number(&dialed) {
+                        dial_out = cfg.outbound_trunk();
+                        dial_out
+                            .as_ref()
+                            .map(|_| DidTarget::Extension(dialed.clone()))
                     } else {
-                        cfg.did(&dialed).map(|d| d.target.clone())
+                        None
                     }
                 }
                 AuthResult::Missing | AuthResult::Stale | AuthResult::Replayed => {
@@ -983,8 +994,13 @@ impl Switch {
             let resp = why.response(&req);
             return self.refuse_with(tx, resp, Disposition::Refused, record);
         }
-        let route = match target {
-            DidTarget::Extension(ext) => {
+        let route = match (target, dial_out) {
+            (DidTarget::Extension(number), Some((name, addr))) => {
+                record.target = Some(number.clone());
+                record.trunk = Some(name);
+                Route::Ring(vec![super::trunk_binding(&number, addr)])
+            }
+            (DidTarget::Extension(ext), None) => {
                 record.target = Some(ext.clone());
                 let bindings = self.registrar.lookup(&ext, Instant::now());
                 if bindings.is_empty() {
@@ -993,7 +1009,7 @@ impl Switch {
                 }
                 Route::Ring(bindings)
             }
-            DidTarget::Flow(name) => {
+            (DidTarget::Flow(name), _) => {
                 let flows = self.shared.flows.as_ref().map(|f| f.current());
                 match flows.filter(|f| f.get(&name).is_some()) {
                     Some(flows) => Route::Flow { flows, name },
@@ -1134,6 +1150,15 @@ impl Switch {
 }
 
 /// `*1<ext>` listen, `*2<ext>` whisper, `*3<ext>` barge.
+/// Digits, with `+`, `*` and `#`: what a user may dial out (not a SIP user name).
+fn is_phone_number(dialed: &str) -> bool {
+    let digits = dialed.strip_prefix('+').unwrap_or(dialed);
+    !digits.is_empty()
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+}
+
 fn supervisor_code(dialed: &str) -> Option<(crate::media::mixer::Mode, &str)> {
     use crate::media::mixer::Mode;
     let rest = dialed.strip_prefix('*')?;

@@ -213,6 +213,9 @@ struct RawTrunk {
     /// Where calls out through this trunk go (host:port).
     #[serde(default)]
     outbound: Option<Spanned<String>>,
+    /// refuse | prefer | require: SRTP on this trunk's calls.
+    #[serde(default)]
+    media_encryption: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +233,13 @@ struct RawUser {
     /// auto | force | never: how this user's phones are reached (over `sip.nat`).
     #[serde(default)]
     nat: Option<Spanned<String>>,
+    /// refuse | prefer | require: SRTP on this user's calls.
+    #[serde(default)]
+    media_encryption: Option<Spanned<String>>,
+    /// May dial numbers that are neither extensions nor DIDs, out through the trunk
+    /// for outgoing calls (off: a stolen password must not mean toll fraud).
+    #[serde(default)]
+    dial_out: Option<bool>,
 }
 
 /// One relaxation step: after this long, lower levels by N, drop a skill, or borrow the
@@ -365,6 +375,24 @@ pub struct User {
     pub skills: Vec<(String, u8)>,
     /// Over the server's `sip.nat`.
     pub nat: Option<Nat>,
+    pub media_encryption: MediaEncryption,
+    /// Dials out through the outgoing trunk (numbers that are no extension or DID).
+    pub dial_out: bool,
+}
+
+/// Whether a user's or trunk's calls use SRTP (SDES, RFC 4568), as Asterisk's
+/// `media_encryption` and FreeSWITCH's `rtp_secure_media` decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaEncryption {
+    /// Plain RTP only: an offer of RTP/SAVP alone is refused (488), keys offered
+    /// beside plain RTP are ignored.
+    Refuse,
+    /// SRTP when the peer offers it; offered to the peer (RTP/AVP with keys, RFC 4568's
+    /// best effort) when its signalling is TLS, as keys must not travel in clear text.
+    #[default]
+    Prefer,
+    /// SRTP only (RTP/SAVP offered whatever the signalling); plain offers get 488.
+    Require,
 }
 
 /// How a registered phone is reached: at its Contact (`never`), at the REGISTER's
@@ -436,6 +464,7 @@ pub struct Trunk {
     pub peers: Vec<IpNet>,
     /// The trunk's address for outgoing calls, if it takes any.
     pub outbound: Option<SocketAddr>,
+    pub media_encryption: MediaEncryption,
 }
 
 #[derive(Debug, Clone)]
@@ -544,6 +573,13 @@ impl Config {
         self.trunks
             .iter()
             .find(|t| t.peers.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// The first trunk that takes outgoing calls: its name and address.
+    pub fn outbound_trunk(&self) -> Option<(String, SocketAddr)> {
+        self.trunks
+            .iter()
+            .find_map(|t| t.outbound.map(|addr| (t.name.clone(), addr)))
     }
 
     pub fn did(&self, number: &str) -> Option<&Did> {
@@ -955,10 +991,12 @@ impl Validator {
                     None
                 }
             });
+            let media_encryption = self.media_encryption(&t.media_encryption);
             trunks.push(Trunk {
                 name: t.name.value.clone(),
                 peers,
                 outbound,
+                media_encryption,
             });
         }
 
@@ -1003,8 +1041,11 @@ impl Validator {
             };
             let skills = self.skills(&u.skills, "level");
             let nat = u.nat.as_ref().and_then(|n| self.nat(n));
+            let media_encryption = self.media_encryption(&u.media_encryption);
             users.push(User {
                 nat,
+                media_encryption,
+                dial_out: u.dial_out.unwrap_or(false),
                 extension: ext.value.clone(),
                 name: u.name.clone().unwrap_or_else(|| ext.value.clone()),
                 password: u.password.value.clone(),
@@ -1291,6 +1332,24 @@ impl Validator {
                 None => Some(std::time::Duration::from_secs(60)),
             },
         })
+    }
+
+    fn media_encryption(&mut self, at: &Option<Spanned<String>>) -> MediaEncryption {
+        let Some(at) = at else {
+            return MediaEncryption::default();
+        };
+        match at.value.as_str() {
+            "refuse" => MediaEncryption::Refuse,
+            "prefer" => MediaEncryption::Prefer,
+            "require" => MediaEncryption::Require,
+            other => {
+                self.error(
+                    at,
+                    format!("media_encryption \"{other}\" is not one of refuse, prefer, require"),
+                );
+                MediaEncryption::default()
+            }
+        }
     }
 
     fn nat(&mut self, at: &Spanned<String>) -> Option<Nat> {

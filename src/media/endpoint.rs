@@ -26,6 +26,7 @@ use super::prompt::{Player, PlayerEvent, Playlist};
 use super::recorder::Tape;
 use super::rtcp::{LegRtcp, Sent};
 use super::rtp_stats::ReceiveStats;
+use super::srtp::Suite;
 
 /// What the leg did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,7 +154,7 @@ fn sample_rate(codec: Codec) -> SampleRate {
 }
 
 async fn run(
-    ports: MediaPorts,
+    mut ports: MediaPorts,
     media: LegMedia,
     mut ctl: mpsc::UnboundedReceiver<Control>,
     events: mpsc::UnboundedSender<EndpointEvent>,
@@ -178,9 +179,11 @@ async fn run(
     let mut recording: Option<Recording> = None;
     let mut playing: Option<u64> = None;
     let mut latched: Option<SocketAddr> = None;
-    let mut out = [0u8; HEADER + MAX_PAYLOAD];
+    // Room past the payload for an SRTP tag.
+    let mut out = [0u8; HEADER + MAX_PAYLOAD + Suite::MAX_OVERHEAD];
     let mut inbuf = [0u8; 2048];
     let mut rtcp_buf = [0u8; 2048];
+    let mut rtcp_out = [0u8; 2048];
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // The media timeout: how long the leg may stay silent, and when it last sent RTP.
@@ -259,8 +262,9 @@ async fn run(
                         out[2..4].copy_from_slice(&seq.to_be_bytes());
                         out[4..8].copy_from_slice(&frame.timestamp.to_be_bytes());
                         out[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                        if let Ok(n) = encoder.encode(frame.samples, &mut out[HEADER..]) {
-                            if ports.rtp.try_send_to(&out[..HEADER + n], dest).is_ok() {
+                        let room = HEADER + MAX_PAYLOAD;
+                        if let Ok(n) = encoder.encode(frame.samples, &mut out[HEADER..room]) {
+                            if ports.send_rtp(&mut out, HEADER + n, dest).is_ok() {
                                 sent.0 = sent.0.wrapping_add(1);
                                 sent.1 = sent.1.wrapping_add(n as u32);
                                 sent.2 = frame.timestamp;
@@ -286,6 +290,8 @@ async fn run(
             }
             r = ports.rtp.recv_from(&mut inbuf) => {
                 let Ok((n, src)) = r else { continue };
+                // An encrypted leg's packet must authenticate before anything else.
+                let Ok(n) = ports.open_rtp(&mut inbuf[..n]) else { continue };
                 // Symmetric RTP: answer where the caller really sends from.
                 if latched.is_none() || Some(src) == media.remote {
                     if latched != Some(src) {
@@ -345,7 +351,9 @@ async fn run(
             // RTCP is read and dropped so the socket buffer never fills.
             r = ports.rtcp.recv_from(&mut rtcp_buf) => {
                 if let Ok((n, _)) = r {
-                    rtcp.on_packet(&rtcp_buf[..n], Instant::now());
+                    if let Ok(n) = ports.open_rtcp(&mut rtcp_buf[..n]) {
+                        rtcp.on_packet(&rtcp_buf[..n], Instant::now());
+                    }
                 }
             }
             _ = report.tick() => {
@@ -357,7 +365,10 @@ async fn run(
                 let block = reception.report_block();
                 let now = Instant::now();
                 if let Some(bytes) = rtcp.report(ssrc, ours, block, now, std::time::SystemTime::now()) {
-                    let _ = ports.rtcp.try_send_to(&bytes, dest);
+                    if let Some(room) = rtcp_out.get_mut(..bytes.len()) {
+                        room.copy_from_slice(&bytes);
+                        let _ = ports.send_rtcp(&mut rtcp_out, bytes.len(), dest);
+                    }
                 }
             }
         }

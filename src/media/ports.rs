@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 
+use crate::media::srtp::{Inbound, MasterKey, SrtpSession};
+
 /// A range of UDP ports from which RTP/RTCP pairs are leased.
 ///
 /// The free list is a FIFO behind a plain `std::sync::Mutex`. The lock is held
@@ -84,6 +86,7 @@ impl PortPool {
                         rtcp,
                         port,
                         pool: Arc::clone(self),
+                        srtp: None,
                     })
                 }
                 Err(e) => {
@@ -129,9 +132,69 @@ pub struct MediaPorts {
     pub rtcp: UdpSocket,
     port: u16,
     pool: Arc<PortPool>,
+    /// The leg's SRTP, when it is encrypted: it travels with the sockets from the IVR's
+    /// endpoint to the bridge and back, so rollover counters and replay windows carry on.
+    srtp: Option<Box<SrtpSession>>,
 }
 
+/// Why a packet from the leg was not taken (it is dropped and counted).
+pub type Refused = crate::media::srtp::Refused;
+
 impl MediaPorts {
+    /// Encrypts this leg from now on (or no longer, with `None`).
+    pub fn set_srtp(&mut self, srtp: Option<SrtpSession>) {
+        self.srtp = srtp.map(Box::new);
+    }
+
+    /// The leg's new key for what it sends (a re-INVITE re-keyed it).
+    pub fn rekey_inbound(&mut self, key: &MasterKey) {
+        if let Some(s) = &mut self.srtp {
+            s.inbound = Inbound::new(key);
+        }
+    }
+
+    /// Whether the leg's media is SRTP.
+    pub fn is_encrypted(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// An RTP packet received on the leg, as RTP: verified and decrypted in place when the
+    /// leg is encrypted. Returns its plain length.
+    pub fn open_rtp(&mut self, pkt: &mut [u8]) -> Result<usize, Refused> {
+        match &mut self.srtp {
+            Some(s) => s.inbound.unprotect_rtp(pkt),
+            None => Ok(pkt.len()),
+        }
+    }
+
+    /// An RTCP packet received on the leg, as RTCP (see [`MediaPorts::open_rtp`]).
+    pub fn open_rtcp(&mut self, pkt: &mut [u8]) -> Result<usize, Refused> {
+        match &mut self.srtp {
+            Some(s) => s.inbound.unprotect_rtcp(pkt),
+            None => Ok(pkt.len()),
+        }
+    }
+
+    /// Sends the RTP packet `buf[..len]` without waiting (a full socket buffer drops it),
+    /// protected in place first when the leg is encrypted: `buf` needs
+    /// [`Suite::MAX_OVERHEAD`](crate::media::srtp::Suite::MAX_OVERHEAD) octets of room.
+    pub fn send_rtp(&mut self, buf: &mut [u8], len: usize, dest: SocketAddr) -> io::Result<usize> {
+        let len = match &mut self.srtp {
+            Some(s) => s.outbound.protect_rtp(buf, len).ok_or_else(no_room)?,
+            None => len,
+        };
+        self.rtp.try_send_to(&buf[..len], dest)
+    }
+
+    /// Sends an RTCP packet, as SRTCP when the leg is encrypted (see [`MediaPorts::send_rtp`]).
+    pub fn send_rtcp(&mut self, buf: &mut [u8], len: usize, dest: SocketAddr) -> io::Result<usize> {
+        let len = match &mut self.srtp {
+            Some(s) => s.outbound.protect_rtcp(buf, len).ok_or_else(no_room)?,
+            None => len,
+        };
+        self.rtcp.try_send_to(&buf[..len], dest)
+    }
+
     /// The RTP port (what goes on the `m=` line); RTCP is this plus one.
     pub fn port(&self) -> u16 {
         self.port
@@ -141,6 +204,10 @@ impl MediaPorts {
     pub fn ip(&self) -> IpAddr {
         self.pool.bind_ip
     }
+}
+
+fn no_room() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "no room to protect the packet")
 }
 
 impl Drop for MediaPorts {

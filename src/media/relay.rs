@@ -38,6 +38,7 @@ use super::ports::MediaPorts;
 use super::recorder::Tape;
 use super::rtcp::{LegRtcp, Sent};
 use super::rtp_stats::ReceiveStats;
+use super::srtp::{MasterKey, SrtpSession, Suite};
 use super::taps::{LegFormat, TapEvent, Taps, Who};
 
 /// One leg of a bridged call.
@@ -156,6 +157,10 @@ enum Control {
         rtcp: SocketAddr,
     },
     Formats(LegFormat, LegFormat),
+    /// The leg's SRTP from now on (keys negotiated after the relay started).
+    Srtp(Side, Option<Box<SrtpSession>>),
+    /// The leg sent a new key (a re-INVITE).
+    Rekey(Side, Box<MasterKey>),
     ForwardDtmf(bool),
     Record(Tape),
     PauseRecording(bool),
@@ -210,6 +215,16 @@ impl RelayHandle {
 
     /// Whether one leg's RFC 4733 key events are passed to the other (default: yes,
     /// until the call says otherwise; keys are detected and reported either way).
+    /// Encrypts (or no longer) `side`'s media with the keys its SDP negotiated.
+    pub fn set_srtp(&self, side: Side, srtp: Option<SrtpSession>) {
+        let _ = self.ctl.send(Control::Srtp(side, srtp.map(Box::new)));
+    }
+
+    /// `side` sent a new key for what it sends us.
+    pub fn rekey(&self, side: Side, key: MasterKey) {
+        let _ = self.ctl.send(Control::Rekey(side, Box::new(key)));
+    }
+
     pub fn forward_dtmf(&self, forward: bool) {
         let _ = self.ctl.send(Control::ForwardDtmf(forward));
     }
@@ -507,9 +522,10 @@ impl Relay {
                 }
             };
             match res {
-                Ok((len, src)) if len < BUF_LEN => {
-                    let buf = &mut bufs[side.idx() * 2 + kind as usize][..len];
-                    self.forward(side, kind, buf, src);
+                // Room is left past the packet for an SRTP tag on the way out.
+                Ok((len, src)) if len + Suite::MAX_OVERHEAD < BUF_LEN => {
+                    let buf = &mut bufs[side.idx() * 2 + kind as usize];
+                    self.forward(side, kind, buf, len, src);
                 }
                 Ok(_) => self.counters.drop_one(),
                 // Transient (e.g. an ICMP error surfacing); keep relaying.
@@ -561,24 +577,24 @@ impl Relay {
             return;
         };
         let now = Instant::now();
-        let (legs, rewriters, sup) = (&self.legs, &mut self.rewriters, &self.supervisor);
+        let (legs, rewriters, sup) = (&mut self.legs, &mut self.rewriters, &self.supervisor);
         let (counters, octets) = (&self.counters, &mut self.octets);
         let mut out = [0u8; BUF_LEN];
         let result = taps.tick(|who, pkt| {
             let sent = match who {
                 Who::Caller | Who::Agent => {
                     let side = if who == Who::Caller { Side::A } else { Side::B };
-                    let leg = &legs[side.idx()];
+                    let leg = &mut legs[side.idx()];
                     let Some(dest) = leg.destination(Kind::Rtp) else {
                         return;
                     };
-                    let buf = &mut out[..pkt.len()];
-                    buf.copy_from_slice(pkt);
-                    rewriters[side.idx()].rewrite(buf, now);
-                    let sent = leg.ports.rtp.try_send_to(buf, dest).is_ok();
+                    let len = pkt.len();
+                    out[..len].copy_from_slice(pkt);
+                    rewriters[side.idx()].rewrite(&mut out[..len], now);
+                    let sent = leg.ports.send_rtp(&mut out, len, dest).is_ok();
                     if sent {
                         counters.output[side.idx()].fetch_add(1, Relaxed);
-                        octets[side.idx()] += (buf.len() - RTP_HEADER_LEN) as u64;
+                        octets[side.idx()] += (len - RTP_HEADER_LEN) as u64;
                     }
                     sent
                 }
@@ -665,8 +681,7 @@ impl Relay {
         let wall = std::time::SystemTime::now();
         for side in [Side::A, Side::B] {
             let i = side.idx();
-            let leg = &self.legs[i];
-            let Some(dest) = leg.destination(Kind::Rtcp) else {
+            let Some(dest) = self.legs[i].destination(Kind::Rtcp) else {
                 continue;
             };
             let rewriter = &self.rewriters[i];
@@ -681,7 +696,17 @@ impl Relay {
                 });
             let block = self.reception[i].report_block();
             if let Some(bytes) = self.rtcp[i].report(rewriter.ssrc(), sent, block, now, wall) {
-                if leg.ports.rtcp.try_send_to(&bytes, dest).is_err() {
+                // Reports go out every few seconds: a copy into a stack buffer for SRTCP.
+                let mut buf = [0u8; BUF_LEN];
+                let Some(room) = buf.get_mut(..bytes.len()) else {
+                    continue;
+                };
+                room.copy_from_slice(&bytes);
+                if self.legs[i]
+                    .ports
+                    .send_rtcp(&mut buf, bytes.len(), dest)
+                    .is_err()
+                {
                     self.counters.drop_one();
                 }
             }
@@ -715,6 +740,14 @@ impl Relay {
                     leg.latched_rtp = None;
                     leg.latched_rtcp = None;
                 }
+                ControlFlow::Continue(())
+            }
+            Some(Control::Srtp(side, srtp)) => {
+                self.legs[side.idx()].ports.set_srtp(srtp.map(|s| *s));
+                ControlFlow::Continue(())
+            }
+            Some(Control::Rekey(side, key)) => {
+                self.legs[side.idx()].ports.rekey_inbound(&key);
                 ControlFlow::Continue(())
             }
             Some(Control::Formats(a, b)) => {
@@ -807,14 +840,27 @@ impl Relay {
         }
     }
 
-    fn forward(&mut self, from: Side, kind: Kind, pkt: &mut [u8], src: SocketAddr) {
+    fn forward(&mut self, from: Side, kind: Kind, buf: &mut [u8], len: usize, src: SocketAddr) {
         let valid = match kind {
-            Kind::Rtp => is_rtp(pkt),
-            Kind::Rtcp => is_rtcp(pkt),
+            Kind::Rtp => is_rtp(&buf[..len]),
+            Kind::Rtcp => is_rtcp(&buf[..len]),
         };
-        if !valid || !self.legs[from.idx()].admit(kind, src) {
+        if !valid {
             return self.counters.drop_one();
         }
+        // An encrypted leg's packet is authenticated before it may latch.
+        let ports = &mut self.legs[from.idx()].ports;
+        let opened = match kind {
+            Kind::Rtp => ports.open_rtp(&mut buf[..len]),
+            Kind::Rtcp => ports.open_rtcp(&mut buf[..len]),
+        };
+        let Ok(len) = opened else {
+            return self.counters.drop_one();
+        };
+        if !self.legs[from.idx()].admit(kind, src) {
+            return self.counters.drop_one();
+        }
+        let pkt = &mut buf[..len];
         let to = from.other();
         let now = Instant::now();
         if kind == Kind::Rtcp {
@@ -847,15 +893,15 @@ impl Relay {
             }
         }
 
-        let leg = &self.legs[to.idx()];
+        let leg = &mut self.legs[to.idx()];
         let Some(dest) = leg.destination(Kind::Rtp) else {
             return self.counters.drop_one();
         };
         self.rewriters[to.idx()].rewrite(pkt, now);
-        match leg.ports.rtp.try_send_to(pkt, dest) {
-            Ok(n) => {
+        match leg.ports.send_rtp(buf, len, dest) {
+            Ok(_) => {
                 self.counters.output[to.idx()].fetch_add(1, Relaxed);
-                self.octets[to.idx()] += n.saturating_sub(RTP_HEADER_LEN) as u64;
+                self.octets[to.idx()] += len.saturating_sub(RTP_HEADER_LEN) as u64;
             }
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {

@@ -5,7 +5,9 @@
 //! *content* (codecs, direction) is copied from the other leg's SDP, narrowed
 //! to what the relay and the media endpoint can carry: one plain-RTP audio
 //! stream with PCMU (PT 0), PCMA (PT 8), G.722 (PT 9) and RFC 4733
-//! `telephone-event/8000`, in the sender's order. Everything else is
+//! `telephone-event/8000`, in the sender's order. Each leg's encryption is its
+//! own ([`LegCrypto`]): SDES keys (RFC 4568) are never passed from one leg to the
+//! other; the relay decrypts and re-encrypts. Everything else is
 //! rejected with port 0 rather than removed, because an answer must keep the
 //! offer's m-line count and order (RFC 3264 §6).
 //!
@@ -28,6 +30,8 @@ use rand::Rng;
 use rtc_sdp::description::common::{Address, Attribute, ConnectionInformation};
 use rtc_sdp::description::media::{MediaDescription, RangedPort};
 use rtc_sdp::SessionDescription;
+
+use crate::media::srtp::{CryptoAttr, MasterKey, SrtpSession, Suite};
 
 /// PCMU, PCMA and G.722: the voice codecs we carry (by static payload type).
 /// G.722 is `G722/8000` in SDP although it carries 16 kHz audio (RFC 3551
@@ -88,6 +92,10 @@ pub struct SdpInfo {
     pub telephone_event: Option<u8>,
     /// The audio stream's direction; media-level overrides session-level.
     pub direction: Direction,
+    /// The stream is `RTP/SAVP` (or SAVPF): encrypted or nothing.
+    pub savp: bool,
+    /// Its SDES keys we can use (`a=crypto` with a supported suite), in the sender's order.
+    pub crypto: Vec<CryptoAttr>,
 }
 
 /// Why a body cannot be used. The messages are meant for logs and for the
@@ -100,8 +108,13 @@ pub enum SdpError {
     /// No `m=audio` line.
     #[error("the SDP has no audio stream")]
     NoAudio,
-    /// Audio only over a transport we cannot relay (SRTP, DTLS, ...).
-    #[error("the audio stream uses {0}, but only unencrypted RTP/AVP is supported")]
+    /// Audio only over a transport we cannot relay (DTLS-SRTP, SRTP without a key we
+    /// can use, ...).
+    #[error(
+        "the audio stream uses {0}, but only RTP/AVP and RTP/SAVP keyed by SDES \
+         (a=crypto with AES_CM_128_HMAC_SHA1_80/32, AES_256_CM_HMAC_SHA1_80/32, \
+         AEAD_AES_128_GCM or AEAD_AES_256_GCM) are supported"
+    )]
     UnsupportedTransport(String),
     /// Audio without PCMU, PCMA or G.722.
     #[error("the audio stream offers none of the supported codecs (PCMU, PCMA, G722)")]
@@ -109,6 +122,9 @@ pub enum SdpError {
     /// An answer whose voice codecs were all absent from the offer.
     #[error("the answer contains no voice codec that the offer contained")]
     NoCommonCodec,
+    /// An answer without SRTP to an offer that required it, or SRTP we did not offer.
+    #[error("the answer's media is not encrypted as offered (media_encryption)")]
+    NotEncrypted,
     /// A `c=` address that is not an IP literal (e.g. a host name).
     #[error("the connection address {0:?} is not an IP address")]
     BadAddress(String),
@@ -147,6 +163,8 @@ pub fn info(sd: &SessionDescription) -> Result<SdpInfo, SdpError> {
         codecs,
         telephone_event,
         direction,
+        savp: is_savp(m),
+        crypto: crypto_attrs(m),
     })
 }
 
@@ -243,6 +261,8 @@ pub struct LegSdp {
     session_id: u64,
     version: u64,
     last_body: Option<String>,
+    /// The leg's SRTP keys, if it is encrypted (or offered encryption).
+    pub crypto: Option<LegCrypto>,
 }
 
 impl Default for LegSdp {
@@ -259,6 +279,15 @@ impl LegSdp {
             session_id: rand::thread_rng().gen_range(1..=u64::from(u32::MAX)),
             version: 1,
             last_body: None,
+            crypto: None,
+        }
+    }
+
+    /// A leg keyed with `crypto` (see [`LegSdp::new`]).
+    pub fn with_crypto(crypto: Option<LegCrypto>) -> Self {
+        LegSdp {
+            crypto,
+            ..LegSdp::new()
         }
     }
 
@@ -295,6 +324,10 @@ impl LegSdp {
     /// unchanged media repeats the previous body exactly.
     pub fn render(&mut self, from: &SessionDescription, our_ip: IpAddr, our_port: u16) -> String {
         let mut sd = anchored(from, our_ip, our_port);
+        // Found in `from`: the anchored copy has lost the keys that make SAVP relayable.
+        if let Ok(i) = audio_index(from) {
+            secure(&mut sd.media_descriptions[i], self.crypto.as_ref());
+        }
         sd.origin.username = "switchboard".into();
         sd.origin.session_id = self.session_id;
         sd.origin.session_version = self.version;
@@ -377,6 +410,33 @@ fn anchor_audio(m: &mut MediaDescription, port: u16) {
     });
 }
 
+/// The audio m-line's profile and keys as this leg has them: the other leg's
+/// (anchored) are never passed on.
+fn secure(m: &mut MediaDescription, crypto: Option<&LegCrypto>) {
+    if m.media_name.port.value == 0 {
+        return;
+    }
+    let feedback = m
+        .media_name
+        .protos
+        .get(1)
+        .is_some_and(|p| p.to_ascii_uppercase().ends_with("PF"));
+    let savp = crypto.is_some_and(|c| c.savp);
+    let profile = match (savp, feedback) {
+        (false, false) => "AVP",
+        (false, true) => "AVPF",
+        (true, false) => "SAVP",
+        (true, true) => "SAVPF",
+    };
+    m.media_name.protos = vec!["RTP".into(), profile.into()];
+    for attr in crypto.map(|c| c.ours.as_slice()).unwrap_or_default() {
+        m.attributes.push(Attribute {
+            key: "crypto".into(),
+            value: Some(attr.value()),
+        });
+    }
+}
+
 /// Disables an m-line: port 0, formats kept (the m= line needs at least one),
 /// nothing else.
 fn reject(m: &mut MediaDescription) {
@@ -395,10 +455,12 @@ fn audio_index(sd: &SessionDescription) -> Result<usize, SdpError> {
     let is_audio = |m: &MediaDescription| m.media_name.media == "audio";
     let relayable = |m: &MediaDescription| {
         let protos = &m.media_name.protos;
-        is_audio(m)
-            && protos.len() == 2
-            && protos[0].eq_ignore_ascii_case("RTP")
-            && (protos[1].eq_ignore_ascii_case("AVP") || protos[1].eq_ignore_ascii_case("AVPF"))
+        let rtp = protos.len() == 2 && protos[0].eq_ignore_ascii_case("RTP");
+        let plain = rtp
+            && (protos[1].eq_ignore_ascii_case("AVP") || protos[1].eq_ignore_ascii_case("AVPF"));
+        // SRTP only with a key we can use; a declined stream needs none.
+        let keyed = is_savp(m) && (m.media_name.port.value == 0 || !crypto_attrs(m).is_empty());
+        is_audio(m) && (plain || keyed)
     };
     if let Some(i) = media
         .iter()
@@ -412,6 +474,107 @@ fn audio_index(sd: &SessionDescription) -> Result<usize, SdpError> {
             m.media_name.protos.join("/"),
         )),
         None => Err(SdpError::NoAudio),
+    }
+}
+
+/// Whether the m-line's profile is RTP/SAVP or RTP/SAVPF.
+fn is_savp(m: &MediaDescription) -> bool {
+    let protos = &m.media_name.protos;
+    protos.len() == 2
+        && protos[0].eq_ignore_ascii_case("RTP")
+        && (protos[1].eq_ignore_ascii_case("SAVP") || protos[1].eq_ignore_ascii_case("SAVPF"))
+}
+
+/// The usable `a=crypto` lines of `m`; the others are skipped (RFC 4568 §7.1.1).
+fn crypto_attrs(m: &MediaDescription) -> Vec<CryptoAttr> {
+    m.attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .filter_map(|a| CryptoAttr::parse(a.value.as_deref()?).ok())
+        .collect()
+}
+
+/// The SDES keying of one leg: what we sent it (one key per suite when we offer,
+/// the one chosen when we answer) and the key it sent us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegCrypto {
+    /// Written as `RTP/SAVP`; otherwise `RTP/AVP` with keys (RFC 4568's best effort).
+    pub savp: bool,
+    pub ours: Vec<CryptoAttr>,
+    pub theirs: Option<CryptoAttr>,
+}
+
+impl LegCrypto {
+    /// What we offer a leg: a fresh key for each suite we like.
+    pub fn offer(savp: bool) -> LegCrypto {
+        let ours = Suite::OFFERED
+            .iter()
+            .zip(1..)
+            .map(|(&suite, tag)| CryptoAttr {
+                tag,
+                key: MasterKey::random(suite),
+            })
+            .collect();
+        LegCrypto {
+            savp,
+            ours,
+            theirs: None,
+        }
+    }
+
+    /// Our answer to a leg's offer: its first usable key, and a fresh one of ours for the
+    /// same suite under the same tag (RFC 4568 §7.1.2). `None` if it offered no key.
+    pub fn answer(offer: &SdpInfo) -> Option<LegCrypto> {
+        let theirs = offer.crypto.first()?.clone();
+        Some(LegCrypto {
+            savp: offer.savp,
+            ours: vec![CryptoAttr {
+                tag: theirs.tag,
+                key: MasterKey::random(theirs.key.suite),
+            }],
+            theirs: Some(theirs),
+        })
+    }
+
+    /// The leg's answer to our offer: the key it sent under one of our tags and suites.
+    /// False if it chose none (it answered without encryption).
+    pub fn accept_answer(&mut self, answer: &SdpInfo) -> bool {
+        let chosen = answer.crypto.iter().find(|a| {
+            self.ours
+                .iter()
+                .any(|o| o.tag == a.tag && o.key.suite == a.key.suite)
+        });
+        let Some(chosen) = chosen.cloned() else {
+            return false;
+        };
+        self.ours
+            .retain(|o| o.tag == chosen.tag && o.key.suite == chosen.key.suite);
+        self.theirs = Some(chosen);
+        true
+    }
+
+    /// A later offer or answer from the leg (a re-INVITE) with a new key for the suite in
+    /// use: that key, now the leg's.
+    pub fn rekeyed(&mut self, info: &SdpInfo) -> Option<MasterKey> {
+        let suite = self.theirs.as_ref()?.key.suite;
+        let theirs = self.theirs.as_mut()?;
+        let new = info.crypto.iter().find(|a| a.key.suite == suite)?;
+        if new.key == theirs.key {
+            return None;
+        }
+        *theirs = new.clone();
+        Some(new.key.clone())
+    }
+
+    /// The leg's SRTP, once both keys are known.
+    pub fn session(&self) -> Option<SrtpSession> {
+        let theirs = self.theirs.as_ref()?;
+        let ours = self.ours.iter().find(|o| o.key.suite == theirs.key.suite)?;
+        Some(SrtpSession::new(&ours.key, &theirs.key))
+    }
+
+    pub fn suite(&self) -> Option<Suite> {
+        self.theirs.as_ref().map(|t| t.key.suite)
     }
 }
 
@@ -614,6 +777,8 @@ mod tests {
                 codecs: vec![0],
                 telephone_event: None,
                 direction: Direction::SendRecv,
+                savp: false,
+                crypto: vec![],
             }
         );
         let mut leg = LegSdp::new();
@@ -746,6 +911,82 @@ mod tests {
         );
     }
 
+    const KEY: &str = "inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+
+    #[test]
+    fn an_srtp_offer_is_answered_with_our_own_key_and_never_passed_on() {
+        let offer = SIPP_OFFER.replace(
+            "m=audio 6000 RTP/AVP 0",
+            &format!(
+                "m=audio 6000 RTP/SAVP 0\na=crypto:1 F8_128_HMAC_SHA1_80 {KEY}\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_32 {KEY}\na=crypto:3 AES_CM_128_HMAC_SHA1_80 {KEY}"
+            ),
+        );
+        let (sd, info) = parsed(&offer);
+        assert!(info.savp);
+        // The unknown suite is skipped; the first usable key is taken, under its tag.
+        assert_eq!(info.crypto.len(), 2);
+        let crypto = LegCrypto::answer(&info).unwrap();
+        assert_eq!(crypto.suite(), Some(Suite::AesCm128Sha1_32));
+        let mut a = LegSdp::new();
+        a.crypto = Some(crypto.clone());
+        let answer = a.render(&sd, ip("10.0.0.1"), 20000);
+        assert!(answer.contains("m=audio 20000 RTP/SAVP 0\r\n"), "{answer}");
+        let lines: Vec<_> = answer
+            .lines()
+            .filter(|l| l.starts_with("a=crypto:"))
+            .collect();
+        assert_eq!(lines, [format!("a=crypto:{}", crypto.ours[0].value())]);
+        assert!(lines[0].starts_with("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"));
+        assert!(!answer.contains(KEY), "the caller's key goes nowhere");
+        // The other leg, unencrypted, gets plain RTP/AVP without keys.
+        let plain = LegSdp::new().render(&sd, ip("10.0.0.1"), 20002);
+        assert!(plain.contains("m=audio 20002 RTP/AVP 0\r\n"), "{plain}");
+        assert!(!plain.contains("crypto"), "{plain}");
+        let session = crypto.session().unwrap();
+        assert_eq!(session.suite(), Suite::AesCm128Sha1_32);
+    }
+
+    #[test]
+    fn our_offer_carries_a_key_per_suite_and_the_answer_picks_one() {
+        let (sd, _) = parsed(SIPP_OFFER);
+        let mut b = LegSdp::new();
+        b.crypto = Some(LegCrypto::offer(false));
+        let offer = b.render(&sd, ip("10.0.0.1"), 20000);
+        // Best effort: plain RTP/AVP with keys.
+        assert!(offer.contains("m=audio 20000 RTP/AVP 0\r\n"), "{offer}");
+        assert_eq!(offer.matches("a=crypto:").count(), Suite::OFFERED.len());
+        let ours = &b.crypto.as_ref().unwrap().ours;
+        let chosen = ours
+            .iter()
+            .find(|o| o.key.suite == Suite::AesCm128Sha1_80)
+            .unwrap()
+            .clone();
+        let answer = SIPP_OFFER.replace(
+            "m=audio 6000 RTP/AVP 0",
+            &format!(
+                "m=audio 6000 RTP/AVP 0\na=crypto:{} AES_CM_128_HMAC_SHA1_80 {KEY}",
+                chosen.tag
+            ),
+        );
+        let (_, info) = parsed(&answer);
+        let crypto = b.crypto.as_mut().unwrap();
+        assert!(crypto.accept_answer(&info));
+        assert_eq!(crypto.ours.len(), 1);
+        assert_eq!(crypto.suite(), Some(Suite::AesCm128Sha1_80));
+        // A re-INVITE with the same key changes nothing; a new key is the leg's from then on.
+        assert!(crypto.rekeyed(&info).is_none());
+        let other = "inline:YUJDZGVmZ2hpSktMbW9QUXJzVHVWd3l6MTIzNDU2";
+        let (_, again) = parsed(&answer.replace(KEY, other));
+        assert!(crypto.rekeyed(&again).is_some());
+        // An answer without keys (or with a tag we never offered) is unencrypted.
+        let (_, none) = parsed(SIPP_OFFER);
+        assert!(!LegCrypto::offer(true).accept_answer(&none));
+        let (_, wrong_tag) =
+            parsed(&answer.replace(&format!("a=crypto:{} ", chosen.tag), "a=crypto:99 "));
+        assert!(!LegCrypto::offer(true).accept_answer(&wrong_tag));
+    }
+
     #[test]
     fn unusable_bodies_are_explained() {
         let err = |text: &str| parse(crlf(text).as_bytes()).unwrap_err();
@@ -762,7 +1003,9 @@ mod tests {
         assert_eq!(srtp, SdpError::UnsupportedTransport("RTP/SAVP".into()));
         assert_eq!(
             srtp.to_string(),
-            "the audio stream uses RTP/SAVP, but only unencrypted RTP/AVP is supported"
+            "the audio stream uses RTP/SAVP, but only RTP/AVP and RTP/SAVP keyed by SDES \
+             (a=crypto with AES_CM_128_HMAC_SHA1_80/32, AES_256_CM_HMAC_SHA1_80/32, \
+             AEAD_AES_128_GCM or AEAD_AES_256_GCM) are supported"
         );
         assert_eq!(
             err(&SIPP_OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 pbx.example.com")),
@@ -875,6 +1118,8 @@ mod tests {
             telephone_event: Some(100),
             rtp: None,
             direction: Direction::SendRecv,
+            savp: false,
+            crypto: vec![],
         };
         let (narrowed, info) = restrict_answer(&linphone_sd, &keep).unwrap();
         assert_eq!(info.codecs, [9, 100]);

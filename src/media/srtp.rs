@@ -521,6 +521,12 @@ pub struct SrtpSession {
     pub inbound: Inbound,
 }
 
+impl fmt::Debug for SrtpSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SrtpSession({})", self.outbound.suite)
+    }
+}
+
 impl SrtpSession {
     pub fn new(ours: &MasterKey, theirs: &MasterKey) -> SrtpSession {
         SrtpSession {

@@ -6,11 +6,7 @@ use super::*;
 impl Call {
     /// The trunk that takes outgoing calls, if any: (name, address).
     pub(super) fn outbound_trunk(&self) -> Option<(String, std::net::SocketAddr)> {
-        self.shared
-            .config
-            .trunks
-            .iter()
-            .find_map(|t| t.outbound.map(|addr| (t.name.clone(), addr)))
+        self.shared.config.outbound_trunk()
     }
 
     /// Whether `key` asks for a callback: the caller waits in a queue that offers one
@@ -112,6 +108,11 @@ impl Call {
             return Some(failed(format!("callback: cannot dial \"{number}\"")));
         };
         // Offer what the caller was answered with at first, on its old port.
+        // A new leg, plain: the trunk's call back has nothing to do with the caller's keys.
+        self.a_sdp.crypto = None;
+        if let Some(ports) = &mut self.callback_ports {
+            ports.set_srtp(None);
+        }
         let offer = self.a_offer_sd.clone();
         let body = self.a_sdp.render(&offer, self.advertise(), self.a_port);
         let req = message::invite_with_sdp(uri, headers, body);
@@ -123,6 +124,7 @@ impl Call {
             peer,
             final_code: None,
             agent: Some(agent.to_string()),
+            crypto: None,
         });
         None
     }
