@@ -330,8 +330,44 @@ fn bench_taps(c: &mut Criterion) {
     group.finish();
 }
 
+/// One 20 ms PCMU packet re-keyed as the relay does between two SRTP legs: verified and
+/// decrypted with one leg's key, encrypted with the other's, in the same buffer.
+fn bench_srtp(c: &mut Criterion) {
+    use switchboard::media::srtp::{Inbound, MasterKey, Outbound, Suite};
+    let mut group = c.benchmark_group("srtp_rekey_20ms");
+    for suite in [
+        Suite::AesCm128Sha1_80,
+        Suite::AeadAes128Gcm,
+        Suite::AeadAes256Gcm,
+    ] {
+        let (in_key, out_key) = (MasterKey::random(suite), MasterKey::random(suite));
+        let mut sender = Outbound::new(&in_key);
+        let mut receiver = Inbound::new(&in_key);
+        let mut onward = Outbound::new(&out_key);
+        let mut seq: u16 = 0;
+        let mut buf = [0u8; 2048];
+        let mut step = move || {
+            // The phone's packet, as it arrives.
+            seq = seq.wrapping_add(1);
+            buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            buf[12..172].fill(0x55);
+            let n = sender.protect_rtp(&mut buf, 172).unwrap();
+            // What the relay does with it.
+            let plain = receiver.unprotect_rtp(&mut buf[..n]).unwrap();
+            onward.protect_rtp(&mut buf, plain).unwrap()
+        };
+        assert_no_alloc("srtp re-key", || {
+            step();
+        });
+        group.bench_function(suite.name(), |b| b.iter(&mut step));
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_srtp,
     bench_taps,
     bench_mixer,
     bench_jitter,

@@ -211,6 +211,9 @@ pub struct ServerConfig {
     pub public_ip: Option<String>,
     /// Also listen for SIP over TLS, on the SIP port + 1 (self-signed certificate).
     pub tls: bool,
+    /// More settings of one user, as YAML flow-map entries
+    /// (`("2001", "media_encryption: require, dial_out: true")`).
+    pub user_settings: Vec<(String, String)>,
     /// Run on the shipped `config/switchboard.yaml` itself, with only the listener, RTP
     /// range and data directory overridden on the command line (the other fields here
     /// must then match the demo's, which they do by default).
@@ -256,6 +259,7 @@ impl Default for ServerConfig {
             ipv6: false,
             public_ip: None,
             tls: false,
+            user_settings: Vec::new(),
             shipped_demo: false,
             api: false,
             flow_dids: Vec::new(),
@@ -340,9 +344,15 @@ impl ServerConfig {
         }
         writeln!(y, "users:").unwrap();
         for u in &self.users {
+            let more: String = self
+                .user_settings
+                .iter()
+                .filter(|(ext, _)| ext == &u.extension)
+                .map(|(_, s)| format!(", {s}"))
+                .collect();
             writeln!(
                 y,
-                "  - {{ extension: \"{}\", name: \"{}\", password: {}, role: {} }}",
+                "  - {{ extension: \"{}\", name: \"{}\", password: {}, role: {}{more} }}",
                 u.extension, u.name, u.password, u.role
             )
             .unwrap();

@@ -98,12 +98,22 @@ pub struct PhoneBuilder {
     nat: Option<String>,
     /// Register and call over TLS, trusting the server's self-signed certificate.
     tls: bool,
+    /// baresip's `mediaenc` (its srtp.so): `srtp-mand` (RTP/SAVP only) or `srtp`
+    /// (best effort: RTP/AVP with keys).
+    mediaenc: Option<&'static str>,
 }
 
 impl PhoneBuilder {
     /// SIP over TLS to the server's TLS port (`ServerConfig::tls`).
     pub fn tls(mut self) -> PhoneBuilder {
         self.tls = true;
+        self
+    }
+
+    /// SRTP with SDES keys: `srtp-mand` offers and accepts RTP/SAVP only, `srtp` is
+    /// best effort.
+    pub fn srtp(mut self, mediaenc: &'static str) -> PhoneBuilder {
+        self.mediaenc = Some(mediaenc);
         self
     }
 
@@ -200,12 +210,18 @@ impl PhoneBuilder {
              module aufile.so\n\
              module aubridge.so\n\
              module sndfile.so\n\
+             {srtp_module}\
              module_app account.so\n\
              module_app menu.so\n\
              snd_path {rec}\n\
              rtp_ports {lo}-{hi}\n\
              {cafile}",
             source = source.display(),
+            srtp_module = if self.mediaenc.is_some() {
+                "module srtp.so\n"
+            } else {
+                ""
+            },
             rec = rec_dir.display(),
             lo = rtp_ports.0,
             hi = rtp_ports.1,
@@ -223,8 +239,11 @@ impl PhoneBuilder {
         std::fs::write(
             d.join("accounts"),
             format!(
-                "{account};answermode={answer};audio_codecs={}\n",
-                codecs.join(",")
+                "{account};answermode={answer};audio_codecs={}{}\n",
+                codecs.join(","),
+                self.mediaenc
+                    .map(|m| format!(";mediaenc={m}"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
@@ -322,6 +341,7 @@ impl Phone {
             source: None,
             nat: None,
             tls: false,
+            mediaenc: None,
         }
     }
 
@@ -341,6 +361,7 @@ impl Phone {
             source: None,
             nat: None,
             tls: false,
+            mediaenc: None,
         }
     }
 

@@ -119,3 +119,49 @@ impl Call {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(savp: bool, keyed: bool) -> SdpInfo {
+        let body = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 6000 RTP/{}AVP 0\r\na=rtpmap:0 PCMU/8000\r\n{}",
+            if savp { "S" } else { "" },
+            if keyed {
+                "a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
+            } else {
+                ""
+            }
+        );
+        sdp::parse(body.as_bytes()).unwrap().1
+    }
+
+    #[test]
+    fn the_callers_policy_decides_what_its_offer_gets() {
+        use MediaEncryption::*;
+        // SRTP only: answered with our key unless refused.
+        assert!(caller_crypto(Refuse, &offer(true, true)).is_err());
+        for policy in [Prefer, Require] {
+            let c = caller_crypto(policy, &offer(true, true)).unwrap().unwrap();
+            assert!(c.savp);
+            assert_eq!(c.ours[0].tag, 7);
+        }
+        // Best effort (keys beside plain RTP): plain when refused, else SRTP on RTP/AVP.
+        assert!(caller_crypto(Refuse, &offer(false, true))
+            .unwrap()
+            .is_none());
+        let c = caller_crypto(Prefer, &offer(false, true)).unwrap().unwrap();
+        assert!(!c.savp);
+        // Plain: fine unless encryption is required.
+        assert!(caller_crypto(Prefer, &offer(false, false))
+            .unwrap()
+            .is_none());
+        assert!(caller_crypto(Refuse, &offer(false, false))
+            .unwrap()
+            .is_none());
+        let why = caller_crypto(Require, &offer(false, false)).unwrap_err();
+        assert!(why.contains("require"), "{why}");
+    }
+}
