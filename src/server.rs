@@ -84,6 +84,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             metrics: {
                 let m = std::sync::Arc::new(crate::api::metrics::Metrics::new(
                     sw.shared().sip_stats.clone(),
+                    sw.shared().records.health(),
                 ));
                 m.follow(&events);
                 m

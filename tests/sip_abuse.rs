@@ -12,16 +12,7 @@ use common::*;
 
 /// The value of a sample in a Prometheus exposition (`name` with its labels, if any).
 fn sample(exposition: &str, name: &str) -> u64 {
-    exposition
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{exposition}")) as u64
+    common::api::sample(exposition, name) as u64
 }
 
 const LIMIT: u32 = 10;

@@ -9,7 +9,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::api::{Api, REPORTING};
+use common::api::{sample, Api, REPORTING};
 use common::*;
 use md5::{Digest, Md5};
 
@@ -92,14 +92,6 @@ impl Phone {
             self.uri
         )
     }
-}
-
-/// The value of an unlabelled sample in a Prometheus exposition.
-fn sample(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{exposition}"))
 }
 
 fn server(lockout_secs: u64) -> Server {

@@ -30,6 +30,7 @@ use super::ApiState;
 use crate::call::acd::agent_state_parts;
 use crate::events::{Event, EventLog};
 use crate::sip::stats::SipStats;
+use crate::store::record_writer::WriterHealth;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -64,6 +65,7 @@ pub struct Metrics {
     agents: Family<Labels, Gauge>,
     queue_agents: Family<Labels, Gauge>,
     events_last_seq: Gauge,
+    recordings_failed: Counter,
 }
 
 fn wait_histogram() -> Histogram {
@@ -71,7 +73,7 @@ fn wait_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(sip: Arc<SipStats>) -> Self {
+    pub fn new(sip: Arc<SipStats>, records: Arc<WriterHealth>) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let calls_ended = Family::<Labels, Counter>::default();
         registry.register(
@@ -99,6 +101,13 @@ impl Metrics {
             setup.clone(),
         );
         registry.register_collector(Box::new(SipResponses(sip)));
+        registry.register_collector(Box::new(StoreHealth(records)));
+        let recordings_failed = Counter::default();
+        registry.register(
+            "recordings_failed",
+            "Recordings that stopped early (the file could not be made or written, e.g. a full disk); the call went on",
+            recordings_failed.clone(),
+        );
         let calls_in_progress = Gauge::default();
         registry.register(
             "calls_in_progress",
@@ -147,6 +156,7 @@ impl Metrics {
             agents,
             queue_agents,
             events_last_seq,
+            recordings_failed,
         }
     }
 
@@ -204,6 +214,9 @@ impl Metrics {
                             .inc_by(lost);
                     }
                 }
+            }
+            "call.recording" if e.data["state"] == "failed" => {
+                self.recordings_failed.inc();
             }
             "queue.answered" | "queue.callback_answered" | "queue.abandoned" => {
                 let outcome = if e.kind == "queue.abandoned" {
@@ -316,6 +329,38 @@ impl Collector for SipResponses {
             MetricType::Gauge,
         )?;
         prometheus_client::metrics::gauge::ConstGauge::new(read(&auth.locked_now) as i64)
+            .encode(gauge)?;
+        Ok(())
+    }
+}
+
+/// The call-record writer: a store that fails shows as records waiting (an alarm above
+/// zero) and failed attempts.
+struct StoreHealth(Arc<WriterHealth>);
+
+impl std::fmt::Debug for StoreHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreHealth")
+    }
+}
+
+impl Collector for StoreHealth {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counter = encoder.encode_descriptor(
+            "store_record_write_failures",
+            "Failed attempts to write a call record (retried until written: a full disk, a locked database)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.failures.load(Relaxed)).encode(counter)?;
+        let gauge = encoder.encode_descriptor(
+            "store_records_pending",
+            "Call records of ended calls not yet in the store (above zero: the store is failing)",
+            None,
+            MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(self.0.pending.load(Relaxed) as i64)
             .encode(gauge)?;
         Ok(())
     }

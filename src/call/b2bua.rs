@@ -428,11 +428,7 @@ async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
 /// Record for a call that ended before it had media.
 async fn finish_early(mut s: CallSetup) {
     s.record.ended_ms = now_ms();
-    let written = s.shared.store.write_call(&s.record).await;
-    super::publish_end(&s.shared.events, &s.record);
-    if let Err(e) = written {
-        warn!(error = %e, "could not write the call record");
-    }
+    s.shared.records.submit(s.record.clone());
     s.switch.ended(s.key);
 }
 
@@ -2329,11 +2325,9 @@ impl Call {
             b_in = stats.b_in,
             "call ended"
         );
-        if let Err(e) = self.shared.store.write_call(&rec).await {
-            warn!(error = %e, "could not write the call record");
-        }
-        // After the record: whoever sees the end can read the record.
-        super::publish_end(&self.shared.events, &rec);
+        // `call.ended` follows once the record is written: whoever sees the end can
+        // read the record.
+        self.shared.records.submit(rec);
         // Requests still waiting on the other leg get a final answer, so no transaction
         // is left open. Late 2xx answers from forks are ACKed and hung up by the switch.
         for r in self.relayed.values() {

@@ -34,6 +34,8 @@ pub struct Shared {
     pub config: Config,
     pub ports: Arc<PortPool>,
     pub store: Store,
+    /// Writes call records off the call path and announces their end (`call.ended`).
+    pub records: crate::store::record_writer::RecordWriter,
     /// The IVR flows in force (hot-reloaded), if the server has any.
     pub flows: Option<FlowsHandle>,
     /// Decoded prompts, shared by every call.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, Response};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, info_span, Instrument};
 
 use super::{as_msg, CallEvent, CallKey, Shared, SwitchHandle};
 use crate::events::NewEvent;
@@ -123,9 +123,8 @@ async fn run(
     rec.hangup_by = Some(end);
     rec.disposition = Some(disposition);
     rec.final_code = code;
-    if let Err(e) = shared.store.write_call(&rec).await {
-        warn!(error = %e, "could not write the supervisor call's record");
-    }
+    // Written off this task; a supervisor's join is announced below, not as call.ended.
+    shared.records.submit_quiet(rec);
     shared.events.publish(
         NewEvent::new("call.supervisor")
             .call(&join.agent_call)

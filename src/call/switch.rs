@@ -93,8 +93,6 @@ pub struct Switch {
     /// OPTIONS keep-alives in flight: transaction → (user, contact).
     pings: HashMap<TxId, (String, String)>,
     last_ping: Instant,
-    /// Records of refused calls being written; awaited before the switch stops.
-    record_writes: tokio::task::JoinSet<()>,
 }
 
 fn unix_secs() -> u64 {
@@ -134,8 +132,16 @@ pub async fn start(
     let limits = Limits::new(config.limits, Instant::now());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let recordings = crate::media::recorder::RecordingWriter::start(config.recording_buffer)?;
+    let records = {
+        let events = events.clone();
+        crate::store::record_writer::RecordWriter::start(
+            store.clone(),
+            Box::new(move |rec| super::publish_end(&events, rec)),
+        )
+    };
     let shared = Arc::new(Shared {
         recordings,
+        records,
         config,
         ports,
         store,
@@ -167,7 +173,6 @@ pub async fn start(
             next_call: 1,
             cmd_tx,
             draining: false,
-            record_writes: tokio::task::JoinSet::new(),
         },
         in_rx,
         cmd_rx,
@@ -229,7 +234,11 @@ impl Switch {
             }
         }
         self.flush();
-        while self.record_writes.join_next().await.is_some() {}
+        // Every record of the calls that ended is written before the store closes (a
+        // store still failing by then leaves them to the next start's repair).
+        if !self.shared.records.flush(Duration::from_secs(10)).await {
+            warn!("call records still unwritten at exit; the next start marks them interrupted");
+        }
     }
 
     /// Tells the ACD an agent's phone became reachable or unreachable (its first
@@ -1138,14 +1147,7 @@ impl Switch {
         record.disposition = Some(d);
         record.hangup_by = Some(crate::store::HangupBy::Switchboard);
         info!(call_id = %record.a_call_id, code, reason = record.reason.as_deref().unwrap_or(""), "call refused");
-        let store = self.shared.store.clone();
-        self.record_writes.spawn(async move {
-            if let Err(e) = store.write_call(&record).await {
-                warn!(error = %e, "could not write the call record");
-            }
-        });
-        // Reap finished writes so the set does not grow with every refused call.
-        while self.record_writes.try_join_next().is_some() {}
+        self.shared.records.submit_quiet(record);
     }
 }
 

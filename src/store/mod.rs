@@ -7,6 +7,7 @@
 
 mod events;
 pub mod interrupted;
+pub mod record_writer;
 pub mod records;
 
 pub use records::{CallRecordView, Outcome, RecordFilter};
@@ -269,7 +270,8 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// Writes one finished call; durable when this returns.
+    /// Writes one finished call; durable when this returns. Writing it again changes
+    /// nothing (a retry after an answer that was lost).
     pub async fn write_call(&self, r: &CallRecord) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
@@ -278,7 +280,8 @@ impl Store {
                bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms,
                a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-               ?, ?, ?, ?)",
+               ?, ?, ?, ?)
+             ON CONFLICT(call_uuid) DO NOTHING",
         )
         .bind(&r.call_uuid)
         .bind(&r.a_call_id)
@@ -561,8 +564,8 @@ mod tests {
             ..Default::default()
         };
         store.write_call(&rec).await.unwrap();
-        // The same call cannot be written twice.
-        assert!(store.write_call(&rec).await.is_err());
+        // Writing the same call again (a retry) leaves one record.
+        store.write_call(&rec).await.unwrap();
         store.close().await;
         let again = Store::open(dir.path()).await.unwrap();
         assert_eq!(again.count_calls().await.unwrap(), 1);

@@ -186,3 +186,11 @@ impl Api {
         }
     }
 }
+
+/// The value of an unlabelled sample in a Prometheus exposition (`name value`).
+pub fn sample(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{exposition}"))
+}
