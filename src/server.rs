@@ -85,6 +85,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 let m = std::sync::Arc::new(crate::api::metrics::Metrics::new(
                     sw.shared().sip_stats.clone(),
                     sw.shared().records.health(),
+                    sw.shared().recordings.failures(),
                 ));
                 m.follow(&events);
                 m

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::audio::read_wav;
 use common::*;
@@ -22,18 +22,6 @@ fn count(server: &Server, sql: &str) -> usize {
         .and_then(|rows| rows.first()?.first()?.clone())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, server: &Server, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !ok() {
-        assert!(
-            Instant::now() < end,
-            "{what} within {timeout:?}\nswitchboard stderr tail:\n{}",
-            server.stderr_tail(40)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -69,17 +57,12 @@ fn kill_9_under_200_recorded_calls_loses_no_record_and_no_recording() {
         "short calls failed\n{}",
         short.report()
     );
-    wait_until(
-        "all 200 calls answered",
-        Duration::from_secs(30),
-        &server,
-        || {
-            count(
-                &server,
-                "SELECT COUNT(*) FROM events WHERE type = 'call.answered'",
-            ) >= (SHORT + LONG) as usize
-        },
-    );
+    server.wait_until("all 200 calls answered", Duration::from_secs(30), || {
+        count(
+            &server,
+            "SELECT COUNT(*) FROM events WHERE type = 'call.answered'",
+        ) >= (SHORT + LONG) as usize
+    });
     server.wait_for_calls(SHORT as usize, Duration::from_secs(20));
     // Let the long calls' recordings hold a good second of audio past every answer.
     thread::sleep(Duration::from_millis(1_500));
@@ -165,10 +148,9 @@ fn kill_9_under_200_recorded_calls_loses_no_record_and_no_recording() {
     }
     assert_eq!(interrupted, LONG as usize);
     // Every call is closed in the event log too, once.
-    wait_until(
+    server.wait_until(
         "a call.ended event per call",
         Duration::from_secs(10),
-        &server,
         || {
             count(
                 &server,

@@ -7,6 +7,7 @@
 //! of its own: the KPIs stay in the reports.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -65,7 +66,6 @@ pub struct Metrics {
     agents: Family<Labels, Gauge>,
     queue_agents: Family<Labels, Gauge>,
     events_last_seq: Gauge,
-    recordings_failed: Counter,
 }
 
 fn wait_histogram() -> Histogram {
@@ -73,7 +73,14 @@ fn wait_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(sip: Arc<SipStats>, records: Arc<WriterHealth>) -> Self {
+    /// `records` and `recordings_failed` come from the writers of call records and of
+    /// recordings: a failing disk or store shows here even while events cannot be
+    /// stored.
+    pub fn new(
+        sip: Arc<SipStats>,
+        records: Arc<WriterHealth>,
+        recordings_failed: Arc<AtomicU64>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let calls_ended = Family::<Labels, Counter>::default();
         registry.register(
@@ -101,13 +108,10 @@ impl Metrics {
             setup.clone(),
         );
         registry.register_collector(Box::new(SipResponses(sip)));
-        registry.register_collector(Box::new(StoreHealth(records)));
-        let recordings_failed = Counter::default();
-        registry.register(
-            "recordings_failed",
-            "Recordings that stopped early (the file could not be made or written, e.g. a full disk); the call went on",
-            recordings_failed.clone(),
-        );
+        registry.register_collector(Box::new(WriterFaults {
+            records,
+            recordings_failed,
+        }));
         let calls_in_progress = Gauge::default();
         registry.register(
             "calls_in_progress",
@@ -156,7 +160,6 @@ impl Metrics {
             agents,
             queue_agents,
             events_last_seq,
-            recordings_failed,
         }
     }
 
@@ -214,9 +217,6 @@ impl Metrics {
                             .inc_by(lost);
                     }
                 }
-            }
-            "call.recording" if e.data["state"] == "failed" => {
-                self.recordings_failed.inc();
             }
             "queue.answered" | "queue.callback_answered" | "queue.abandoned" => {
                 let outcome = if e.kind == "queue.abandoned" {
@@ -334,34 +334,47 @@ impl Collector for SipResponses {
     }
 }
 
-/// The call-record writer: a store that fails shows as records waiting (an alarm above
-/// zero) and failed attempts.
-struct StoreHealth(Arc<WriterHealth>);
+/// The writers of call records and recordings: a store that fails shows as records
+/// waiting (an alarm above zero) and failed attempts, a disk that fails as recordings
+/// that stopped.
+struct WriterFaults {
+    records: Arc<WriterHealth>,
+    recordings_failed: Arc<AtomicU64>,
+}
 
-impl std::fmt::Debug for StoreHealth {
+impl std::fmt::Debug for WriterFaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreHealth")
+        f.write_str("WriterFaults")
     }
 }
 
-impl Collector for StoreHealth {
+impl Collector for WriterFaults {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
+        let recordings = encoder.encode_descriptor(
+            "recordings_failed",
+            "Recordings that stopped early (the file could not be made or written, e.g. a full disk); the calls went on",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.recordings_failed.load(Relaxed)).encode(recordings)?;
         let counter = encoder.encode_descriptor(
             "store_record_write_failures",
             "Failed attempts to write a call record (retried until written: a full disk, a locked database)",
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(self.0.failures.load(Relaxed)).encode(counter)?;
+        ConstCounter::new(self.records.failures.load(Relaxed)).encode(counter)?;
         let gauge = encoder.encode_descriptor(
             "store_records_pending",
             "Call records of ended calls not yet in the store (above zero: the store is failing)",
             None,
             MetricType::Gauge,
         )?;
-        prometheus_client::metrics::gauge::ConstGauge::new(self.0.pending.load(Relaxed) as i64)
-            .encode(gauge)?;
+        prometheus_client::metrics::gauge::ConstGauge::new(
+            self.records.pending.load(Relaxed) as i64
+        )
+        .encode(gauge)?;
         Ok(())
     }
 }

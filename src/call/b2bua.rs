@@ -1839,7 +1839,8 @@ impl Call {
         relay.forward_dtmf(self.shared.config.forward_dtmf);
         relay.watch(Side::A, true);
         relay.watch(Side::B, true);
-        if let Some(rec) = self.recorder.take() {
+        // A recording that failed stays parked until the call ends and closes it.
+        if let Some(rec) = self.recorder.take_if(|_| !self.recording_stopped) {
             relay.record(rec);
             relay.pause_recording(self.recording_paused);
         }

@@ -331,6 +331,7 @@ pub fn spawn_relay_with_events(
         octets: [0, 0],
         checks: 0,
         taps: None,
+        failed_recording: None,
         supervisor: None,
         events,
         media_timeout,
@@ -434,6 +435,9 @@ struct Relay {
     /// Decoding and mixing, only while a recording, a supervisor or a codec
     /// difference needs it.
     taps: Option<Box<Taps>>,
+    /// A recording whose file failed (a full disk): kept to be handed back like a
+    /// running one, so the call learns how much of it the file holds.
+    failed_recording: Option<Tape>,
     supervisor: Option<Supervisor>,
     events: mpsc::UnboundedSender<RelayEvent>,
     media_timeout: Option<Duration>,
@@ -533,7 +537,11 @@ impl Relay {
             }
         };
         self.publish_reception();
-        let recorder = self.taps.as_mut().and_then(|t| t.take_recording());
+        let recorder = self
+            .taps
+            .as_mut()
+            .and_then(|t| t.take_recording())
+            .or_else(|| self.failed_recording.take());
         match stopped_by {
             Some(Ending::Released(back)) => {
                 let [a, b] = self.legs;
@@ -610,7 +618,7 @@ impl Relay {
         if let Err((rec, e)) = result {
             tracing::warn!(error = %e, path = %rec.path().display(), "recording stopped");
             let _ = self.events.send(RelayEvent::RecordingFailed(e.to_string()));
-            drop(rec);
+            self.failed_recording = Some(rec);
         }
         while let Some(ev) = taps.poll_event() {
             let TapEvent::SupervisorMode(mode) = ev;
@@ -792,7 +800,11 @@ impl Relay {
                 ControlFlow::Continue(())
             }
             Some(Control::TakeRecording(reply)) => {
-                let rec = self.taps.as_deref_mut().and_then(|t| t.take_recording());
+                let rec = self
+                    .taps
+                    .as_deref_mut()
+                    .and_then(|t| t.take_recording())
+                    .or_else(|| self.failed_recording.take());
                 self.drop_idle_taps();
                 let _ = reply.send(rec);
                 ControlFlow::Continue(())

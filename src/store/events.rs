@@ -9,7 +9,23 @@ pub(super) async fn write(
     pool: &SqlitePool,
     batch: &[(Event, Option<QueueEvent>)],
 ) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    let written = write_on(&mut conn, batch).await;
+    if written.is_err() {
+        // A statement that failed inside the transaction (a full disk) can leave the
+        // connection in it, holding the write lock for every other writer; such a
+        // connection is closed rather than given back to the pool.
+        conn.close_on_drop();
+    }
+    written
+}
+
+async fn write_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    batch: &[(Event, Option<QueueEvent>)],
+) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
     for (e, row) in batch {
         sqlx::query(
             "INSERT INTO events (seq, at_ms, type, call_uuid, queue, agent, data)

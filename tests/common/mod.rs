@@ -221,6 +221,9 @@ pub struct ServerConfig {
     /// Serve the control-plane API on a port of its own, with the test tokens
     /// ([`api`]). The shipped demo always has one.
     pub api: bool,
+    /// The data directory (recordings, the store), if not a fresh one in the server's
+    /// temporary directory: e.g. a small file system of the test's own.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -262,6 +265,7 @@ impl Default for ServerConfig {
             user_settings: Vec::new(),
             shipped_demo: false,
             api: false,
+            data_dir: None,
             flow_dids: Vec::new(),
             ivr: None,
             extra_args: Vec::new(),
@@ -466,6 +470,20 @@ pub fn switchboard_bin() -> &'static str {
 }
 
 impl Server {
+    /// Polls `ok` until it holds; fails saying `what` did not happen in `timeout`, with
+    /// the tail of the server's stderr.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+        let end = Instant::now() + timeout;
+        while !ok() {
+            assert!(
+                Instant::now() < end,
+                "{what} within {timeout:?}\nswitchboard stderr tail:\n{}",
+                self.stderr_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The demo configuration on fresh ports.
     pub fn start() -> Server {
         Server::start_with(ServerConfig::default())
@@ -480,7 +498,10 @@ impl Server {
         let sip_port = alloc_ports(2);
         let rtp_low = alloc_ports(config.rtp_port_count);
         let rtp_ports = (rtp_low, rtp_low + config.rtp_port_count - 1);
-        let data_dir = dir.path().join("data");
+        let data_dir = config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data_dir).unwrap();
         let config_path = if config.shipped_demo {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("config/switchboard.yaml")

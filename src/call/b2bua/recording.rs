@@ -114,11 +114,18 @@ impl Call {
     /// Has the writer complete a recording and notes its length in the record.
     pub(super) async fn finish_recording(&mut self, recorder: Option<Tape>) {
         let Some(recorder) = recorder else { return };
+        let path = recorder.path().to_path_buf();
         match recorder.finish().await {
             Ok(done) => {
                 self.rec.recording_ms = Some(done.duration.as_millis() as i64);
             }
-            Err(e) => warn!(error = %e, "the recording could not be finished"),
+            Err(e) => {
+                warn!(error = %e, "the recording could not be finished");
+                // A file never made (a full disk) is not named in the record.
+                if !path.exists() {
+                    self.rec.recording = None;
+                }
+            }
         }
     }
 }

@@ -73,8 +73,16 @@ impl Recorder {
             .open(&path)
             .map_err(|e| with_path(&path, e))?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-        out.write_all(&header(rate, channels, 0))
-            .map_err(|e| with_path(&path, e))?;
+        // The header goes to the file at once: a disk with no room for it fails the
+        // recording here, and leaves no empty file behind.
+        if let Err(e) = out
+            .write_all(&header(rate, channels, 0))
+            .and_then(|()| out.flush())
+        {
+            drop(out.into_parts());
+            let _ = std::fs::remove_file(&path);
+            return Err(with_path(&path, e));
+        }
         Ok(Recorder {
             path,
             rate,

@@ -45,6 +45,8 @@ pub struct RecordingWriter {
     ctl: mpsc::Sender<Ctl>,
     buffer: Duration,
     next_id: Arc<AtomicU64>,
+    /// Recordings that failed (a file not made, a write refused), for `/metrics`.
+    failures: Arc<AtomicU64>,
 }
 
 enum Ctl {
@@ -80,14 +82,22 @@ impl RecordingWriter {
     /// Starts the writer thread; each tape buffers `buffer` of audio.
     pub fn start(buffer: Duration) -> io::Result<RecordingWriter> {
         let (ctl, rx) = mpsc::channel();
+        let failures = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&failures);
         std::thread::Builder::new()
             .name("recording-writer".into())
-            .spawn(move || write_loop(rx))?;
+            .spawn(move || write_loop(rx, &counted))?;
         Ok(RecordingWriter {
             ctl,
             buffer,
             next_id: Arc::new(AtomicU64::new(0)),
+            failures,
         })
+    }
+
+    /// How many recordings have failed since the start (each counts once).
+    pub fn failures(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.failures)
     }
 
     /// A tape for a call recording: stereo, caller left, agent right.
@@ -271,13 +281,18 @@ impl Drop for Tape {
 /// A tape as the writer thread holds it.
 struct Open {
     file: Result<Recorder, String>,
+    path: PathBuf,
     channels: u16,
     rate: SampleRate,
     samples: rtrb::Consumer<i16>,
     state: Arc<TapState>,
+    /// Sample frames taken off the tape, written or not.
+    frames_taken: u64,
+    /// After a write failed: the length of the audio the file kept.
+    kept: Option<Duration>,
 }
 
-fn write_loop(rx: mpsc::Receiver<Ctl>) {
+fn write_loop(rx: mpsc::Receiver<Ctl>, failures: &AtomicU64) {
     let mut tapes: HashMap<u64, Open> = HashMap::new();
     let mut senders_gone = false;
     while !(senders_gone && tapes.is_empty()) {
@@ -304,15 +319,19 @@ fn write_loop(rx: mpsc::Receiver<Ctl>) {
                     if let Err(why) = &file {
                         tracing::warn!(error = %why, "the call cannot be recorded");
                         let _ = o.state.failed.set(why.clone());
+                        failures.fetch_add(1, Ordering::Relaxed);
                     }
                     tapes.insert(
                         o.id,
                         Open {
                             file,
+                            path: o.path,
                             channels: o.channels,
                             rate: o.rate,
                             samples: o.samples,
                             state: o.state,
+                            frames_taken: 0,
+                            kept: None,
                         },
                     );
                 }
@@ -324,7 +343,7 @@ fn write_loop(rx: mpsc::Receiver<Ctl>) {
         // Replies go out after the whole sweep: once a finish is answered, every tape
         // dropped before it was finished has its file complete too.
         let mut replies = Vec::new();
-        tapes.retain(|_, tape| !drain(tape, &mut replies));
+        tapes.retain(|_, tape| !drain(tape, &mut replies, failures));
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
@@ -345,7 +364,7 @@ fn open(path: &Path, rate: SampleRate, channels: u16) -> Result<Recorder, String
 
 /// Writes what the tape holds; returns whether the tape is done with (its
 /// owner finished or dropped it, and its file is complete).
-fn drain(tape: &mut Open, replies: &mut Vec<Reply>) -> bool {
+fn drain(tape: &mut Open, replies: &mut Vec<Reply>, failures: &AtomicU64) -> bool {
     // Read before draining: once abandoned, nothing more can arrive.
     let abandoned = tape.samples.is_abandoned();
     let n = tape.samples.slots();
@@ -359,12 +378,20 @@ fn drain(tape: &mut Open, replies: &mut Vec<Reply>) -> bool {
                 .and_then(|()| rec.checkpoint());
             if let Err(e) = written {
                 let why = e.to_string();
-                tracing::warn!(error = %why, "recording stopped");
+                tracing::warn!(error = %why, file = %tape.path.display(), "recording stopped");
                 let _ = tape.state.failed.set(why.clone());
-                // Dropping the recorder completes its header over what was written.
+                failures.fetch_add(1, Ordering::Relaxed);
+                // A full disk refuses the buffered audio, so the header cannot be
+                // brought up to date the usual way: once the file is closed, its sizes
+                // are set to the audio that did reach it (in place: no new blocks).
                 tape.file = Err(why);
+                match super::repair(&tape.path) {
+                    Ok(r) => tape.kept = Some(r.duration),
+                    Err(e) => tracing::warn!(error = %e, "a failed recording could not be closed"),
+                }
             }
         }
+        tape.frames_taken += (n / usize::from(tape.channels)) as u64;
         chunk.commit_all();
     }
     if !abandoned {
@@ -373,16 +400,24 @@ fn drain(tape: &mut Open, replies: &mut Vec<Reply>) -> bool {
     let dropped = tape.state.dropped.load(Ordering::Relaxed) / u64::from(tape.channels);
     let lost = super::frames_to_duration(dropped, tape.rate.hz());
     let file = std::mem::replace(&mut tape.file, Err(String::new()));
-    let result = match file {
-        Ok(rec) => rec.finish(lost),
-        Err(why) => Err(io::Error::other(why)),
+    let result = match (file, tape.kept) {
+        (Ok(rec), _) => rec.finish(lost),
+        // What the file kept before its write failed is the recording; the rest of
+        // the call is lost to it.
+        (Err(_), Some(kept)) => Ok(Recording {
+            path: tape.path.clone(),
+            duration: kept,
+            lost: super::frames_to_duration(tape.frames_taken, tape.rate.hz()).saturating_sub(kept)
+                + lost,
+        }),
+        (Err(why), None) => Err(io::Error::other(why)),
     };
     if let Ok(done) = &result {
         if !lost.is_zero() {
             tracing::warn!(
                 file = %done.path.display(),
                 lost_ms = lost.as_millis() as u64,
-                "recording finished with audio lost to a slow disk"
+                "recording finished with audio lost (a slow disk, or a write that failed)"
             );
         }
     }
