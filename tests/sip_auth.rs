@@ -10,14 +10,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::api::{sample, Api, REPORTING};
+use common::digest;
 use common::*;
-use md5::{Digest, Md5};
 
 const WAIT: Duration = Duration::from_secs(3);
-
-fn md5_hex(s: &str) -> String {
-    hex::encode(Md5::digest(s.as_bytes()))
-}
 
 /// A phone registering 2001 by hand, from its own address.
 struct Phone {
@@ -71,26 +67,14 @@ impl Phone {
     fn login(&mut self, password: &str) -> (u16, String, String) {
         let challenge = self.register(None);
         assert_eq!(status_code(&challenge), Some(401), "{challenge}");
-        let nonce = challenge
-            .split("nonce=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("a nonce in the challenge")
-            .to_string();
+        let nonce = digest::nonce(&challenge).to_string();
         let header = self.answer(&nonce, password, 1);
         let reply = self.register(Some(&header));
         (status_code(&reply).unwrap(), header, nonce)
     }
 
     fn answer(&self, nonce: &str, password: &str, nc: u32) -> String {
-        let ha1 = md5_hex(&format!("2001:switchboard:{password}"));
-        let ha2 = md5_hex(&format!("REGISTER:{}", self.uri));
-        let response = md5_hex(&format!("{ha1}:{nonce}:{nc:08x}:c0ffee:auth:{ha2}"));
-        format!(
-            "Digest username=\"2001\", realm=\"switchboard\", nonce=\"{nonce}\", uri=\"{}\", \
-             response=\"{response}\", algorithm=MD5, qop=auth, nc={nc:08x}, cnonce=\"c0ffee\"",
-            self.uri
-        )
+        digest::register_answer("2001", password, &self.uri, nonce, nc)
     }
 }
 

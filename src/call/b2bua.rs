@@ -1367,6 +1367,10 @@ impl Call {
         headers.push(Header::CallId(rsip::headers::CallId::new(call_id.clone())));
         headers.push(Header::CSeq(rsip::headers::CSeq::new("1 INVITE")));
         headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
+        // Through the proxy the phone registered by (its Path, RFC 3327).
+        for hop in &b.path {
+            headers.push(Header::Route(rsip::headers::Route::new(hop.clone())));
+        }
         headers.push(Header::Contact(rsip::headers::Contact::new(format!(
             "<{}>",
             self.shared.contact(b.source.transport)

@@ -131,6 +131,8 @@ pub fn trunk_binding(number: &str, addr: std::net::SocketAddr) -> crate::sip::re
         expires_at: std::time::Instant::now(),
         call_id: String::new(),
         cseq: 0,
+        path: Vec::new(),
+        flow: None,
     }
 }
 

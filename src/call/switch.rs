@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,8 @@ pub struct Switch {
     /// OPTIONS keep-alives in flight: transaction → (user, contact).
     pings: HashMap<TxId, (String, String)>,
     last_ping: Instant,
+    /// SIP messages waiting behind the one being handled (admission: falling behind).
+    backlog: usize,
 }
 
 fn unix_secs() -> u64 {
@@ -154,6 +157,10 @@ pub async fn start(
         sip_stats: Default::default(),
     });
     preload_prompts(&shared);
+    {
+        let stats = Arc::clone(&shared.sip_stats);
+        crate::sip::cpu::spawn(move |p| stats.limits.cpu_percent.store(p.into(), Relaxed));
+    }
     Ok((
         Switch {
             shared,
@@ -173,6 +180,7 @@ pub async fn start(
             next_call: 1,
             cmd_tx,
             draining: false,
+            backlog: 0,
         },
         in_rx,
         cmd_rx,
@@ -207,7 +215,10 @@ impl Switch {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
-                Some(msg) = inbound.recv() => self.on_inbound(msg),
+                Some(msg) = inbound.recv() => {
+                    self.backlog = inbound.len();
+                    self.on_inbound(msg)
+                }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 _ = sleep_until_opt(wake) => self.layer.handle_timeout(Instant::now()),
                 _ = sweep.tick() => self.sweep_registrations(),
@@ -326,6 +337,9 @@ impl Switch {
                 ))));
                 headers.push(Header::CSeq(rsip::headers::CSeq::new("1 OPTIONS")));
                 headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
+                for hop in &b.path {
+                    headers.push(Header::Route(rsip::headers::Route::new(hop.clone())));
+                }
                 headers.push(Header::ContentLength(rsip::headers::ContentLength::new(
                     "0",
                 )));
@@ -823,12 +837,48 @@ impl Switch {
             .and_then(|v| v.value().split_whitespace().nth(1).map(str::to_string))
             .and_then(|s| sent_by_addr(s.split(';').next().unwrap_or("")));
         let nat = self.shared.config.nat_for(&user);
+        // A proxy in front (RFC 3327): requests to these contacts are routed through the
+        // Path it added and sent to its first hop, which deals with the phone's NAT.
+        let path: Vec<String> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Other(n, v) if n.eq_ignore_ascii_case("path") => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        let first_hop = path
+            .first()
+            .map(|hop| match uri_addr(hop.trim_start_matches('<')) {
+                Some(addr) => Peer {
+                    transport: from.transport,
+                    addr,
+                },
+                None => from,
+            });
         let mut contacts = contacts;
         for c in &mut contacts {
             if c.uri != "*" {
-                c.target = Some(contact_target(nat, &c.uri, via_sent_by, from));
+                c.target = Some(match first_hop {
+                    Some(hop) => hop,
+                    // An outbound flow (RFC 5626) is reached over the flow itself.
+                    None if c.flow.is_some() => from,
+                    None => contact_target(nat, &c.uri, via_sent_by, from),
+                });
             }
         }
+        let supported = |tag: &str| {
+            req.headers.iter().any(|h| match h {
+                Header::Supported(v) => v
+                    .value()
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(tag)),
+                Header::Other(n, v) if n.eq_ignore_ascii_case("supported") => {
+                    v.split(',').any(|t| t.trim().eq_ignore_ascii_case(tag))
+                }
+                _ => false,
+            })
+        };
         let msg = as_msg(&req);
         let result = self.registrar.register(
             &user,
@@ -837,11 +887,23 @@ impl Switch {
             &message::call_id(&msg),
             message::cseq(&msg).0,
             from,
+            &path,
             now,
         );
         match result {
             Ok(bindings) => {
                 let mut resp = message::response_to(&req, 200, Some(&message::new_tag()));
+                // The Path stored is echoed to a phone that supports it (RFC 3327 §5.3).
+                if supported("path") {
+                    for hop in &path {
+                        resp.headers.push(Header::Other("Path".into(), hop.clone()));
+                    }
+                }
+                // The flow was taken as one (RFC 5626 §6).
+                if supported("outbound") && contacts.iter().any(|c| c.flow.is_some()) {
+                    resp.headers
+                        .push(Header::Require(rsip::headers::Require::new("outbound")));
+                }
                 for (b, left) in &bindings {
                     resp.headers
                         .push(Header::Contact(rsip::headers::Contact::new(format!(
@@ -898,7 +960,12 @@ impl Switch {
             record.reason = Some("server is shutting down".into());
             return self.refuse(tx, &req, 503, Disposition::Refused, record);
         }
-        if let Err(why) = self.limits.admit_call(self.calls.len(), Instant::now()) {
+        let load = crate::sip::limits::Load {
+            calls: self.calls.len(),
+            backlog: self.backlog,
+            cpu_percent: self.shared.sip_stats.limits.cpu_percent.load(Relaxed) as u32,
+        };
+        if let Err(why) = self.limits.admit_call(load, Instant::now()) {
             return self.overloaded(tx, &req, why);
         }
         // The configuration outlives this request; the switch's own state changes below.
@@ -1117,6 +1184,8 @@ impl Switch {
         let counter = match why {
             Overload::SetupRate => &counts.overload_setup_rate,
             Overload::MaxCalls => &counts.overload_max_calls,
+            Overload::Backlog => &counts.overload_backlog,
+            Overload::Cpu => &counts.overload_cpu,
         };
         crate::sip::stats::bump(counter);
         debug!(?why, "new call refused: overloaded");
@@ -1188,6 +1257,7 @@ fn parse_contact(v: &str) -> ContactRequest {
             target: None,
             uri: "*".into(),
             expires: None,
+            flow: None,
         };
     }
     let (uri, params) = match (v.find('<'), v.find('>')) {
@@ -1200,16 +1270,24 @@ fn parse_contact(v: &str) -> ContactRequest {
             )
         }
     };
-    let expires = params.split(';').find_map(|p| {
-        let (k, val) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("expires")
-            .then(|| val.trim().parse().ok())?
-    });
+    let param = |name: &str| {
+        params.split(';').find_map(|p| {
+            let (k, val) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| val.trim().to_string())
+        })
+    };
+    let expires = param("expires").and_then(|e| e.parse().ok());
+    // Both or neither: a reg-id without an instance is ignored (RFC 5626 §6).
+    let flow = param("+sip.instance")
+        .zip(param("reg-id").and_then(|r| r.parse().ok()))
+        .map(|(instance, reg_id)| (instance.trim_matches('"').to_string(), reg_id));
     ContactRequest {
         uri,
         expires,
         target: None,
+        flow,
     }
 }
 

@@ -115,6 +115,14 @@ struct RawLimits {
     /// Calls in progress at most (0: no limit).
     #[serde(default)]
     max_calls: Option<usize>,
+    /// SIP messages waiting for the switch at most while new calls are admitted
+    /// (0: no limit).
+    #[serde(default)]
+    max_backlog: Option<usize>,
+    /// CPU over the last second, percent of all cores, above which new calls are
+    /// refused (0: no limit).
+    #[serde(default)]
+    max_cpu_percent: Option<Spanned<u32>>,
     #[serde(default)]
     retry_after_secs: Option<Spanned<u64>>,
 }
@@ -774,6 +782,17 @@ impl Validator {
             Some(r) => std::time::Duration::from_secs(r.value),
             None => d.retry_after,
         };
+        let max_cpu_percent = match &raw.max_cpu_percent {
+            Some(p) if p.value > 100 => {
+                self.error(
+                    p,
+                    "limits.max_cpu_percent must be 0 (no limit) to 100 (percent of all cores)",
+                );
+                d.max_cpu_percent
+            }
+            Some(p) => p.value,
+            None => d.max_cpu_percent,
+        };
         crate::sip::limits::LimitsConfig {
             source_rate,
             // A burst below the rate would refuse what the rate allows.
@@ -784,6 +803,8 @@ impl Validator {
                 .map_or(d.scan_ban, std::time::Duration::from_secs),
             call_setups_per_sec: raw.call_setups_per_sec.unwrap_or(d.call_setups_per_sec),
             max_calls: raw.max_calls.unwrap_or(d.max_calls),
+            max_backlog: raw.max_backlog.unwrap_or(d.max_backlog),
+            max_cpu_percent,
             retry_after,
         }
     }

@@ -13,6 +13,10 @@
 //!   `call_setups_per_sec` (a bucket one second deep) and while fewer than `max_calls`
 //!   are in progress; the others get 503 with `Retry-After`, before the media of the
 //!   calls in progress suffers.
+//! * **Load**: new calls are refused the same way while the switch has more than
+//!   `max_backlog` SIP messages waiting for it (it is falling behind), or while the
+//!   server's CPU over the last second is above `max_cpu_percent` of its cores; both
+//!   clear by themselves as the load falls.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -36,8 +40,25 @@ pub struct LimitsConfig {
     pub call_setups_per_sec: u32,
     /// Calls in progress at most (0: no limit).
     pub max_calls: usize,
+    /// SIP messages waiting for the switch at most while new calls are admitted
+    /// (0: no limit).
+    pub max_backlog: usize,
+    /// The server's CPU over the last second, in percent of all its cores, above which
+    /// new calls are refused (0: no limit).
+    pub max_cpu_percent: u32,
     /// What a 503 tells the caller to wait.
     pub retry_after: Duration,
+}
+
+/// How loaded the server is as a new call arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Calls in progress.
+    pub calls: usize,
+    /// SIP messages received and not yet handled by the switch.
+    pub backlog: usize,
+    /// CPU over the last second, percent of all cores.
+    pub cpu_percent: u32,
 }
 
 impl Default for LimitsConfig {
@@ -49,6 +70,8 @@ impl Default for LimitsConfig {
             scan_ban: Duration::from_secs(600),
             call_setups_per_sec: 0,
             max_calls: 0,
+            max_backlog: 1000,
+            max_cpu_percent: 0,
             retry_after: Duration::from_secs(5),
         }
     }
@@ -69,6 +92,8 @@ pub enum Admit {
 pub enum Overload {
     SetupRate,
     MaxCalls,
+    Backlog,
+    Cpu,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -197,10 +222,16 @@ impl Limits {
     }
 
     /// A new call, with `in_progress` calls up now.
-    pub fn admit_call(&mut self, in_progress: usize, now: Instant) -> Result<(), Overload> {
-        let max = self.config.max_calls;
-        if max > 0 && in_progress >= max {
+    pub fn admit_call(&mut self, load: Load, now: Instant) -> Result<(), Overload> {
+        let c = &self.config;
+        if c.max_calls > 0 && load.calls >= c.max_calls {
             return Err(Overload::MaxCalls);
+        }
+        if c.max_backlog > 0 && load.backlog > c.max_backlog {
+            return Err(Overload::Backlog);
+        }
+        if c.max_cpu_percent > 0 && load.cpu_percent > c.max_cpu_percent {
+            return Err(Overload::Cpu);
         }
         let rate = self.config.call_setups_per_sec;
         if rate > 0 && !self.setups.take(rate, rate, now) {
@@ -313,6 +344,45 @@ mod tests {
         assert_eq!(l.banned(t0 + Duration::from_secs(61)), 0);
     }
 
+    fn calls(n: usize) -> Load {
+        Load {
+            calls: n,
+            ..Load::default()
+        }
+    }
+
+    #[test]
+    fn a_switch_falling_behind_or_a_busy_cpu_refuses_new_calls_until_the_load_falls() {
+        let t0 = Instant::now();
+        let mut l = Limits::new(
+            LimitsConfig {
+                max_backlog: 100,
+                max_cpu_percent: 85,
+                ..LimitsConfig::default()
+            },
+            t0,
+        );
+        let load = |backlog, cpu_percent| Load {
+            calls: 50,
+            backlog,
+            cpu_percent,
+        };
+        assert!(l.admit_call(load(100, 85), t0).is_ok(), "at the limits");
+        assert_eq!(l.admit_call(load(101, 0), t0), Err(Overload::Backlog));
+        assert_eq!(l.admit_call(load(0, 86), t0), Err(Overload::Cpu));
+        // Nothing is remembered: the next call under the limits is admitted.
+        assert!(l.admit_call(load(3, 40), t0).is_ok());
+        // Off (0): no load refuses a call.
+        let mut off = Limits::new(
+            LimitsConfig {
+                max_backlog: 0,
+                ..LimitsConfig::default()
+            },
+            t0,
+        );
+        assert!(off.admit_call(load(4096, 100), t0).is_ok());
+    }
+
     #[test]
     fn calls_are_admitted_at_the_setup_rate_and_under_the_ceiling() {
         let t0 = Instant::now();
@@ -324,18 +394,23 @@ mod tests {
             },
             t0,
         );
-        let admitted = (0..40).filter(|_| l.admit_call(0, t0).is_ok()).count();
+        let admitted = (0..40)
+            .filter(|_| l.admit_call(calls(0), t0).is_ok())
+            .count();
         assert_eq!(admitted, 4, "a second's worth at once");
-        assert_eq!(l.admit_call(0, t0 + 100 * MS), Err(Overload::SetupRate));
-        assert!(l.admit_call(0, t0 + 260 * MS).is_ok());
         assert_eq!(
-            l.admit_call(10, t0 + Duration::from_secs(5)),
+            l.admit_call(calls(0), t0 + 100 * MS),
+            Err(Overload::SetupRate)
+        );
+        assert!(l.admit_call(calls(0), t0 + 260 * MS).is_ok());
+        assert_eq!(
+            l.admit_call(calls(10), t0 + Duration::from_secs(5)),
             Err(Overload::MaxCalls)
         );
-        assert!(l.admit_call(9, t0 + Duration::from_secs(5)).is_ok());
+        assert!(l.admit_call(calls(9), t0 + Duration::from_secs(5)).is_ok());
 
         let mut open = Limits::new(LimitsConfig::default(), t0);
-        assert!((0..10_000).all(|_| open.admit_call(5_000, t0).is_ok()));
+        assert!((0..10_000).all(|_| open.admit_call(calls(5_000), t0).is_ok()));
     }
 
     #[test]

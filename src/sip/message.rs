@@ -72,16 +72,24 @@ fn expand_compact(name: &str) -> Option<&'static str> {
 
 /// Headers whose comma-joined values are separate entries that rsip would treat as one.
 fn is_list_header(name: &str) -> bool {
-    ["via", "contact", "route", "record-route"]
+    ["via", "contact", "route", "record-route", "path"]
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Headers whose parameters rsip reads only when written without optional whitespace.
 fn is_param_header(name: &str) -> bool {
-    ["via", "contact", "route", "record-route", "from", "to"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    [
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "path",
+        "from",
+        "to",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Removes the optional whitespace RFC 3261 allows around `;`, `=` (and `/` in Via's

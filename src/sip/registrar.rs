@@ -2,8 +2,12 @@
 //!
 //! Sans-IO: it is handed the already-authenticated user, the REGISTER's contacts and the
 //! time, and answers with the bindings to put in the 200 OK. Each binding remembers the
-//! transport address the REGISTER came from, and calls are sent there (not to the Contact's
-//! host), which is what lets phones behind NAT and on TCP connections be reached.
+//! transport address the REGISTER came from and where requests to it go (its Contact, or
+//! that source when NAT is detected, or the first proxy of its Path), and the Path
+//! (RFC 3327) that requests to it are routed through. A phone using outbound (RFC 5626:
+//! `+sip.instance` and `reg-id`) has one binding per flow: registering the same instance
+//! and reg-id again replaces it even if its Contact changed (a new address after a
+//! network change), rather than adding a second, dead one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +30,10 @@ pub struct Binding {
     pub expires_at: Instant,
     pub call_id: String,
     pub cseq: u32,
+    /// The REGISTER's Path (RFC 3327), in order: the Route set of requests to it.
+    pub path: Vec<String>,
+    /// RFC 5626 `+sip.instance` and `reg-id`, when the phone uses outbound.
+    pub flow: Option<(String, u32)>,
 }
 
 /// One Contact of a REGISTER.
@@ -36,6 +44,8 @@ pub struct ContactRequest {
     pub target: Option<Peer>,
     /// Contact's `expires` parameter, else the Expires header, else the default.
     pub expires: Option<u32>,
+    /// `+sip.instance` and `reg-id` (RFC 5626), both present.
+    pub flow: Option<(String, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +78,7 @@ impl Registrar {
         call_id: &str,
         cseq: u32,
         source: Peer,
+        path: &[String],
         now: Instant,
     ) -> Result<Vec<(Binding, u32)>, RegisterError> {
         self.purge(now);
@@ -87,9 +98,7 @@ impl Registrar {
         // Refuse an out-of-order REGISTER before touching anything (§10.3 step 7).
         let stale = self.bindings.get(user).is_some_and(|list| {
             list.iter().any(|b| {
-                b.call_id == call_id
-                    && cseq <= b.cseq
-                    && contacts.iter().any(|c| same_contact(&b.contact, &c.uri))
+                b.call_id == call_id && cseq <= b.cseq && contacts.iter().any(|c| c.binds(b))
             })
         });
         if stale {
@@ -102,7 +111,7 @@ impl Registrar {
                 .or(header_expires)
                 .unwrap_or(DEFAULT_EXPIRES)
                 .min(MAX_EXPIRES);
-            let existing = list.iter().position(|b| same_contact(&b.contact, &c.uri));
+            let existing = list.iter().position(|b| c.binds(b));
             if let Some(i) = existing {
                 if expires == 0 {
                     list.remove(i);
@@ -118,6 +127,8 @@ impl Registrar {
                 expires_at: now + Duration::from_secs(expires.into()),
                 call_id: call_id.to_string(),
                 cseq,
+                path: path.to_vec(),
+                flow: c.flow.clone(),
             };
             match existing {
                 Some(i) => list[i] = binding,
@@ -175,6 +186,17 @@ impl Registrar {
     }
 }
 
+impl ContactRequest {
+    /// Whether this contact refreshes (or removes) `b`: the same outbound flow
+    /// (RFC 5626 §6: instance and reg-id, whatever the URI), else the same URI.
+    fn binds(&self, b: &Binding) -> bool {
+        match (&self.flow, &b.flow) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => same_contact(&b.contact, &self.uri),
+        }
+    }
+}
+
 /// Contacts are the same binding when their URIs match ignoring parameter order and case of
 /// the scheme and host (a simplification of RFC 3261 §19.1.4 that phones satisfy in practice).
 fn same_contact(a: &str, b: &str) -> bool {
@@ -205,7 +227,78 @@ mod tests {
             target: None,
             uri: uri.into(),
             expires,
+            flow: None,
         }
+    }
+
+    #[test]
+    fn an_outbound_flow_is_replaced_by_its_next_registration_and_keeps_its_path() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        let flow = |uri: &str, reg_id: u32| ContactRequest {
+            flow: Some((
+                "<urn:uuid:00000000-0000-0000-0000-000000000001>".into(),
+                reg_id,
+            )),
+            ..c(uri, None)
+        };
+        let path = vec!["<sip:edge.example.com;lr>".to_string()];
+        r.register(
+            "2001",
+            &[flow("sip:2001@192.0.2.1:5070", 1)],
+            Some(120),
+            "a",
+            1,
+            peer(),
+            &path,
+            t0,
+        )
+        .unwrap();
+        // The phone moved: a new address, the same instance and reg-id, a new Call-ID.
+        let got = r
+            .register(
+                "2001",
+                &[flow("sip:2001@198.51.100.7:5070", 1)],
+                Some(120),
+                "b",
+                1,
+                peer(),
+                &path,
+                t0,
+            )
+            .unwrap();
+        assert_eq!(got.len(), 1, "one flow, one binding: {got:?}");
+        assert_eq!(got[0].0.contact, "sip:2001@198.51.100.7:5070");
+        assert_eq!(got[0].0.path, path);
+        // A second flow of the same instance (another reg-id) is a binding of its own.
+        let got = r
+            .register(
+                "2001",
+                &[flow("sip:2001@198.51.100.7:5070", 2)],
+                Some(120),
+                "b",
+                2,
+                peer(),
+                &[],
+                t0,
+            )
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        // Without outbound, the same URI is the same binding as ever.
+        let got = r
+            .register(
+                "2002",
+                &[c("sip:2002@192.0.2.2", None), c("sip:2002@192.0.2.2", None)],
+                Some(120),
+                "c",
+                1,
+                peer(),
+                &[],
+                t0,
+            )
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].0.path.is_empty() && got[0].0.flow.is_none());
     }
 
     #[test]
@@ -220,6 +313,7 @@ mod tests {
                 "a",
                 1,
                 peer(),
+                &[],
                 t0,
             )
             .unwrap();
@@ -233,6 +327,7 @@ mod tests {
             "b",
             1,
             peer(),
+            &[],
             t0,
         )
         .unwrap();
@@ -246,6 +341,7 @@ mod tests {
             "a",
             2,
             peer(),
+            &[],
             t0 + Duration::from_secs(100),
         )
         .unwrap();
@@ -259,6 +355,7 @@ mod tests {
                 "a",
                 2,
                 peer(),
+                &[],
                 t0
             ),
             Err(RegisterError::OutOfOrder)
@@ -270,6 +367,7 @@ mod tests {
             "a",
             3,
             peer(),
+            &[],
             t0,
         )
         .unwrap();
@@ -277,7 +375,7 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].contact, "sip:2001@127.0.0.1:5072");
         // `*` with Expires: 0 removes everything.
-        r.register("2001", &[c("*", None)], Some(0), "b", 2, peer(), t0)
+        r.register("2001", &[c("*", None)], Some(0), "b", 2, peer(), &[], t0)
             .unwrap();
         assert!(r.lookup("2001", t0).is_empty());
         assert_eq!(r.user_count(), 0);
@@ -288,11 +386,20 @@ mod tests {
         let mut r = Registrar::new();
         let t0 = Instant::now();
         assert_eq!(
-            r.register("2001", &[c("sip:x@y", Some(10))], None, "a", 1, peer(), t0),
+            r.register(
+                "2001",
+                &[c("sip:x@y", Some(10))],
+                None,
+                "a",
+                1,
+                peer(),
+                &[],
+                t0
+            ),
             Err(RegisterError::TooBrief(MIN_EXPIRES))
         );
         assert_eq!(
-            r.register("2001", &[c("*", None)], Some(60), "a", 1, peer(), t0),
+            r.register("2001", &[c("*", None)], Some(60), "a", 1, peer(), &[], t0),
             Err(RegisterError::BadWildcard)
         );
         // Long requests are capped at the maximum.
@@ -304,6 +411,7 @@ mod tests {
                 "a",
                 1,
                 peer(),
+                &[],
                 t0,
             )
             .unwrap();

@@ -28,7 +28,13 @@ pub struct LimitCounts {
     pub overload_setup_rate: AtomicU64,
     /// New calls refused with 503: at the most calls in progress.
     pub overload_max_calls: AtomicU64,
+    /// New calls refused with 503: the switch had too many messages waiting.
+    pub overload_backlog: AtomicU64,
+    /// New calls refused with 503: the CPU was above `limits.max_cpu_percent`.
+    pub overload_cpu: AtomicU64,
     pub banned_now: AtomicU64,
+    /// The server's CPU over the last second, percent of all cores (a gauge).
+    pub cpu_percent: AtomicU64,
 }
 
 /// What digest authentication refused, since the server started (`locked_now` is a gauge).

@@ -59,6 +59,32 @@ pub enum FramingError {
     BodyTooLarge,
 }
 
+/// Strips the CRLFs ahead of a message on a stream and returns how many keep-alive
+/// pings (a double CRLF, RFC 5626 §4.4.1) they complete; each is owed a pong (one CRLF).
+/// `crlfs` carries a ping's first half across reads.
+pub fn take_keepalives(buf: &mut BytesMut, crlfs: &mut u32) -> u32 {
+    let mut pings = 0;
+    loop {
+        if buf.starts_with(b"\r\n") {
+            buf.advance(2);
+            *crlfs += 1;
+            if *crlfs == 2 {
+                pings += 1;
+                *crlfs = 0;
+            }
+        } else if buf.first().is_some_and(|b| *b == b'\n') {
+            buf.advance(1);
+        } else {
+            break;
+        }
+    }
+    if !buf.is_empty() && !buf.starts_with(b"\r") {
+        // A message begins: what came before it was no ping.
+        *crlfs = 0;
+    }
+    pings
+}
+
 /// Cuts the next complete message off a stream buffer (RFC 3261 §18.3: Content-Length
 /// frames messages on streams). Leading CRLFs (keep-alives, RFC 5626) are skipped.
 pub fn next_frame(buf: &mut BytesMut) -> Result<Option<Vec<u8>>, FramingError> {
@@ -275,6 +301,7 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tx.clone();
+    let pong = tx.clone();
     tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             // TLS holds written bytes in its own buffer until flushed.
@@ -293,6 +320,7 @@ where
         }
         let _slot = slot;
         let mut buf = BytesMut::with_capacity(8192);
+        let mut crlfs = 0;
         'conn: loop {
             // Bytes of an unfinished message are waiting: the rest must come soon.
             let read = if buf.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -309,6 +337,10 @@ where
             match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => loop {
+                    for _ in 0..take_keepalives(&mut buf, &mut crlfs) {
+                        // A full writer queue can spare a pong; the client pings again.
+                        let _ = pong.try_send(b"\r\n".to_vec());
+                    }
                     match next_frame(&mut buf) {
                         Ok(Some(bytes)) => {
                             if inbound
@@ -400,6 +432,20 @@ impl Transports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_double_crlf_ping_is_counted_once_even_split_across_reads() {
+        let mut crlfs = 0;
+        let mut buf = BytesMut::from(&b"\r\n\r\n\r\n"[..]);
+        assert_eq!(take_keepalives(&mut buf, &mut crlfs), 1);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(take_keepalives(&mut buf, &mut crlfs), 1, "the second half");
+        // A lone CRLF before a message is no ping.
+        buf.extend_from_slice(b"\r\nOPTIONS sip:a SIP/2.0\r\n");
+        assert_eq!(take_keepalives(&mut buf, &mut crlfs), 0);
+        assert!(buf.starts_with(b"OPTIONS"));
+        assert_eq!(crlfs, 0);
+    }
 
     #[test]
     fn frames_split_on_content_length_and_skip_keepalives() {

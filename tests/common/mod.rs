@@ -20,6 +20,7 @@
 pub mod api;
 pub mod audio;
 pub mod browser;
+pub mod digest;
 pub mod nat;
 pub mod phone;
 pub mod rtp;
