@@ -156,6 +156,26 @@ RTPS = {
  "rtcp_rr": struct.pack("!BBHI", 0x81, 201, 7, 0x1234) + struct.pack("!IIIIII", 0x5678, 0, 7, 3, 0, 0),
 }
 
+def stun(typ, attrs=b"", fingerprint=False):
+    import zlib
+    txid = bytes(range(1, 13))
+    body = attrs
+    if fingerprint:
+        head = struct.pack("!HHI", typ, len(body) + 8, 0x2112A442) + txid
+        crc = (zlib.crc32(head + body) ^ 0x5354554E) & 0xFFFFFFFF
+        body += struct.pack("!HHI", 0x8028, 4, crc)
+    return struct.pack("!HHI", typ, len(body), 0x2112A442) + txid + body
+
+STUNS = {
+ # What an outbound phone sends (RFC 5626 4.4.2): a bare Binding request, one naming
+ # its software with a fingerprint, and messages that must get no answer.
+ "binding": stun(0x0001),
+ "binding_software_fingerprint": stun(0x0001, struct.pack("!HH", 0x8022, 7) + b"baresip\x00", True),
+ "binding_success": stun(0x0101, struct.pack("!HHBBH", 0x0020, 8, 0, 1, 0x5E40 ^ 0x2112) + bytes([127 ^ 0x21, 0 ^ 0x12, 0 ^ 0xA4, 1 ^ 0x42])),
+ "indication": stun(0x0011),
+ "length_past_end": stun(0x0001)[:2] + b"\x00\x40" + stun(0x0001)[4:],
+}
+
 def write(target, name, data):
     d = os.path.join(ROOT, target)
     os.makedirs(d, exist_ok=True)
@@ -172,6 +192,8 @@ def main():
         write("sdp", name, sdp_bytes(text))
     for name, data in RTPS.items():
         write("rtp", name, data)
+    for name, data in STUNS.items():
+        write("stun", name, data)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for path in sorted(glob.glob(os.path.join(repo, "ivr-flows", "**", "*.yaml"), recursive=True)
                        + glob.glob(os.path.join(repo, "tests", "fixtures", "flows-from-docs", "*.yaml"))):

@@ -18,7 +18,7 @@ else
   budget=(-max_total_time="$mode")
 fi
 targets=("$@")
-((${#targets[@]})) || targets=(sip_message sip_stream sdp rtp flow_yaml config_yaml)
+((${#targets[@]})) || targets=(sip_message sip_stream sdp rtp flow_yaml config_yaml stun)
 
 if [[ ! -x .tools/bin/cargo-fuzz ]]; then
   cargo install cargo-fuzz --version 0.13.2 --locked --root .tools

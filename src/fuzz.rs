@@ -182,3 +182,24 @@ pub fn config_yaml(data: &[u8]) {
     };
     let _ = crate::config::parse(Path::new("config/fuzz.yaml"), text);
 }
+
+/// A datagram on the SIP UDP port that looks like STUN (outbound keep-alives): whatever
+/// is answered is a Binding success for the same transaction, naming the sender.
+pub fn stun(data: &[u8]) {
+    use rtc_stun::message::{Getter, Message, BINDING_SUCCESS};
+    let from: std::net::SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    if !crate::sip::stun::is_stun(data) {
+        return;
+    }
+    let Some(reply) = crate::sip::stun::answer(data, from) else {
+        return;
+    };
+    let mut resp = Message::new();
+    resp.raw = reply;
+    resp.decode().expect("our answer decodes");
+    assert_eq!(resp.typ, BINDING_SUCCESS);
+    assert_eq!(resp.transaction_id.0[..], data[8..20]);
+    let mut mapped = rtc_stun::xoraddr::XorMappedAddress::default();
+    mapped.get_from(&resp).expect("our answer names the sender");
+    assert_eq!(std::net::SocketAddr::new(mapped.ip, mapped.port), from);
+}

@@ -11,6 +11,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("rtp", switchboard::fuzz::rtp),
     ("flow_yaml", switchboard::fuzz::flow_yaml),
     ("config_yaml", switchboard::fuzz::config_yaml),
+    ("stun", switchboard::fuzz::stun),
 ];
 
 fn inputs(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -179,3 +179,50 @@ fn a_double_crlf_ping_on_a_tcp_flow_gets_a_crlf_pong() {
     let mut more = [0u8; 1];
     assert!(tcp.read(&mut more).is_err(), "no pong to half a ping");
 }
+
+#[test]
+fn a_stun_keepalive_on_the_sip_port_learns_the_address_it_is_seen_from() {
+    use rtc_stun::message::{Getter, Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
+    use rtc_stun::xoraddr::XorMappedAddress;
+    let server = Server::start();
+    let udp = RawUdp::on(&server, Ipv4Addr::new(127, 0, 0, 3));
+    let mut req = Message::new();
+    req.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
+        .unwrap();
+    udp.sock.send_to(&req.raw, server.socket_addr()).unwrap();
+    udp.sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = udp
+        .sock
+        .recv_from(&mut buf)
+        .expect("a Binding response (RFC 5626 4.4.2)");
+    let mut resp = Message::new();
+    resp.raw = buf[..n].to_vec();
+    resp.decode().expect("a STUN message");
+    assert_eq!(resp.typ, BINDING_SUCCESS);
+    assert_eq!(resp.transaction_id, req.transaction_id);
+    let mut mapped = XorMappedAddress::default();
+    mapped.get_from(&resp).unwrap();
+    assert_eq!(
+        std::net::SocketAddr::new(mapped.ip, mapped.port),
+        udp.sock.local_addr().unwrap()
+    );
+    // The SIP side still serves: an OPTIONS from the same socket is answered.
+    let options = format!(
+        "OPTIONS sip:{addr} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.3:{port};branch=z9hG4bK{b};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@127.0.0.3>;tag=s1\r\n\
+         To: <sip:{addr}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        addr = server.addr(),
+        port = udp.port,
+        b = unique("s"),
+        cid = unique("stun"),
+    );
+    udp.send(options.as_bytes());
+    let reply = udp.recv(WAIT).expect("OPTIONS answered");
+    assert!(status_code(&reply).is_some(), "{reply}");
+}

@@ -13,6 +13,7 @@ pub mod message;
 pub mod registrar;
 pub mod session_timer;
 pub mod stats;
+pub mod stun;
 pub mod tls;
 pub mod transaction;
 pub mod transport;

@@ -196,7 +196,14 @@ async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                // Keep-alives (CRLF pings) carry no message.
+                // Keep-alives: STUN Binding requests are answered (RFC 5626 §4.4.2), CRLF
+                // pings carry no message.
+                if super::stun::is_stun(&buf[..n]) {
+                    if let Some(reply) = super::stun::answer(&buf[..n], from) {
+                        let _ = sock.send_to(&reply, from).await;
+                    }
+                    continue;
+                }
                 if buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
                     continue;
                 }
