@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target's checks, as `src/fuzz.rs` has them.
+type Check = fn(&[u8]);
+
+const TARGETS: &[(&str, Check)] = &[
     ("sip_message", switchboard::fuzz::sip_message),
     ("sip_stream", switchboard::fuzz::sip_stream),
     ("sdp", switchboard::fuzz::sdp),

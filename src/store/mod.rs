@@ -273,56 +273,31 @@ impl Store {
     /// Writes one finished call; durable when this returns. Writing it again changes
     /// nothing (a retry after an answer that was lost).
     pub async fn write_call(&self, r: &CallRecord) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
-               source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
-               ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
-               bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms,
-               a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-               ?, ?, ?, ?)
-             ON CONFLICT(call_uuid) DO NOTHING",
-        )
-        .bind(&r.call_uuid)
-        .bind(&r.a_call_id)
-        .bind(&r.b_call_id)
-        .bind(&r.from_uri)
-        .bind(&r.from_user)
-        .bind(&r.to_uri)
-        .bind(&r.dialed)
-        .bind(r.source_kind)
-        .bind(&r.trunk)
-        .bind(&r.did)
-        .bind(&r.caller_user)
-        .bind(&r.target)
-        .bind(r.arrived_ms)
-        .bind(r.ringing_ms)
-        .bind(r.answered_ms)
-        .bind(r.ended_ms)
-        .bind(r.hangup_by.map(HangupBy::as_str))
-        .bind(r.disposition.unwrap_or(Disposition::Failed).as_str())
-        .bind(i64::from(r.final_code))
-        .bind(&r.reason)
-        .bind(r.a_rtp_in as i64)
-        .bind(r.a_rtp_out as i64)
-        .bind(r.b_rtp_in as i64)
-        .bind(r.b_rtp_out as i64)
-        .bind(r.bridged_ms)
-        .bind(&r.flow)
-        .bind(&r.ivr_trace)
-        .bind(&r.queue)
-        .bind(r.csat.map(i64::from))
-        .bind(r.resolved)
-        .bind(&r.voicemail)
-        .bind(&r.recording)
-        .bind(r.recording_ms)
-        .bind(r.a_rtp_lost as i64)
-        .bind(r.b_rtp_lost as i64)
-        .bind(r.a_jitter_ms)
-        .bind(r.b_jitter_ms)
-        .execute(&self.pool)
-        .await?;
+        insert_call(r).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Writes finished calls in one transaction (one sync to disk for all of them):
+    /// all are written or none. Like [`Store::write_call`], writing one again changes
+    /// nothing.
+    pub async fn write_calls(&self, records: &[&CallRecord]) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut conn = self.pool.acquire().await?;
+        let written: anyhow::Result<()> = async {
+            let mut tx = conn.begin().await?;
+            for r in records {
+                insert_call(r).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if written.is_err() {
+            // As with events: a failed statement may leave the connection inside its
+            // transaction, holding the write lock; it is closed, not pooled.
+            conn.close_on_drop();
+        }
+        written
     }
 
     pub async fn write_queue_event(&self, e: &QueueEvent) -> anyhow::Result<()> {
@@ -463,6 +438,59 @@ async fn add_missing_columns(
         }
     }
     Ok(())
+}
+
+/// The INSERT of one call record, bound (ignored if the call is in the store already).
+fn insert_call(
+    r: &CallRecord,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
+           source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
+           ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
+           bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms,
+           a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+           ?, ?, ?, ?)
+         ON CONFLICT(call_uuid) DO NOTHING",
+    )
+    .bind(&r.call_uuid)
+    .bind(&r.a_call_id)
+    .bind(&r.b_call_id)
+    .bind(&r.from_uri)
+    .bind(&r.from_user)
+    .bind(&r.to_uri)
+    .bind(&r.dialed)
+    .bind(r.source_kind)
+    .bind(&r.trunk)
+    .bind(&r.did)
+    .bind(&r.caller_user)
+    .bind(&r.target)
+    .bind(r.arrived_ms)
+    .bind(r.ringing_ms)
+    .bind(r.answered_ms)
+    .bind(r.ended_ms)
+    .bind(r.hangup_by.map(HangupBy::as_str))
+    .bind(r.disposition.unwrap_or(Disposition::Failed).as_str())
+    .bind(i64::from(r.final_code))
+    .bind(&r.reason)
+    .bind(r.a_rtp_in as i64)
+    .bind(r.a_rtp_out as i64)
+    .bind(r.b_rtp_in as i64)
+    .bind(r.b_rtp_out as i64)
+    .bind(r.bridged_ms)
+    .bind(&r.flow)
+    .bind(&r.ivr_trace)
+    .bind(&r.queue)
+    .bind(r.csat.map(i64::from))
+    .bind(r.resolved)
+    .bind(&r.voicemail)
+    .bind(&r.recording)
+    .bind(r.recording_ms)
+    .bind(r.a_rtp_lost as i64)
+    .bind(r.b_rtp_lost as i64)
+    .bind(r.a_jitter_ms)
+    .bind(r.b_jitter_ms)
 }
 
 #[cfg(test)]
