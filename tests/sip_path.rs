@@ -22,14 +22,18 @@ struct Edge {
     server_uri: String,
     call_id: String,
     cseq: u32,
+    user: &'static str,
+    /// Whether the proxy says it supports outbound (`ob` on its Path URI).
+    ob: bool,
 }
 
 impl Edge {
     fn path(&self) -> String {
-        format!("<sip:{};lr;ob>", self.udp.sock.local_addr().unwrap())
+        let ob = if self.ob { ";ob" } else { "" };
+        format!("<sip:{};lr{ob}>", self.udp.sock.local_addr().unwrap())
     }
 
-    /// A REGISTER of 2001 from the phone at `phone` (private), through the proxy.
+    /// A REGISTER of the user from the phone at `phone` (private), through the proxy.
     fn register(&mut self, phone: &str, authorization: Option<&str>) -> String {
         self.cseq += 1;
         let local = self.udp.sock.local_addr().unwrap();
@@ -41,13 +45,13 @@ impl Edge {
              Via: SIP/2.0/UDP {local};branch=z9hG4bK{proxy_branch}\r\n\
              Via: SIP/2.0/UDP {phone};branch=z9hG4bK{branch};rport\r\n\
              Max-Forwards: 69\r\n\
-             From: <sip:2001@{host}>;tag=p{cseq}\r\n\
-             To: <sip:2001@{host}>\r\n\
+             From: <sip:{user}@{host}>;tag=p{cseq}\r\n\
+             To: <sip:{user}@{host}>\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} REGISTER\r\n\
              Supported: path, outbound\r\n\
              Path: {path}\r\n\
-             Contact: <sip:2001@{phone};ob>;+sip.instance={INSTANCE};reg-id=1\r\n\
+             Contact: <sip:{user}@{phone};ob>;+sip.instance={INSTANCE};reg-id=1\r\n\
              Expires: 120\r\n\
              {auth}Content-Length: 0\r\n\r\n",
             uri = self.server_uri,
@@ -57,6 +61,7 @@ impl Edge {
             cseq = self.cseq,
             call_id = self.call_id,
             path = self.path(),
+            user = self.user,
         );
         self.udp.send(msg.as_bytes());
         self.udp
@@ -69,8 +74,8 @@ impl Edge {
         let challenge = self.register(phone, None);
         assert_eq!(status_code(&challenge), Some(401), "{challenge}");
         let header = digest::register_answer(
-            "2001",
-            "secret2001",
+            self.user,
+            &format!("secret{}", self.user),
             &self.server_uri,
             digest::nonce(&challenge),
             1,
@@ -98,6 +103,8 @@ fn a_phone_registered_through_an_edge_proxy_is_called_through_its_path() {
         server_uri: format!("sip:{}", server.addr()),
         call_id: unique("path"),
         cseq: 0,
+        user: "2001",
+        ob: true,
     };
     let ok = edge.login("10.1.2.3:5062");
     assert_eq!(
@@ -157,6 +164,26 @@ fn a_phone_registered_through_an_edge_proxy_is_called_through_its_path() {
     assert_eq!(run.stat("SuccessfulCall(C)"), Some(1), "{}", run.report());
     let rec = server.single_call();
     assert_eq!(rec.disposition.as_deref(), Some("busy"), "{rec:#?}");
+
+    // Behind a proxy that does not say `ob`, outbound is not used (RFC 5626 §6): no
+    // Require, and the reg-id is ignored, so a second address is a second binding.
+    let mut plain = Edge {
+        udp: RawUdp::on(&server, Ipv4Addr::new(127, 0, 0, 4)),
+        server_uri: format!("sip:{}", server.addr()),
+        call_id: unique("path"),
+        cseq: 0,
+        user: "2002",
+        ob: false,
+    };
+    let ok = plain.login("10.1.2.3:5062");
+    assert!(
+        !headers(&ok, "Require")
+            .iter()
+            .any(|v| v.contains("outbound")),
+        "{ok}"
+    );
+    let ok = plain.login("10.9.9.9:5062");
+    assert_eq!(headers(&ok, "Contact").len(), 2, "two bindings\n{ok}");
 }
 
 #[test]

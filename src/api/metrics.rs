@@ -318,7 +318,7 @@ impl Collector for SipResponses {
             ("sip_scanner_bans", "Addresses banned as scanners (limits.scan_strikes refusals without authenticating)", read(&self.0.limits.bans)),
             ("calls_refused_setup_rate", "New calls refused with 503: over limits.call_setups_per_sec", read(&self.0.limits.overload_setup_rate)),
             ("calls_refused_max_calls", "New calls refused with 503: at limits.max_calls calls in progress", read(&self.0.limits.overload_max_calls)),
-            ("calls_refused_backlog", "New calls refused with 503: more than limits.max_backlog SIP messages waiting for the switch", read(&self.0.limits.overload_backlog)),
+            ("calls_refused_queue_delay", "New calls refused with 503: the INVITE waited longer than limits.max_queue_ms for the switch", read(&self.0.limits.overload_queue_delay)),
             ("calls_refused_cpu", "New calls refused with 503: the server's CPU above limits.max_cpu_percent", read(&self.0.limits.overload_cpu)),
         ] {
             let counter = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

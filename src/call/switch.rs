@@ -30,7 +30,7 @@ use crate::sip::auth::{self, AuthResult, Authenticator};
 use crate::sip::auth_guard::AuthGuard;
 use crate::sip::limits::{Admit, Limits, Overload};
 use crate::sip::message;
-use crate::sip::registrar::{ContactRequest, RegisterError, Registrar};
+use crate::sip::registrar::{Binding, ContactRequest, RegisterError, Registrar};
 use crate::sip::transaction::{LocalAddr, Output, Peer, Timers, TransactionLayer, TxEvent, TxId};
 use crate::sip::transport::{self, Inbound, Transports};
 use crate::store::{now_ms, CallRecord, Disposition, Store};
@@ -92,10 +92,11 @@ pub struct Switch {
     /// goes (unregistered or expired) and when one comes back.
     reachable: std::collections::HashSet<String>,
     /// OPTIONS keep-alives in flight: transaction → (user, contact).
-    pings: HashMap<TxId, (String, String)>,
+    pings: HashMap<TxId, (String, Binding)>,
     last_ping: Instant,
-    /// SIP messages waiting behind the one being handled (admission: falling behind).
-    backlog: usize,
+    /// How long the message being handled waited for the switch (admission: the
+    /// switch falling behind).
+    queued: Duration,
 }
 
 fn unix_secs() -> u64 {
@@ -180,7 +181,7 @@ pub async fn start(
             next_call: 1,
             cmd_tx,
             draining: false,
-            backlog: 0,
+            queued: Duration::ZERO,
         },
         in_rx,
         cmd_rx,
@@ -215,10 +216,7 @@ impl Switch {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
-                Some(msg) = inbound.recv() => {
-                    self.backlog = inbound.len();
-                    self.on_inbound(msg)
-                }
+                Some(msg) = inbound.recv() => self.on_inbound(msg),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 _ = sleep_until_opt(wake) => self.layer.handle_timeout(Instant::now()),
                 _ = sweep.tick() => self.sweep_registrations(),
@@ -315,7 +313,7 @@ impl Switch {
                 if self
                     .pings
                     .values()
-                    .any(|(u, c)| *u == user && *c == b.contact)
+                    .any(|(u, pinged)| *u == user && pinged.same_binding(&b))
                 {
                     continue;
                 }
@@ -351,7 +349,7 @@ impl Switch {
                     body: Vec::new(),
                 };
                 let tx = self.layer.send_request(req, b.target, now);
-                self.pings.insert(tx, (user.clone(), b.contact.clone()));
+                self.pings.insert(tx, (user.clone(), b));
             }
         }
     }
@@ -387,11 +385,18 @@ impl Switch {
         match msg {
             Inbound::Connected { peer, writer } => self.transports.connected(peer, writer),
             Inbound::Closed { peer } => self.transports.closed(peer),
-            Inbound::Message { peer, bytes } if !self.within_limits(peer, &bytes) => {}
-            Inbound::Message { peer, bytes } => match message::parse(&bytes) {
-                Ok(msg) => self.layer.handle_message(msg, peer, Instant::now()),
-                Err(e) => self.reject_malformed(peer, &bytes, e),
-            },
+            Inbound::Message { peer, bytes, .. } if !self.within_limits(peer, &bytes) => {}
+            Inbound::Message {
+                peer,
+                bytes,
+                received,
+            } => {
+                self.queued = received.elapsed();
+                match message::parse(&bytes) {
+                    Ok(msg) => self.layer.handle_message(msg, peer, Instant::now()),
+                    Err(e) => self.reject_malformed(peer, &bytes, e),
+                }
+            }
         }
     }
 
@@ -612,9 +617,9 @@ impl Switch {
                 self.hang_up_orphan_answer(tx, resp);
             }
             TxEvent::Timeout { tx } => {
-                if let Some((user, contact)) = self.pings.remove(&tx) {
-                    info!(%user, %contact, "the phone did not answer the keep-alive; dropping its registration");
-                    self.registrar.remove(&user, &contact);
+                if let Some((user, binding)) = self.pings.remove(&tx) {
+                    info!(%user, contact = %binding.contact, "the phone did not answer the keep-alive; dropping its registration");
+                    self.registrar.remove(&user, &binding);
                     let left = !self.registrar.lookup(&user, Instant::now()).is_empty();
                     self.phone_reachability(&user, left);
                     return;
@@ -847,26 +852,6 @@ impl Switch {
                 _ => None,
             })
             .collect();
-        let first_hop = path
-            .first()
-            .map(|hop| match uri_addr(hop.trim_start_matches('<')) {
-                Some(addr) => Peer {
-                    transport: from.transport,
-                    addr,
-                },
-                None => from,
-            });
-        let mut contacts = contacts;
-        for c in &mut contacts {
-            if c.uri != "*" {
-                c.target = Some(match first_hop {
-                    Some(hop) => hop,
-                    // An outbound flow (RFC 5626) is reached over the flow itself.
-                    None if c.flow.is_some() => from,
-                    None => contact_target(nat, &c.uri, via_sent_by, from),
-                });
-            }
-        }
         let supported = |tag: &str| {
             req.headers.iter().any(|h| match h {
                 Header::Supported(v) => v
@@ -879,6 +864,41 @@ impl Switch {
                 _ => false,
             })
         };
+        // Over UDP the proxy is reached at its Path address (an IP literal); over a
+        // stream, on the connection its REGISTER came by (we open no TLS connections,
+        // and a proxy's listening port is not its connection's).
+        let first_hop = path
+            .first()
+            .map(|hop| match uri_addr(hop.trim_start_matches('<')) {
+                Some(addr) if from.transport == Transport::Udp => Peer {
+                    transport: Transport::Udp,
+                    addr,
+                },
+                _ => from,
+            });
+        // Outbound (RFC 5626 §6) only for a phone that says it supports it and, behind
+        // a proxy, when the first hop says it does too (`ob`); otherwise its reg-id is
+        // ignored and the contact is an ordinary binding.
+        let outbound = supported("outbound")
+            && path.first().is_none_or(|hop| {
+                hop.split(['>', ';'])
+                    .skip(1)
+                    .any(|p| p.trim().eq_ignore_ascii_case("ob"))
+            });
+        let mut contacts = contacts;
+        for c in &mut contacts {
+            if !outbound {
+                c.flow = None;
+            }
+            if c.uri != "*" {
+                c.target = Some(match first_hop {
+                    Some(hop) => hop,
+                    // An outbound flow is reached over the flow itself.
+                    None if c.flow.is_some() => from,
+                    None => contact_target(nat, &c.uri, via_sent_by, from),
+                });
+            }
+        }
         let msg = as_msg(&req);
         let result = self.registrar.register(
             &user,
@@ -900,7 +920,7 @@ impl Switch {
                     }
                 }
                 // The flow was taken as one (RFC 5626 §6).
-                if supported("outbound") && contacts.iter().any(|c| c.flow.is_some()) {
+                if contacts.iter().any(|c| c.flow.is_some()) {
                     resp.headers
                         .push(Header::Require(rsip::headers::Require::new("outbound")));
                 }
@@ -962,7 +982,7 @@ impl Switch {
         }
         let load = crate::sip::limits::Load {
             calls: self.calls.len(),
-            backlog: self.backlog,
+            queued: self.queued,
             cpu_percent: self.shared.sip_stats.limits.cpu_percent.load(Relaxed) as u32,
         };
         if let Err(why) = self.limits.admit_call(load, Instant::now()) {
@@ -1184,7 +1204,7 @@ impl Switch {
         let counter = match why {
             Overload::SetupRate => &counts.overload_setup_rate,
             Overload::MaxCalls => &counts.overload_max_calls,
-            Overload::Backlog => &counts.overload_backlog,
+            Overload::QueueDelay => &counts.overload_queue_delay,
             Overload::Cpu => &counts.overload_cpu,
         };
         crate::sip::stats::bump(counter);

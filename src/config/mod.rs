@@ -115,10 +115,9 @@ struct RawLimits {
     /// Calls in progress at most (0: no limit).
     #[serde(default)]
     max_calls: Option<usize>,
-    /// SIP messages waiting for the switch at most while new calls are admitted
-    /// (0: no limit).
+    /// Milliseconds a new call's INVITE may have waited for the switch (0: no limit).
     #[serde(default)]
-    max_backlog: Option<usize>,
+    max_queue_ms: Option<u64>,
     /// CPU over the last second, percent of all cores, above which new calls are
     /// refused (0: no limit).
     #[serde(default)]
@@ -783,10 +782,10 @@ impl Validator {
             None => d.retry_after,
         };
         let max_cpu_percent = match &raw.max_cpu_percent {
-            Some(p) if p.value > 100 => {
+            Some(p) if p.value > 99 => {
                 self.error(
                     p,
-                    "limits.max_cpu_percent must be 0 (no limit) to 100 (percent of all cores)",
+                    "limits.max_cpu_percent must be 0 (no limit) to 99 (percent of all cores)",
                 );
                 d.max_cpu_percent
             }
@@ -803,7 +802,9 @@ impl Validator {
                 .map_or(d.scan_ban, std::time::Duration::from_secs),
             call_setups_per_sec: raw.call_setups_per_sec.unwrap_or(d.call_setups_per_sec),
             max_calls: raw.max_calls.unwrap_or(d.max_calls),
-            max_backlog: raw.max_backlog.unwrap_or(d.max_backlog),
+            max_queue_delay: raw
+                .max_queue_ms
+                .map_or(d.max_queue_delay, std::time::Duration::from_millis),
             max_cpu_percent,
             retry_after,
         }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 /// Clock ticks per second of the times in `/proc` (`USER_HZ`, fixed at 100 by the
 /// kernel's ABI on every architecture Linux runs on).
 const USER_HZ: f64 = 100.0;
+/// The shortest span a figure is taken over.
+const MIN_SAMPLE: Duration = Duration::from_millis(500);
 
 /// Reports the process's CPU use, in percent of all the machine's cores, to `sink` once
 /// a second. Where `/proc/self/stat` cannot be read it says so once and reports nothing.
@@ -16,21 +18,31 @@ pub fn spawn(sink: impl Fn(u32) + Send + 'static) {
     tokio::spawn(async move {
         let mut last: Option<(u64, Instant)> = None;
         let mut every = tokio::time::interval(Duration::from_secs(1));
+        // A busy runtime must not catch up with ticks back to back: a sample over a
+        // few microseconds would read one tick of CPU as a full core.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             let stat = match tokio::fs::read_to_string("/proc/self/stat").await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "no CPU figure: limits.max_cpu_percent is not applied");
+                    sink(0);
                     return;
                 }
             };
             let Some(ticks) = cpu_ticks(&stat) else {
+                sink(0);
                 return;
             };
             let now = Instant::now();
-            if let Some((before, at)) = last {
-                sink(percent(ticks.saturating_sub(before), now - at, cores));
+            match last {
+                Some((before, at)) if now - at >= MIN_SAMPLE => {
+                    sink(percent(ticks.saturating_sub(before), now - at, cores));
+                }
+                // Too short to mean anything at 10 ms a tick: keep measuring from before.
+                Some(_) => continue,
+                None => {}
             }
             last = Some((ticks, now));
         }

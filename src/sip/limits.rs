@@ -13,10 +13,11 @@
 //!   `call_setups_per_sec` (a bucket one second deep) and while fewer than `max_calls`
 //!   are in progress; the others get 503 with `Retry-After`, before the media of the
 //!   calls in progress suffers.
-//! * **Load**: new calls are refused the same way while the switch has more than
-//!   `max_backlog` SIP messages waiting for it (it is falling behind), or while the
-//!   server's CPU over the last second is above `max_cpu_percent` of its cores; both
-//!   clear by themselves as the load falls.
+//! * **Load**: new calls are refused the same way when the INVITE waited longer than
+//!   `max_queue_delay` for the switch (it is falling behind: a count of messages waiting
+//!   would also count a flood it drops cheaply), or while the server's CPU over the last
+//!   second is above `max_cpu_percent` of its cores; both clear by themselves as the
+//!   load falls.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,9 +41,8 @@ pub struct LimitsConfig {
     pub call_setups_per_sec: u32,
     /// Calls in progress at most (0: no limit).
     pub max_calls: usize,
-    /// SIP messages waiting for the switch at most while new calls are admitted
-    /// (0: no limit).
-    pub max_backlog: usize,
+    /// How long a new call's INVITE may have waited for the switch (zero: no limit).
+    pub max_queue_delay: Duration,
     /// The server's CPU over the last second, in percent of all its cores, above which
     /// new calls are refused (0: no limit).
     pub max_cpu_percent: u32,
@@ -55,8 +55,8 @@ pub struct LimitsConfig {
 pub struct Load {
     /// Calls in progress.
     pub calls: usize,
-    /// SIP messages received and not yet handled by the switch.
-    pub backlog: usize,
+    /// How long the INVITE waited between the socket and the switch.
+    pub queued: Duration,
     /// CPU over the last second, percent of all cores.
     pub cpu_percent: u32,
 }
@@ -70,7 +70,7 @@ impl Default for LimitsConfig {
             scan_ban: Duration::from_secs(600),
             call_setups_per_sec: 0,
             max_calls: 0,
-            max_backlog: 1000,
+            max_queue_delay: Duration::from_millis(200),
             max_cpu_percent: 0,
             retry_after: Duration::from_secs(5),
         }
@@ -92,7 +92,7 @@ pub enum Admit {
 pub enum Overload {
     SetupRate,
     MaxCalls,
-    Backlog,
+    QueueDelay,
     Cpu,
 }
 
@@ -227,8 +227,8 @@ impl Limits {
         if c.max_calls > 0 && load.calls >= c.max_calls {
             return Err(Overload::MaxCalls);
         }
-        if c.max_backlog > 0 && load.backlog > c.max_backlog {
-            return Err(Overload::Backlog);
+        if !c.max_queue_delay.is_zero() && load.queued > c.max_queue_delay {
+            return Err(Overload::QueueDelay);
         }
         if c.max_cpu_percent > 0 && load.cpu_percent > c.max_cpu_percent {
             return Err(Overload::Cpu);
@@ -356,31 +356,31 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Limits::new(
             LimitsConfig {
-                max_backlog: 100,
+                max_queue_delay: 100 * MS,
                 max_cpu_percent: 85,
                 ..LimitsConfig::default()
             },
             t0,
         );
-        let load = |backlog, cpu_percent| Load {
+        let load = |queued_ms: u32, cpu_percent| Load {
             calls: 50,
-            backlog,
+            queued: queued_ms * MS,
             cpu_percent,
         };
         assert!(l.admit_call(load(100, 85), t0).is_ok(), "at the limits");
-        assert_eq!(l.admit_call(load(101, 0), t0), Err(Overload::Backlog));
+        assert_eq!(l.admit_call(load(101, 0), t0), Err(Overload::QueueDelay));
         assert_eq!(l.admit_call(load(0, 86), t0), Err(Overload::Cpu));
         // Nothing is remembered: the next call under the limits is admitted.
         assert!(l.admit_call(load(3, 40), t0).is_ok());
-        // Off (0): no load refuses a call.
+        // Off (zero): no load refuses a call.
         let mut off = Limits::new(
             LimitsConfig {
-                max_backlog: 0,
+                max_queue_delay: Duration::ZERO,
                 ..LimitsConfig::default()
             },
             t0,
         );
-        assert!(off.admit_call(load(4096, 100), t0).is_ok());
+        assert!(off.admit_call(load(10_000, 100), t0).is_ok());
     }
 
     #[test]

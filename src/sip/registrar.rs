@@ -160,12 +160,12 @@ impl Registrar {
     }
 
     /// Drops one binding (its phone stopped answering); true if it was there.
-    pub fn remove(&mut self, user: &str, contact: &str) -> bool {
+    pub fn remove(&mut self, user: &str, binding: &Binding) -> bool {
         let Some(list) = self.bindings.get_mut(user) else {
             return false;
         };
         let before = list.len();
-        list.retain(|b| b.contact != contact);
+        list.retain(|b| !b.same_binding(binding));
         let removed = list.len() != before;
         if list.is_empty() {
             self.bindings.remove(user);
@@ -183,6 +183,14 @@ impl Registrar {
 
     pub fn user_count(&self) -> usize {
         self.bindings.len()
+    }
+}
+
+impl Binding {
+    /// The same binding: its Contact and, for outbound, its flow (an outbound phone
+    /// registers one Contact for each of its flows).
+    pub fn same_binding(&self, other: &Binding) -> bool {
+        self.contact == other.contact && self.flow == other.flow
     }
 }
 
@@ -284,6 +292,16 @@ mod tests {
             )
             .unwrap();
         assert_eq!(got.len(), 2);
+        // The two flows share one Contact; dropping one (its keep-alive went unanswered)
+        // keeps the other.
+        let first = got
+            .iter()
+            .find(|(b, _)| b.flow.as_ref().unwrap().1 == 1)
+            .unwrap();
+        assert!(r.remove("2001", &first.0));
+        let left = r.lookup("2001", t0);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].flow.as_ref().unwrap().1, 2);
         // Without outbound, the same URI is the same binding as ever.
         let got = r
             .register(

@@ -28,8 +28,8 @@ pub struct LimitCounts {
     pub overload_setup_rate: AtomicU64,
     /// New calls refused with 503: at the most calls in progress.
     pub overload_max_calls: AtomicU64,
-    /// New calls refused with 503: the switch had too many messages waiting.
-    pub overload_backlog: AtomicU64,
+    /// New calls refused with 503: the INVITE waited too long for the switch.
+    pub overload_queue_delay: AtomicU64,
     /// New calls refused with 503: the CPU was above `limits.max_cpu_percent`.
     pub overload_cpu: AtomicU64,
     pub banned_now: AtomicU64,

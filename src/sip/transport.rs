@@ -39,6 +39,8 @@ pub enum Inbound {
     Message {
         peer: Peer,
         bytes: Vec<u8>,
+        /// When it came off the socket (admission looks at how long it waited).
+        received: std::time::Instant,
     },
     Connected {
         peer: Peer,
@@ -215,6 +217,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
                     .send(Inbound::Message {
                         peer,
                         bytes: buf[..n].to_vec(),
+                        received: std::time::Instant::now(),
                     })
                     .await
                     .is_err()
@@ -344,14 +347,20 @@ where
             match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => loop {
-                    for _ in 0..take_keepalives(&mut buf, &mut crlfs) {
-                        // A full writer queue can spare a pong; the client pings again.
+                    // One pong answers any number of pings read at once, and only while
+                    // the writer's queue has room to spare: pings must never crowd out
+                    // the messages (a full queue makes a send fail and drops the flow).
+                    if take_keepalives(&mut buf, &mut crlfs) > 0 && pong.capacity() > 128 {
                         let _ = pong.try_send(b"\r\n".to_vec());
                     }
                     match next_frame(&mut buf) {
                         Ok(Some(bytes)) => {
                             if inbound
-                                .send(Inbound::Message { peer, bytes })
+                                .send(Inbound::Message {
+                                    peer,
+                                    bytes,
+                                    received: std::time::Instant::now(),
+                                })
                                 .await
                                 .is_err()
                             {
@@ -543,7 +552,7 @@ mod tests {
             .await
             .unwrap();
         match rx.recv().await.unwrap() {
-            Inbound::Message { peer, bytes } => {
+            Inbound::Message { peer, bytes, .. } => {
                 assert_eq!(peer.transport, Transport::Udp);
                 assert!(bytes.starts_with(b"OPTIONS"));
             }
@@ -557,7 +566,7 @@ mod tests {
         ));
         for want in [&b"OPTIONS sip:a"[..], &b"OPTIONS sip:b"[..]] {
             match rx.recv().await.unwrap() {
-                Inbound::Message { peer, bytes } => {
+                Inbound::Message { peer, bytes, .. } => {
                     assert_eq!(peer.transport, Transport::Tcp);
                     assert!(bytes.starts_with(want));
                 }

@@ -72,6 +72,7 @@ impl RecordWriter {
     fn send(&self, rec: CallRecord, announce: bool) {
         self.health.pending.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(Msg::Record(Box::new(rec), announce)).is_err() {
+            self.health.pending.fetch_sub(1, Ordering::Relaxed);
             warn!("the record writer has stopped; a call record is lost");
         }
     }
@@ -82,7 +83,8 @@ impl RecordWriter {
         if self.tx.send(Msg::Flush(done)).is_err() {
             return false;
         }
-        tokio::time::timeout(limit, wait).await.is_ok()
+        // A writer that died drops the reply: that is no flush.
+        matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(())))
     }
 
     pub fn health(&self) -> Arc<WriterHealth> {
@@ -140,8 +142,8 @@ async fn run(
         while !queue.is_empty() {
             // The records waiting go in one transaction: one sync to disk for many
             // calls keeps up with any call rate the switch admits.
-            // After a failed batch, one at a time until one is written: a record the
-            // store refuses for itself holds up no other.
+            // While the store fails, one record at a time: the first one written ends
+            // the outage, and the batches resume.
             let n = queue
                 .len()
                 .min(if failing_since.is_some() { 1 } else { BATCH });
