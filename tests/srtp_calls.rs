@@ -61,6 +61,45 @@ fn phone_legs<'a>(packets: &'a [CapturedPacket], phone: &Phone) -> Vec<&'a Captu
         .collect()
 }
 
+/// RTP through this server's ports that is not on `leg`'s phone port: the other leg.
+fn other_leg<'a>(
+    packets: &'a [CapturedPacket],
+    server: &Server,
+    leg: &[&CapturedPacket],
+) -> Vec<&'a CapturedPacket> {
+    let (lo, hi) = server.rtp_ports;
+    let ours = |x: u16| (lo..=hi).contains(&x);
+    let taken: HashSet<u16> = leg
+        .iter()
+        .flat_map(|p| [p.src_port, p.dst_port])
+        .filter(|x| !ours(*x))
+        .collect();
+    let other: Vec<&CapturedPacket> = packets
+        .iter()
+        .filter(|p| ours(p.src_port) != ours(p.dst_port))
+        .filter(|p| !taken.contains(&p.src_port) && !taken.contains(&p.dst_port))
+        .filter(|p| p.payload.len() > 12 && p.payload[0] >> 6 == 2)
+        .filter(|p| !(200..=207).contains(&p.payload[1]))
+        .collect();
+    let mut far: Vec<u16> = other
+        .iter()
+        .map(|p| {
+            if ours(p.src_port) {
+                p.dst_port
+            } else {
+                p.src_port
+            }
+        })
+        .collect();
+    far.sort_unstable();
+    far.dedup();
+    assert!(
+        far.len() <= 1,
+        "more than one other leg: phone ports {far:?}"
+    );
+    other
+}
+
 /// The leg's packets are 20 ms G.711 frames (160 octets) plus an SRTP tag (baresip
 /// starts with a frame or two of 22 ms, relayed as they are): none is plain RTP's size.
 fn assert_encrypted(leg: &[&CapturedPacket], what: &str) {
@@ -187,7 +226,9 @@ fn two_srtp_phones_talk_through_the_relay_and_the_recording_is_their_stereo() {
     assert_eq!(rec.disposition.as_deref(), Some("answered"), "{rec:#?}");
     rec.assert_media_both_ways(100);
     let a = phone_legs(&packets, &caller);
-    let b = phone_legs(&packets, &callee);
+    // The callee's leg: the server's other stream (told by the server's ports, not the
+    // phone's own range, so a phone that picked a port elsewhere is still seen).
+    let b = other_leg(&packets, &server, &a);
     assert_encrypted(&a, "the caller's leg");
     assert_encrypted(&b, "the callee's leg");
     // Same audio, same codec, relayed: in the clear the two legs' payloads would be
