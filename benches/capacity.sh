@@ -6,10 +6,10 @@
 #   benches/capacity.sh [--scenario NAME] [--calls "100 300 600 1000"] [--rate CPS]
 #                       [--window-secs S] [--hold-secs S] [--bin PATH] [--base-port P]
 #
-#   --scenario NAME  bridge     trunk caller (PCMU) → extension 2001 (PCMU), forwarded
+#   --scenario NAME  bridge     trunk caller (PCMU) → a callee extension (PCMU), forwarded
 #                    recorded   as bridge, every tenth call recorded (its DID says so)
-#                    transcode  the caller reaches 2001 through a flow's transfer, and 2001
-#                               answers G.722 only: PCMU ↔ G.722 on every packet
+#                    transcode  the caller reaches the callee through a flow's transfer,
+#                               and it answers G.722 only: PCMU ↔ G.722 on every packet
 #                    moh        callers wait in a queue with no agent and hear music
 #                    (default bridge)
 #   --calls LIST     concurrent calls per step (default "100 300 600 1000")
@@ -19,6 +19,8 @@
 #                    settle and the window, at least 60)
 #   --bin PATH       switchboard binary (default: cargo build --release)
 #   --base-port P    first of the loopback ports used (default 30000)
+#   --callees K      SIPp callees (extensions 2001…), calls spread over them in turn, so
+#                    that echoing is not one SIPp thread's job (default 4)
 #
 # The load generator (SIPp: the caller streams a tone as 50 packets/s, the callee
 # echoes every packet) runs on the same machine and its CPU is reported beside the
@@ -38,6 +40,7 @@ WINDOW=20
 HOLD=""
 BIN=""
 BASE=30000
+CALLEES=4
 while (($#)); do
   case $1 in
     --scenario) SCENARIO=$2; shift 2 ;;
@@ -47,6 +50,7 @@ while (($#)); do
     --hold-secs) HOLD=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --base-port) BASE=$2; shift 2 ;;
+    --callees) CALLEES=$2; shift 2 ;;
     -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -77,12 +81,12 @@ cleanup() {
 trap cleanup EXIT
 
 SIP_PORT=$BASE
-CALLEE_PORT=$((BASE + 2))
-CALLEE_MEDIA=$((BASE + 4))
+# callee k (1…K): SIP port BASE+40+4k, echo port BASE+42+4k (and +2 for a second stream)
+callee_port() { echo $((BASE + 40 + 4 * $1)); }
+callee_media() { echo $((BASE + 600 + 4 * $1)); }
 CALLER_PORT=$((BASE + 10))
-CP1=$((BASE + 20)); CP2=$((BASE + 21)); CP3=$((BASE + 22))
 API_PORT=$((BASE + 30))
-RTP_LOW=$((BASE + 100)); RTP_HIGH=$((BASE + 9099))
+RTP_LOW=$((BASE + 1000)); RTP_HIGH=$((BASE + 9999))
 CLK_TCK=$(getconf CLK_TCK)
 
 # The caller's audio: a tone, raw u-law, looked up by SIPp in its working directory.
@@ -108,12 +112,14 @@ calls:
 trunks:
   - { name: load, peers: ["127.0.0.0/8"] }
 users:
-  - { extension: "2001", name: "Load callee", password: secret2001, role: agent }
+$(for k in $(seq 1 "$CALLEES"); do echo "  - { extension: \"200$k\", name: \"Load callee $k\", password: secret200$k, role: agent }"; done)
 dids:
-  - { number: "2001", extension: "2001", record: never }
-  - { number: "2091", extension: "2001", record: always }
+$(for k in $(seq 1 "$CALLEES"); do
+    echo "  - { number: \"200$k\", extension: \"200$k\", record: never }"
+    echo "  - { number: \"209$k\", extension: \"200$k\", record: always }"
+    echo "  - { number: \"400$k\", flow: to_200$k }"
+  done)
   - { number: "300", flow: wait }
-  - { number: "400", flow: to_agent }
 recording:
   policy: never
 ivr:
@@ -138,22 +144,27 @@ nodes:
   bye:
     hangup: {}
 EOF
-# Answered by the flow first, so the agent's leg is offered every codec we have.
-cat >"$WORK/flows/to_agent.yaml" <<'EOF'
-name: to_agent
-entry: agent
+# Answered by the flow first, so the callee's leg is offered every codec we have.
+for k in $(seq 1 "$CALLEES"); do
+  cat >"$WORK/flows/to_200$k.yaml" <<EOF
+name: to_200$k
+entry: callee
 prompts: en
 nodes:
-  agent:
-    transfer: { extension: "2001" }
+  callee:
+    transfer: { extension: "200$k" }
 EOF
+done
 
 # The DIDs the callers dial, one per call in turn.
 case $SCENARIO in
-  recorded) { echo SEQUENTIAL; for i in 1 2 3 4 5 6 7 8 9; do echo "2001;"; done; echo "2091;"; } >"$WORK/dids.csv" ;;
+  # every tenth call recorded, the callees in turn
+  recorded) { echo SEQUENTIAL; for i in $(seq 0 $((10 * CALLEES - 1))); do
+      k=$((i % CALLEES + 1)); if ((i % 10 == 9)); then echo "209$k;"; else echo "200$k;"; fi
+    done; } >"$WORK/dids.csv" ;;
   moh) printf 'SEQUENTIAL\n300;\n' >"$WORK/dids.csv" ;;
-  transcode) printf 'SEQUENTIAL\n400;\n' >"$WORK/dids.csv" ;;
-  *) printf 'SEQUENTIAL\n2001;\n' >"$WORK/dids.csv" ;;
+  transcode) { echo SEQUENTIAL; for k in $(seq 1 "$CALLEES"); do echo "400$k;"; done; } >"$WORK/dids.csv" ;;
+  *) { echo SEQUENTIAL; for k in $(seq 1 "$CALLEES"); do echo "200$k;"; done; } >"$WORK/dids.csv" ;;
 esac
 if [[ $SCENARIO == transcode ]]; then CODEC=(-key pt 9 -key codec G722); else CODEC=(-key pt 0 -key codec PCMU); fi
 
@@ -190,20 +201,23 @@ for N in $STEPS; do
   IDLE_RSS=$(rss_kib "$SPID")
 
   if [[ $SCENARIO != moh ]]; then
-    timeout 20 sipp -sf "$ROOT/tests/scenarios/register_ok.xml" -m 1 -s 2001 -au 2001 -ap secret2001 \
-      -i 127.0.0.1 -p "$CALLEE_PORT" -cp "$CP1" -nostdin -timeout 10s -timeout_error \
-      -trace_err -error_file "$D/reg.err" "127.0.0.1:$SIP_PORT" >/dev/null 2>&1 \
-      || { echo "REGISTER of 2001 failed:" >&2; cat "$D/reg.err" >&2; exit 1; }
-    timeout $((HOLD_S + N / RATE + 60)) sipp -sf "$SC/uas_answer_codec.xml" "${CODEC[@]}" -m "$N" -rtp_echo \
-      -i 127.0.0.1 -mi 127.0.0.1 -p "$CALLEE_PORT" -mp "$CALLEE_MEDIA" -cp "$CP2" \
-      -nostdin -trace_err -error_file "$D/uas.err" >/dev/null 2>&1 &
-    UPID=$!; PIDS+=("$UPID")
+    UPIDS=()
+    for k in $(seq 1 "$CALLEES"); do
+      timeout 20 sipp -sf "$ROOT/tests/scenarios/register_ok.xml" -m 1 -s "200$k" -au "200$k" -ap "secret200$k" \
+        -i 127.0.0.1 -p "$(callee_port "$k")" -cp $((BASE + 20)) -nostdin -timeout 10s -timeout_error \
+        -trace_err -error_file "$D/reg$k.err" "127.0.0.1:$SIP_PORT" >/dev/null 2>&1 \
+        || { echo "REGISTER of 200$k failed:" >&2; cat "$D/reg$k.err" >&2; exit 1; }
+      timeout $((HOLD_S + N / RATE + 60)) sipp -sf "$SC/uas_answer_codec.xml" "${CODEC[@]}" -m "$N" -rtp_echo \
+        -i 127.0.0.1 -mi 127.0.0.1 -p "$(callee_port "$k")" -mp "$(callee_media "$k")" -cp $((BASE + 20 + k)) \
+        -nostdin -trace_err -error_file "$D/uas$k.err" >/dev/null 2>&1 &
+      UPIDS+=($!); PIDS+=($!)
+    done
     sleep 0.5
   fi
 
   (cd "$WORK" && exec timeout $((HOLD_S + N / RATE + 60)) sipp -sf "$SC/uac_stream.xml" -inf "$WORK/dids.csv" \
     -m "$N" -l "$N" -r "$RATE" -d $((HOLD_S * 1000)) \
-    -i 127.0.0.1 -mi 127.0.0.1 -p "$CALLER_PORT" -cp "$CP3" -rtp_threadtasks 50 \
+    -i 127.0.0.1 -mi 127.0.0.1 -p "$CALLER_PORT" -cp $((BASE + 35)) -rtp_threadtasks 50 \
     -nostdin -trace_err -error_file "$D/uac.err" -trace_rtt -rtt_freq 1 \
     -trace_stat -stf "$D/uac.csv" -fd 1 "127.0.0.1:$SIP_PORT" >/dev/null 2>&1) &
   CPID=$!; PIDS+=("$CPID")
@@ -219,7 +233,8 @@ for N in $STEPS; do
   UP=$(stat_col "$D/uac.csv" 13 2>/dev/null || echo "?")   # CurrentCall
 
   wait "$CPID" && RC=0 || RC=$?
-  [[ $SCENARIO == moh ]] || { for _ in $(seq 1 100); do kill -0 "$UPID" 2>/dev/null || break; sleep 0.1; done; stop_pid "$UPID"; }
+  # the callees wait for more calls than they get: stopped once the callers are done
+  if [[ $SCENARIO != moh ]]; then sleep 1; for p in "${UPIDS[@]}"; do stop_pid "$p"; done; fi
   OK=$(stat_col "$D/uac.csv" 16 2>/dev/null || echo 0)
   FAILED=$(stat_col "$D/uac.csv" 18 2>/dev/null || echo "?")
   # the records are written off the call path: give the writer a moment

@@ -3,10 +3,10 @@
 //!
 //! Run: cargo bench --bench media_relay [-- --packets N --rounds N --window N]
 //!
-//! Both forwarders run on one tokio runtime with a single worker thread:
-//! * **bare echo**: a task that receives on one socket and sends what it got
-//!   from another, nothing else;
-//! * **bridge**: `spawn_relay` with two leases from a `PortPool`, both legs
+//! * **bare echo**: a task on a tokio runtime with a single worker thread that
+//!   receives on one socket and sends what it got from another, nothing else;
+//! * **bridge**: `spawn_relay` on one relay worker thread (`set_workers(1)`),
+//!   with two leases from a `PortPool`, both legs
 //!   PCMU with telephone-event (the same-codec case, so no transcoding), the
 //!   remote addresses set and both legs watched, as a call sets it up.
 //!
@@ -15,8 +15,9 @@
 //! in flight so no socket buffer overflows and every packet counts. Each run
 //! is bounded by its packet count and by 20 s. The rounds alternate echo and
 //! bridge so drift on a shared machine hits both; the medians are printed.
-//! Besides the rate, the forwarder thread's CPU time per packet is read from
-//! /proc (schedstat), which does not depend on how fast the load thread is.
+//! Besides the rate, the forwarder's CPU time per packet is read from /proc
+//! (schedstat of the tokio worker and of the relay worker; each path keeps
+//! only one of them busy), which does not depend on how fast the load thread is.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs one short round and
 //! checks that every packet arrived.
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::media::codec::Codec;
 use switchboard::media::ports::PortPool;
-use switchboard::media::relay::{spawn_relay, RelayHandle, Side};
+use switchboard::media::relay::{set_workers, spawn_relay, RelayHandle, Side};
 use switchboard::media::taps::LegFormat;
 use tokio::runtime::Runtime;
 
@@ -137,19 +138,28 @@ fn start_bridge(rt: &Runtime, pool: &Arc<PortPool>) -> Forwarder {
     }
 }
 
-/// CPU time the runtime's worker thread has used so far.
+/// CPU time the forwarders have used so far: the runtime's worker thread and the
+/// relay worker threads.
 fn worker_cpu(rt: &Runtime) -> Duration {
-    rt.block_on(async {
-        tokio::spawn(async { thread_cpu() })
+    let tokio = rt.block_on(async {
+        tokio::spawn(async { thread_cpu("/proc/thread-self/schedstat") })
             .await
             .expect("read worker CPU")
-    })
+    });
+    let mut relay = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
+        let dir = task.expect("a task of this process").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("relay-") {
+            relay += thread_cpu(dir.join("schedstat").to_str().expect("a /proc path"));
+        }
+    }
+    tokio + relay
 }
 
-fn thread_cpu() -> Duration {
+fn thread_cpu(schedstat: &str) -> Duration {
     // schedstat: nanoseconds on the CPU, wait time, timeslices
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .expect("read /proc/thread-self/schedstat");
+    let text = std::fs::read_to_string(schedstat).unwrap_or_else(|e| panic!("read {schedstat}: {e}"));
     let ns: u64 = text
         .split_whitespace()
         .next()
@@ -226,6 +236,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let opt = options();
+    set_workers(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -236,7 +247,7 @@ fn main() {
 
     println!(
         "media relay: {} packets of {PACKET_LEN} bytes per run, window {}, {} round(s), \
-         one tokio worker thread",
+         one tokio worker thread (echo), one relay worker thread (bridge)",
         opt.packets, opt.window, opt.rounds
     );
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];

@@ -84,8 +84,10 @@ impl PortPool {
                     return Ok(MediaPorts {
                         rtp,
                         rtcp,
-                        port,
-                        pool: Arc::clone(self),
+                        lease: Lease {
+                            port,
+                            pool: Arc::clone(self),
+                        },
                         srtp: None,
                     })
                 }
@@ -124,23 +126,77 @@ impl PortPool {
 
 /// A leased RTP/RTCP socket pair. Dropping it closes both sockets and returns
 /// the pair to its pool.
+///
+/// The sockets are tokio's while a task awaits them (the IVR's endpoint); a relay worker
+/// polls plain ones itself ([`RawPorts`], see [`MediaPorts::into_raw`]).
 #[derive(Debug)]
-pub struct MediaPorts {
+pub struct MediaPorts<S = UdpSocket> {
     /// The RTP socket, bound to the even port [`port`](Self::port).
-    pub rtp: UdpSocket,
+    pub rtp: S,
     /// The RTCP socket, bound to `port() + 1`.
-    pub rtcp: UdpSocket,
-    port: u16,
-    pool: Arc<PortPool>,
+    pub rtcp: S,
+    /// Declared after the sockets, so they are closed before the pair goes back.
+    lease: Lease,
     /// The leg's SRTP, when it is encrypted: it travels with the sockets from the IVR's
     /// endpoint to the bridge and back, so rollover counters and replay windows carry on.
     srtp: Option<Box<SrtpSession>>,
+}
+
+/// A pair leased without tokio: non-blocking sockets a relay worker polls itself.
+pub type RawPorts = MediaPorts<std::net::UdpSocket>;
+
+/// The pair's place in its pool, given back when dropped.
+#[derive(Debug)]
+struct Lease {
+    port: u16,
+    pool: Arc<PortPool>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The pair goes to the *back* of the FIFO, so it is not re-bound before the
+        // sockets (dropped first, see `MediaPorts`) are closed; even if it were, the
+        // bind would fail and the pair would simply be skipped.
+        self.pool.release(self.port);
+    }
+}
+
+/// Sending without waiting: a full socket buffer is an error (the packet is dropped).
+pub trait Datagram {
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+impl Datagram for UdpSocket {
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        UdpSocket::try_send_to(self, buf, to)
+    }
+}
+
+impl Datagram for std::net::UdpSocket {
+    /// The socket is non-blocking (every pair is bound so).
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.send_to(buf, to)
+    }
 }
 
 /// Why a packet from the leg was not taken (it is dropped and counted).
 pub type Refused = crate::media::srtp::Refused;
 
 impl MediaPorts {
+    /// The same pair as plain non-blocking sockets, no longer registered with tokio.
+    pub fn into_raw(self) -> io::Result<RawPorts> {
+        self.map_sockets(UdpSocket::into_std)
+    }
+}
+
+impl RawPorts {
+    /// Back to tokio sockets. Must be called within a tokio runtime.
+    pub fn into_tokio(self) -> io::Result<MediaPorts> {
+        self.map_sockets(UdpSocket::from_std)
+    }
+}
+
+impl<S: Datagram> MediaPorts<S> {
     /// Encrypts this leg from now on (or no longer, with `None`).
     pub fn set_srtp(&mut self, srtp: Option<SrtpSession>) {
         self.srtp = srtp.map(Box::new);
@@ -194,30 +250,38 @@ impl MediaPorts {
         };
         self.rtcp.try_send_to(&buf[..len], dest)
     }
+}
+
+impl<S> MediaPorts<S> {
+    /// The same lease with its sockets converted (the pair goes back if one fails).
+    fn map_sockets<T>(self, f: impl Fn(S) -> io::Result<T>) -> io::Result<MediaPorts<T>> {
+        let MediaPorts {
+            rtp,
+            rtcp,
+            lease,
+            srtp,
+        } = self;
+        Ok(MediaPorts {
+            rtp: f(rtp)?,
+            rtcp: f(rtcp)?,
+            lease,
+            srtp,
+        })
+    }
 
     /// The RTP port (what goes on the `m=` line); RTCP is this plus one.
     pub fn port(&self) -> u16 {
-        self.port
+        self.lease.port
     }
 
     /// The IP address the sockets are bound to.
     pub fn ip(&self) -> IpAddr {
-        self.pool.bind_ip
+        self.lease.pool.bind_ip
     }
 }
 
 fn no_room() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "no room to protect the packet")
-}
-
-impl Drop for MediaPorts {
-    fn drop(&mut self) {
-        // The sockets themselves are closed right after this body runs (field
-        // drop order). The pair goes to the *back* of the FIFO, so it is not
-        // re-bound before then; even if it were, the bind would fail and the
-        // pair would simply be skipped.
-        self.pool.release(self.port);
-    }
 }
 
 #[cfg(test)]

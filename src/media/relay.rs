@@ -16,12 +16,12 @@
 //!   a phone keeps seeing one continuous stream when the other leg changes
 //!   (re-INVITE, transfer, music on hold).
 //!
-//! One task per call owns all four sockets and all relay state, so there is
-//! no locking on the packet path; at ~50 packets/s per direction a single task
-//! is far from busy. Per packet nothing is allocated: each socket has one
-//! receive buffer inside the task, the RTP header is rewritten in place and
-//! the packet is sent with a non-blocking `try_send_to` (a full socket buffer
-//! drops the packet, which is the right thing for real-time media).
+//! A relay is owned by one [relay worker](worker) thread, which owns many calls'
+//! relays and their sockets, so there is no locking on the packet path and no task
+//! per call. Per packet nothing is allocated: the worker has one receive buffer,
+//! the RTP header is rewritten in place and the packet is sent without waiting (a
+//! full socket buffer drops the packet, which is the right thing for real-time
+//! media).
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,13 +32,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod worker;
+pub use worker::set_workers;
+
 use super::dtmf::{DtmfDetector, Key};
 use super::mixer::Mode;
-use super::ports::MediaPorts;
+use super::ports::{Datagram, MediaPorts, RawPorts};
 use super::recorder::Tape;
 use super::rtcp::{LegRtcp, Sent};
 use super::rtp_stats::ReceiveStats;
-use super::srtp::{MasterKey, SrtpSession, Suite};
+use super::srtp::{MasterKey, SrtpSession};
 use super::taps::{LegFormat, TapEvent, Taps, Who};
 
 /// One leg of a bridged call.
@@ -166,20 +169,29 @@ enum Control {
     PauseRecording(bool),
     /// Hand the recording back (it ends; the call goes on unrecorded).
     TakeRecording(oneshot::Sender<Option<Tape>>),
-    Supervise(SupervisorLeg),
+    Supervise(RawSupervisorLeg),
     Unsupervise,
     SupervisorMode(Mode),
     /// Watch a leg for the media timeout (false while it is on hold).
     Watch(Side, bool),
     Stop(oneshot::Sender<Option<Tape>>),
     /// End relaying and hand both legs' ports back (a caller returning to the IVR).
-    Release(oneshot::Sender<(MediaPorts, MediaPorts, Option<Tape>)>),
+    Release(oneshot::Sender<(RawPorts, RawPorts, Option<Tape>)>),
+}
+
+/// A [`SupervisorLeg`] with its sockets taken from tokio for the worker.
+struct RawSupervisorLeg {
+    ports: RawPorts,
+    remote: Option<SocketAddr>,
+    format: LegFormat,
+    mode: Mode,
+    attached: oneshot::Sender<()>,
 }
 
 /// How the relay task was asked to end.
 enum Ending {
     Stopped(oneshot::Sender<Option<Tape>>),
-    Released(oneshot::Sender<(MediaPorts, MediaPorts, Option<Tape>)>),
+    Released(oneshot::Sender<(RawPorts, RawPorts, Option<Tape>)>),
 }
 
 /// Controls a running relay. Clones control the same relay; the relay ends
@@ -187,7 +199,7 @@ enum Ending {
 /// ports then go back to their pools.
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
-    ctl: mpsc::UnboundedSender<Control>,
+    ctl: Arc<worker::Link>,
     counters: Arc<Counters>,
 }
 
@@ -250,7 +262,21 @@ impl RelayHandle {
 
     /// Attaches a supervisor (replacing any other).
     pub fn supervise(&self, leg: SupervisorLeg) {
-        let _ = self.ctl.send(Control::Supervise(leg));
+        let ports = match leg.ports.into_raw() {
+            Ok(p) => p,
+            Err(e) => {
+                // Dropping `attached` hangs the supervisor up.
+                tracing::error!(error = %e, "cannot hand the supervisor's socket to the relay");
+                return;
+            }
+        };
+        let _ = self.ctl.send(Control::Supervise(RawSupervisorLeg {
+            ports,
+            remote: leg.remote,
+            format: leg.format,
+            mode: leg.mode,
+            attached: leg.attached,
+        }));
     }
 
     /// Lets the supervisor go (it hung up); its ports go back to the pool.
@@ -275,6 +301,13 @@ impl RelayHandle {
         let (tx, rx) = oneshot::channel();
         self.ctl.send(Control::Release(tx)).ok()?;
         let (a, b, rec) = rx.await.ok()?;
+        let (a, b) = match (a.into_tokio(), b.into_tokio()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot take a call's media sockets back from the relay");
+                return None;
+            }
+        };
         Some((a, b, self.stats(), rec))
     }
 
@@ -315,9 +348,17 @@ pub fn spawn_relay_with_events(
     b: MediaPorts,
     media_timeout: Option<Duration>,
 ) -> (RelayHandle, mpsc::UnboundedReceiver<RelayEvent>) {
-    let (ctl, rx) = mpsc::unbounded_channel();
     let (events, events_rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
+    let (a, b) = match (a.into_raw(), b.into_raw()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            // Seen as a relay that has ended: the call gets no media and says so.
+            tracing::error!(error = %e, "cannot hand a call's media sockets to a relay worker");
+            let ctl = Arc::new(worker::dead_link());
+            return (RelayHandle { ctl, counters }, events_rx);
+        }
+    };
     let now = Instant::now();
     let relay = Relay {
         legs: [Leg::new(a), Leg::new(b)],
@@ -338,7 +379,7 @@ pub fn spawn_relay_with_events(
         last_rtp: [now, now],
         watched: [true, true],
     };
-    tokio::spawn(relay.run(rx));
+    let ctl = Arc::new(worker::start(Box::new(relay)));
     (RelayHandle { ctl, counters }, events_rx)
 }
 
@@ -357,7 +398,7 @@ enum Kind {
 
 /// Where one leg's media comes from and goes to.
 struct Leg {
-    ports: MediaPorts,
+    ports: RawPorts,
     sdp_rtp: Option<SocketAddr>,
     sdp_rtcp: Option<SocketAddr>,
     latched_rtp: Option<SocketAddr>,
@@ -365,7 +406,7 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(ports: MediaPorts) -> Leg {
+    fn new(ports: RawPorts) -> Leg {
         Leg {
             ports,
             sdp_rtp: None,
@@ -409,7 +450,7 @@ impl Leg {
 
 /// The supervisor's leg while attached.
 struct Supervisor {
-    ports: MediaPorts,
+    ports: RawPorts,
     remote: Option<SocketAddr>,
     format: LegFormat,
     _attached: oneshot::Sender<()>,
@@ -445,104 +486,27 @@ struct Relay {
     watched: [bool; 2],
 }
 
-/// Receives on the supervisor's socket, or never.
-async fn recv_supervisor(
-    sup: &Option<Supervisor>,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr)> {
-    match sup {
-        Some(s) => s.ports.rtp.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The 20 ms mixing tick, or never.
-async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
-    match ticker {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 impl Relay {
-    async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Control>) {
-        let mut bufs = [[0u8; BUF_LEN]; 4];
-        let mut sup_buf = [0u8; BUF_LEN];
-        let mut ticker: Option<tokio::time::Interval> = None;
-        // Checks for the media timeout once a second: cheap, and no timer to
-        // re-arm per packet.
-        let mut timeout_check = tokio::time::interval(Duration::from_secs(1));
-        let stopped_by = 'relay: loop {
-            let tapping = self.taps.is_some();
-            if tapping != ticker.is_some() {
-                // A late tick is made up at once (tokio's Burst): a busy moment must
-                // not shorten the recording, whose timeline is the call's.
-                ticker = tapping.then(|| {
-                    let mut t = tokio::time::interval(Duration::from_millis(20));
-                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    t
-                });
-            }
-            // Pending control first, so an address change sent before a packet
-            // arrived applies to that packet. The select below is then left
-            // unbiased, so a flood on one socket cannot starve the others.
-            while let Ok(msg) = ctl.try_recv() {
-                if let ControlFlow::Break(done) = self.control(Some(msg)) {
-                    break 'relay done;
-                }
-            }
-            // Buffer index = side * 2 + kind, see `bufs[...]` below.
-            let [a_rtp, a_rtcp, b_rtp, b_rtcp] = &mut bufs;
-            let [a, b] = &self.legs;
-            let (side, kind, res) = tokio::select! {
-                msg = ctl.recv() => match self.control(msg) {
-                    ControlFlow::Break(done) => break done,
-                    ControlFlow::Continue(()) => continue,
-                },
-                r = a.ports.rtp.recv_from(a_rtp) => (Side::A, Kind::Rtp, r),
-                r = a.ports.rtcp.recv_from(a_rtcp) => (Side::A, Kind::Rtcp, r),
-                r = b.ports.rtp.recv_from(b_rtp) => (Side::B, Kind::Rtp, r),
-                r = b.ports.rtcp.recv_from(b_rtcp) => (Side::B, Kind::Rtcp, r),
-                r = recv_supervisor(&self.supervisor, &mut sup_buf) => {
-                    if let Ok((len, src)) = r {
-                        self.on_supervisor_rtp(&sup_buf[..len.min(BUF_LEN)], src);
-                    }
-                    continue;
-                }
-                _ = next_tick(&mut ticker) => {
-                    self.tick();
-                    continue;
-                }
-                _ = timeout_check.tick() => {
-                    self.check_media_timeout();
-                    self.publish_reception();
-                    self.checks = self.checks.wrapping_add(1);
-                    if self.checks.is_multiple_of(RTCP_EVERY_SECS) {
-                        self.send_reports();
-                    }
-                    continue;
-                }
-            };
-            match res {
-                // Room is left past the packet for an SRTP tag on the way out.
-                Ok((len, src)) if len + Suite::MAX_OVERHEAD < BUF_LEN => {
-                    let buf = &mut bufs[side.idx() * 2 + kind as usize];
-                    self.forward(side, kind, buf, len, src);
-                }
-                Ok(_) => self.counters.drop_one(),
-                // Transient (e.g. an ICMP error surfacing); keep relaying.
-                Err(e) => tracing::trace!(error = %e, "RTP receive error"),
-            }
-        };
+    /// The one-second checks: media timeout, reception figures, and every fifth time
+    /// our RTCP reports.
+    fn every_second(&mut self) {
+        self.check_media_timeout();
+        self.publish_reception();
+        self.checks = self.checks.wrapping_add(1);
+        if self.checks.is_multiple_of(RTCP_EVERY_SECS) {
+            self.send_reports();
+        }
+    }
+
+    /// The relay is over: the recording and, when asked, the ports go back.
+    fn end(mut self: Box<Self>, how: Option<Ending>) {
         self.publish_reception();
         let recorder = self
             .taps
             .as_mut()
             .and_then(|t| t.take_recording())
             .or_else(|| self.failed_recording.take());
-        match stopped_by {
+        match how {
             Some(Ending::Released(back)) => {
                 let [a, b] = self.legs;
                 let _ = back.send((a.ports, b.ports, recorder));
