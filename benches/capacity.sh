@@ -59,26 +59,12 @@ case $SCENARIO in bridge|recorded|transcode|moh) ;; *)
   echo "unknown scenario $SCENARIO (bridge, recorded, transcode, moh)" >&2; exit 2 ;;
 esac
 
-for t in sipp:sip-tester sqlite3:sqlite3 sox:sox python3:python3; do
-  command -v "${t%%:*}" >/dev/null || { echo "${t%%:*} not found: apt-get install -y ${t#*:}" >&2; exit 1; }
-done
-if [[ -z $BIN ]]; then
-  cargo build --release --bin switchboard >&2
-  BIN=$ROOT/target/release/switchboard
-fi
-[[ -x $BIN ]] || { echo "no switchboard binary at $BIN" >&2; exit 1; }
+. "$ROOT/benches/common.sh"
+need sipp:sip-tester sqlite3:sqlite3 sox:sox python3:python3
+ensure_bin
 
 SC=$ROOT/benches/scenarios
 WORK=$(mktemp -d -t switchboard-capacity-XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [[ -n ${KEEP_WORK:-} ]] && echo "kept $WORK" >&2 || rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 SIP_PORT=$BASE
 # callee k (1…K): SIP port BASE+40+4k, echo port BASE+42+4k (and +2 for a second stream)
@@ -168,24 +154,9 @@ case $SCENARIO in
 esac
 if [[ $SCENARIO == transcode ]]; then CODEC=(-key pt 9 -key codec G722); else CODEC=(-key pt 0 -key codec PCMU); fi
 
-wait_ready() { # log file, pid
-  local i
-  for i in $(seq 1 300); do
-    grep -q 'switchboard ready' "$1" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-stop_pid() {
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-}
+# a process's utime+stime in clock ticks (all its threads), and its resident memory
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-# SIPp's CPU: all its threads, the process's own counters
-stat_col() { tail -n 1 "$1" | cut -d';' -f"$2"; }
 
 echo "scenario $SCENARIO: steps $STEPS, ramp $RATE calls/s, window ${WINDOW}s" >&2
 ROWS=()

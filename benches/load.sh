@@ -43,29 +43,15 @@ while (($#)); do
   esac
 done
 
-for t in sipp:sip-tester sqlite3:sqlite3; do
-  command -v "${t%%:*}" >/dev/null || { echo "${t%%:*} not found: apt-get install -y ${t#*:}" >&2; exit 1; }
-done
+. "$ROOT/benches/common.sh"
+need sipp:sip-tester sqlite3:sqlite3
 PCAP=/usr/share/sip-tester/g711a.pcap
 [[ -f $PCAP ]] || { echo "$PCAP missing: apt-get install -y sip-tester" >&2; exit 1; }
 
-if [[ -z $BIN ]]; then
-  cargo build --release --bin switchboard >&2
-  BIN=$ROOT/target/release/switchboard
-fi
-[[ -x $BIN ]] || { echo "no switchboard binary at $BIN" >&2; exit 1; }
+ensure_bin
 
 SC=$ROOT/tests/scenarios
 WORK=$(mktemp -d -t switchboard-bench-XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 SIP_PORT=$BASE
 CALLEE_PORT=$((BASE + 2))
@@ -107,24 +93,6 @@ EOF
   fi
 fi
 
-# stats column (1-based) of the last line of a SIPp -stf CSV
-stat() { tail -n 1 "$1" | cut -d';' -f"$2"; }
-
-wait_ready() { # log file, pid
-  local i
-  for i in $(seq 1 100); do
-    grep -q 'switchboard ready' "$1" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-stop_pid() {
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-}
 
 printf '%-6s %-6s %-8s %-8s %-9s %-8s %-8s %s\n' rate calls ok failed answered wall_s cps_got result >&2
 ROWS=()
@@ -166,8 +134,8 @@ for RATE in $RATES; do
   for _ in $(seq 1 100); do kill -0 "$UPID" 2>/dev/null || break; sleep 0.1; done
   stop_pid "$UPID"
 
-  OK=$(stat "$D/uac.csv" 16 2>/dev/null || echo 0)
-  FAILED=$(stat "$D/uac.csv" 18 2>/dev/null || echo "?")
+  OK=$(stat_col "$D/uac.csv" 16 2>/dev/null || echo 0)
+  FAILED=$(stat_col "$D/uac.csv" 18 2>/dev/null || echo "?")
   sleep 1
   ANSWERED=$(sqlite3 -readonly "$D/data/switchboard.db" \
     "select count(*) from calls where disposition='answered'" 2>/dev/null || echo "?")

@@ -159,7 +159,8 @@ fn worker_cpu(rt: &Runtime) -> Duration {
 
 fn thread_cpu(schedstat: &str) -> Duration {
     // schedstat: nanoseconds on the CPU, wait time, timeslices
-    let text = std::fs::read_to_string(schedstat).unwrap_or_else(|e| panic!("read {schedstat}: {e}"));
+    let text =
+        std::fs::read_to_string(schedstat).unwrap_or_else(|e| panic!("read {schedstat}: {e}"));
     let ns: u64 = text
         .split_whitespace()
         .next()

@@ -700,11 +700,11 @@ impl Relay {
         }
     }
 
-    /// Applies a control message; `Break` ends the relay, carrying the stop
-    /// acknowledgement if there is one (`None` msg: every handle dropped).
-    fn control(&mut self, msg: Option<Control>) -> ControlFlow<Option<Ending>> {
+    /// Applies a control message; `Break` ends the relay, carrying the stop or release
+    /// acknowledgement. (Every handle dropped is the worker's to see.)
+    fn control(&mut self, msg: Control) -> ControlFlow<Ending> {
         match msg {
-            Some(Control::SetRemote { side, rtp, rtcp }) => {
+            Control::SetRemote { side, rtp, rtcp } => {
                 let leg = &mut self.legs[side.idx()];
                 if leg.sdp_rtp != Some(rtp) || leg.sdp_rtcp != Some(rtcp) {
                     leg.sdp_rtp = Some(rtp);
@@ -714,15 +714,15 @@ impl Relay {
                 }
                 ControlFlow::Continue(())
             }
-            Some(Control::Srtp(side, srtp)) => {
+            Control::Srtp(side, srtp) => {
                 self.legs[side.idx()].ports.set_srtp(srtp.map(|s| *s));
                 ControlFlow::Continue(())
             }
-            Some(Control::Rekey(side, key)) => {
+            Control::Rekey(side, key) => {
                 self.legs[side.idx()].ports.rekey_inbound(&key);
                 ControlFlow::Continue(())
             }
-            Some(Control::Formats(a, b)) => {
+            Control::Formats(a, b) => {
                 self.formats = Some((a, b));
                 self.keys = [a, b].map(|f| f.event_pt.map(|_| DtmfDetector::new(8000, false)));
                 // New codecs (a re-INVITE): start the taps afresh if they run.
@@ -744,7 +744,7 @@ impl Relay {
                 self.drop_idle_taps();
                 ControlFlow::Continue(())
             }
-            Some(Control::Record(rec)) => {
+            Control::Record(rec) => {
                 match self.taps_mut() {
                     Some(taps) => {
                         // A tape replaced or refused is completed by the writer.
@@ -757,13 +757,13 @@ impl Relay {
                 }
                 ControlFlow::Continue(())
             }
-            Some(Control::PauseRecording(pause)) => {
+            Control::PauseRecording(pause) => {
                 if let Some(t) = self.taps.as_deref_mut() {
                     t.pause_recording(pause);
                 }
                 ControlFlow::Continue(())
             }
-            Some(Control::TakeRecording(reply)) => {
+            Control::TakeRecording(reply) => {
                 let rec = self
                     .taps
                     .as_deref_mut()
@@ -773,7 +773,7 @@ impl Relay {
                 let _ = reply.send(rec);
                 ControlFlow::Continue(())
             }
-            Some(Control::Supervise(leg)) => {
+            Control::Supervise(leg) => {
                 let format = leg.format;
                 self.supervisor = Some(Supervisor {
                     ports: leg.ports,
@@ -787,11 +787,11 @@ impl Relay {
                 }
                 ControlFlow::Continue(())
             }
-            Some(Control::ForwardDtmf(forward)) => {
+            Control::ForwardDtmf(forward) => {
                 self.forward_dtmf = forward;
                 ControlFlow::Continue(())
             }
-            Some(Control::Unsupervise) => {
+            Control::Unsupervise => {
                 self.supervisor = None;
                 if let Some(t) = self.taps.as_deref_mut() {
                     t.detach_supervisor();
@@ -799,20 +799,19 @@ impl Relay {
                 self.drop_idle_taps();
                 ControlFlow::Continue(())
             }
-            Some(Control::SupervisorMode(mode)) => {
+            Control::SupervisorMode(mode) => {
                 if let Some(t) = self.taps.as_deref_mut() {
                     t.set_supervisor_mode(mode);
                 }
                 ControlFlow::Continue(())
             }
-            Some(Control::Watch(side, on)) => {
+            Control::Watch(side, on) => {
                 self.watched[side.idx()] = on;
                 self.last_rtp[side.idx()] = Instant::now();
                 ControlFlow::Continue(())
             }
-            Some(Control::Stop(done)) => ControlFlow::Break(Some(Ending::Stopped(done))),
-            Some(Control::Release(back)) => ControlFlow::Break(Some(Ending::Released(back))),
-            None => ControlFlow::Break(None),
+            Control::Stop(done) => ControlFlow::Break(Ending::Stopped(done)),
+            Control::Release(back) => ControlFlow::Break(Ending::Released(back)),
         }
     }
 

@@ -10,8 +10,8 @@
 //! relay's timers (the 20 ms mixing tick while a tap needs one, the one-second checks)
 //! are deadlines in one heap per worker, which bound the wait.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,9 +68,6 @@ pub(super) struct WorkerTx {
     inbox: Sender<Msg>,
     wake: OwnedFd,
 }
-
-// `Sender` is Send; the eventfd is only written.
-unsafe impl Sync for WorkerTx {}
 
 impl WorkerTx {
     fn send(&self, msg: Msg) -> Result<(), ()> {
@@ -167,7 +164,12 @@ impl Worker {
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
         let wake = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-        ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE_KEY)?;
+        ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake.as_raw_fd(),
+            WAKE_KEY,
+        )?;
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
             epoll,
@@ -256,10 +258,10 @@ impl Worker {
                         // tells the asker so.
                         continue;
                     };
-                    let flow = self.entry(slot).relay.control(Some(c));
+                    let flow = self.entry(slot).relay.control(c);
                     match flow {
                         std::ops::ControlFlow::Continue(()) => self.after_change(slot),
-                        std::ops::ControlFlow::Break(ending) => self.remove(slot, ending),
+                        std::ops::ControlFlow::Break(ending) => self.remove(slot, Some(ending)),
                     }
                 }
                 Ok(Msg::Closed(id)) => {
@@ -284,7 +286,12 @@ impl Worker {
         });
         let fds = leg_fds(&relay);
         for (i, fd) in fds.iter().enumerate() {
-            if let Err(e) = ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, *fd, key(slot, i as u64)) {
+            if let Err(e) = ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                *fd,
+                key(slot, i as u64),
+            ) {
                 tracing::error!(error = %e, "relay worker: cannot watch a media socket");
             }
         }
@@ -298,7 +305,8 @@ impl Worker {
             sup_fd: None,
         });
         self.by_id.insert(id, slot);
-        self.timers.push(Reverse((now + CHECK, slot, id, Timer::Check)));
+        self.timers
+            .push(Reverse((now + CHECK, slot, id, Timer::Check)));
         self.after_change(slot);
     }
 
@@ -365,9 +373,17 @@ impl Worker {
             return;
         }
         let side = if socket < 2 { Side::A } else { Side::B };
-        let kind = if socket % 2 == 0 { Kind::Rtp } else { Kind::Rtcp };
+        let kind = if socket % 2 == 0 {
+            Kind::Rtp
+        } else {
+            Kind::Rtcp
+        };
         let ports = &relay.legs[side.idx()].ports;
-        let sock = if kind == Kind::Rtp { &ports.rtp } else { &ports.rtcp };
+        let sock = if kind == Kind::Rtp {
+            &ports.rtp
+        } else {
+            &ports.rtcp
+        };
         match sock.recv_from(buf) {
             Ok((len, src)) if len + Suite::MAX_OVERHEAD < BUF_LEN => {
                 relay.forward(side, kind, buf, len, src);
@@ -410,7 +426,8 @@ impl Worker {
                     // Late ticks are made up at once: a busy moment must not shorten a
                     // recording, whose timeline is the call's.
                     e.next_tick += TICK;
-                    self.timers.push(Reverse((e.next_tick, slot, id, Timer::Tick(gen))));
+                    self.timers
+                        .push(Reverse((e.next_tick, slot, id, Timer::Tick(gen))));
                     if e.relay.taps.is_none() {
                         self.after_change(slot);
                     }
@@ -420,7 +437,6 @@ impl Worker {
         }
     }
 }
-
 
 fn key(slot: usize, socket: u64) -> u64 {
     slot as u64 * KEYS_PER_SLOT + socket
