@@ -34,6 +34,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
              to this host's address so phones on other machines can reach it"
         );
     }
+    // Before the first call's relay starts the workers.
+    if let Some(n) = config.relay_workers {
+        crate::media::relay::set_workers(n);
+    }
     let flows = load_flows(&config)?;
     let tls = crate::sip::tls::TlsIdentity::load(&config)?;
     let store = Store::open(&config.data_dir).await?;

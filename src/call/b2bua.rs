@@ -138,7 +138,7 @@ struct Call {
     /// The agent whose phones `start_fork` is ringing now (queue offers).
     ringing_agent: Option<String>,
     /// The IVR session while the caller is in a flow (and its endpoint until the bridge).
-    ivr: Option<IvrSession>,
+    ivr: Option<Box<IvrSession>>,
     /// While the caller is in an ACD queue (waiting, ringing an agent, or connected).
     queue: Option<Queued>,
     /// ACKs sent for 2xx answers to re-originated re-INVITEs, by transaction, so a
@@ -167,7 +167,7 @@ struct Call {
     /// ports kept for the call back, and the INVITE that calls it back.
     callback_bye_at: Option<tokio::time::Instant>,
     callback_ports: Option<MediaPorts>,
-    callback_dial: Option<Fork>,
+    callback_dial: Option<Box<Fork>>,
     /// RFC 4028 on the caller's leg: what was agreed, when to act next, and our
     /// refreshing UPDATE in flight.
     session_timer: Option<crate::sip::session_timer::SessionTimer>,
@@ -185,7 +185,101 @@ struct End {
     reason: Option<String>,
 }
 
-async fn run(mut s: CallSetup) {
+/// What `prepare` hands the call task: the call (boxed, so the task's future holds a
+/// pointer rather than the call's few kilobytes beside its own states), the switch's
+/// events for it, where it goes first and the two legs' ports.
+type Prepared = (
+    Box<Call>,
+    mpsc::UnboundedReceiver<CallEvent>,
+    Route,
+    MediaPorts,
+    MediaPorts,
+);
+
+async fn run(s: CallSetup) {
+    let (mut call, mut events, route, a_ports, b_ports) = match prepare(s) {
+        Ok(prepared) => prepared,
+        Err(s) => return finish_early(s),
+    };
+    match route {
+        Route::Ring(targets) => {
+            call.start_bridge(a_ports, b_ports);
+            Box::pin(call.ring(&targets)).await;
+        }
+        Route::Supervise { agent, mode } => {
+            drop(b_ports);
+            let end = Box::pin(call.supervise(a_ports, &agent, mode, &mut events)).await;
+            return Box::pin(call.finish(end)).await;
+        }
+        Route::Flow { flows, name } => {
+            call.b_ports = Some(b_ports);
+            if let Err(end) = Box::pin(call.answer_with_ivr(a_ports, flows, &name)).await {
+                return Box::pin(call.finish(end)).await;
+            }
+        }
+        Route::Feature(feature) => {
+            drop(b_ports);
+            let accepted = match feature.verdict {
+                Some(rx) => matches!(rx.await, Ok(Ok(()))),
+                None => false,
+            };
+            let prompt = if accepted {
+                feature.done
+            } else {
+                feature.refused
+            };
+            if !accepted {
+                call.rec.reason = Some("the ACD refused the request".into());
+            }
+            let end = Box::pin(call.confirm_feature(a_ports, &prompt, &mut events)).await;
+            return Box::pin(call.finish(end)).await;
+        }
+    }
+    // Each handler's future is boxed for the moment it runs: held inline, the largest
+    // of them would be part of every waiting call's task (17 KiB of it, measured).
+    let end = loop {
+        let input = tokio::select! {
+            ev = events.recv() => Input::Sip(ev),
+            _ = sleep_until_opt(call.ring_deadline) => Input::RingTimeout,
+            ev = next_ivr_input(&mut call.ivr) => Input::Ivr(ev),
+            msg = next_acd_msg(&mut call.queue) => Input::Acd(msg),
+            ev = next_relay_event(&mut call.relay_events) => Input::Relay(ev),
+            _ = sleep_until_opt(call.callback_bye_at) => Input::CallbackBye,
+            _ = sleep_until_opt(call.session_due.map(|(at, _)| at)) => Input::SessionTimer,
+        };
+        let outcome = match input {
+            Input::Sip(None) => Some(End {
+                by: HangupBy::Switchboard,
+                disposition: Disposition::Failed,
+                code: 500,
+                reason: Some("switch stopped".into()),
+            }),
+            Input::Sip(Some(ev)) => Box::pin(call.on_event(ev)).await,
+            Input::RingTimeout => {
+                call.ring_deadline = None;
+                if call.phase == Phase::Ringing {
+                    Some(Box::pin(call.give_up(480, Disposition::NoAnswer, "no answer")).await)
+                } else {
+                    None
+                }
+            }
+            Input::Ivr(ev) => Box::pin(call.on_ivr_input(ev)).await,
+            Input::Acd(msg) => Box::pin(call.on_acd(msg)).await,
+            Input::Relay(ev) => Box::pin(call.on_relay_event(ev)).await,
+            Input::CallbackBye => Box::pin(call.leave_for_callback()).await,
+            Input::SessionTimer => Box::pin(call.on_session_timer()).await,
+        };
+        if let Some(end) = outcome {
+            break end;
+        }
+    };
+    Box::pin(call.finish(end)).await;
+}
+
+/// The call's first steps, none of which waits: the caller's offer read, ports leased,
+/// the call made and announced. A call refused here comes back as its setup, with the
+/// answer already sent.
+fn prepare(mut s: CallSetup) -> Result<Prepared, CallSetup> {
     let respond_early = |code: u16, why: &str, s: &mut CallSetup, d: Disposition| {
         let tag = message::new_tag();
         let resp = message::response_to(&s.invite, code, Some(&tag));
@@ -212,7 +306,7 @@ async fn run(mut s: CallSetup) {
         Err(why) => {
             warn!(%why, "refusing the call with 488");
             respond_early(488, &why, &mut s, Disposition::Failed);
-            return finish_early(s).await;
+            return Err(s);
         }
     };
     let ports = (s.shared.ports.allocate(), s.shared.ports.allocate());
@@ -221,19 +315,32 @@ async fn run(mut s: CallSetup) {
         _ => {
             warn!("RTP port range exhausted");
             respond_early(503, "no RTP ports left", &mut s, Disposition::Failed);
-            return finish_early(s).await;
+            return Err(s);
         }
     };
     let (a_port, b_port) = (a_ports.port(), b_ports.port());
-    let a_contact = s.shared.contact(s.from.transport);
-    let mut call = Call {
-        key: s.key,
-        shared: s.shared.clone(),
-        sw: s.switch.clone(),
-        rec: s.record.clone(),
-        a_tx: s.invite_tx,
-        a_invite: s.invite.clone(),
-        a_peer: s.from,
+    // The setup is taken apart rather than copied: the call owns the INVITE and the
+    // record from here on (a second copy would live as long as the call).
+    let CallSetup {
+        key,
+        shared,
+        switch,
+        events,
+        invite_tx,
+        invite,
+        from,
+        route,
+        record,
+    } = s;
+    let a_contact = shared.contact(from.transport);
+    let mut call = Box::new(Call {
+        key,
+        shared,
+        sw: switch,
+        rec: record,
+        a_tx: invite_tx,
+        a_invite: invite,
+        a_peer: from,
         a_tag: message::new_tag(),
         a_contact,
         a_offer,
@@ -277,7 +384,7 @@ async fn run(mut s: CallSetup) {
         session_due: None,
         refresh_tx: None,
         b_srtp_applied: None,
-    };
+    });
     if let Some(c) = &call.a_sdp.crypto {
         info!(suite = ?c.suite(), "the caller's media is SRTP");
         a_ports.set_srtp(c.session());
@@ -287,7 +394,6 @@ async fn run(mut s: CallSetup) {
         crate::sip::session_timer::negotiate(&call.a_invite, call.shared.config.session_min_se)
             .ok()
             .flatten();
-    let route = std::mem::replace(&mut s.route, Route::Ring(Vec::new()));
     call.publish(NewEvent::new("call.arrived").data(serde_json::json!({
         "caller": call.rec.from_user,
         "dialed": call.rec.dialed,
@@ -305,79 +411,7 @@ async fn run(mut s: CallSetup) {
             Route::Supervise { .. } => "supervise",
         },
     })));
-    match route {
-        Route::Ring(targets) => {
-            call.start_bridge(a_ports, b_ports);
-            Box::pin(call.ring(&targets)).await;
-        }
-        Route::Supervise { agent, mode } => {
-            drop(b_ports);
-            let end = Box::pin(call.supervise(a_ports, &agent, mode, &mut s.events)).await;
-            return Box::pin(call.finish(end)).await;
-        }
-        Route::Flow { flows, name } => {
-            call.b_ports = Some(b_ports);
-            if let Err(end) = Box::pin(call.answer_with_ivr(a_ports, flows, &name)).await {
-                return Box::pin(call.finish(end)).await;
-            }
-        }
-        Route::Feature(feature) => {
-            drop(b_ports);
-            let accepted = match feature.verdict {
-                Some(rx) => matches!(rx.await, Ok(Ok(()))),
-                None => false,
-            };
-            let prompt = if accepted {
-                feature.done
-            } else {
-                feature.refused
-            };
-            if !accepted {
-                call.rec.reason = Some("the ACD refused the request".into());
-            }
-            let end = Box::pin(call.confirm_feature(a_ports, &prompt, &mut s.events)).await;
-            return Box::pin(call.finish(end)).await;
-        }
-    }
-    // Each handler's future is boxed for the moment it runs: held inline, the largest
-    // of them would be part of every waiting call's task (17 KiB of it, measured).
-    let end = loop {
-        let input = tokio::select! {
-            ev = s.events.recv() => Input::Sip(ev),
-            _ = sleep_until_opt(call.ring_deadline) => Input::RingTimeout,
-            ev = next_ivr_input(&mut call.ivr) => Input::Ivr(ev),
-            msg = next_acd_msg(&mut call.queue) => Input::Acd(msg),
-            ev = next_relay_event(&mut call.relay_events) => Input::Relay(ev),
-            _ = sleep_until_opt(call.callback_bye_at) => Input::CallbackBye,
-            _ = sleep_until_opt(call.session_due.map(|(at, _)| at)) => Input::SessionTimer,
-        };
-        let outcome = match input {
-            Input::Sip(None) => Some(End {
-                by: HangupBy::Switchboard,
-                disposition: Disposition::Failed,
-                code: 500,
-                reason: Some("switch stopped".into()),
-            }),
-            Input::Sip(Some(ev)) => Box::pin(call.on_event(ev)).await,
-            Input::RingTimeout => {
-                call.ring_deadline = None;
-                if call.phase == Phase::Ringing {
-                    Some(Box::pin(call.give_up(480, Disposition::NoAnswer, "no answer")).await)
-                } else {
-                    None
-                }
-            }
-            Input::Ivr(ev) => Box::pin(call.on_ivr_input(ev)).await,
-            Input::Acd(msg) => Box::pin(call.on_acd(msg)).await,
-            Input::Relay(ev) => Box::pin(call.on_relay_event(ev)).await,
-            Input::CallbackBye => Box::pin(call.leave_for_callback()).await,
-            Input::SessionTimer => Box::pin(call.on_session_timer()).await,
-        };
-        if let Some(end) = outcome {
-            break end;
-        }
-    };
-    Box::pin(call.finish(end)).await;
+    Ok((call, events, route, a_ports, b_ports))
 }
 
 /// What woke the call task up. (One lives on the stack per wake-up; boxing the big
@@ -420,7 +454,7 @@ async fn next_acd_msg(queue: &mut Option<Queued>) -> AcdMsg {
     }
 }
 
-async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
+async fn next_ivr_input(ivr: &mut Option<Box<IvrSession>>) -> crate::ivr::Event {
     match ivr {
         Some(session) if session.is_running() => session.next_input().await,
         _ => std::future::pending().await,
@@ -428,9 +462,9 @@ async fn next_ivr_input(ivr: &mut Option<IvrSession>) -> crate::ivr::Event {
 }
 
 /// Record for a call that ended before it had media.
-async fn finish_early(mut s: CallSetup) {
+fn finish_early(mut s: CallSetup) {
     s.record.ended_ms = now_ms();
-    s.shared.records.submit(s.record.clone());
+    s.shared.records.submit(s.record);
     s.switch.ended(s.key);
 }
 
@@ -630,6 +664,9 @@ impl Call {
         self.phase = Phase::Ringing;
         // A new ring (a transfer after an earlier one) starts with no old phones.
         self.forks.retain(|f| f.final_code.is_none());
+        // Room for exactly these phones: a first push would reserve four forks, most
+        // calls ring one.
+        self.forks.reserve_exact(targets.len());
         for b in targets {
             self.start_fork(b).await;
         }
@@ -749,7 +786,7 @@ impl Call {
             caller: self.rec.from_user.clone(),
             dialed: self.rec.dialed.clone(),
         });
-        self.ivr = Some(session);
+        self.ivr = Some(Box::new(session));
         match self.on_ivr_steps(steps).await {
             Some(end) => Err(end),
             None => Ok(()),
@@ -1483,7 +1520,7 @@ impl Call {
 
     async fn on_event(&mut self, ev: CallEvent) -> Option<End> {
         match ev {
-            CallEvent::Response { tx, resp } => self.on_response(tx, resp).await,
+            CallEvent::Response { tx, resp } => self.on_response(tx, *resp).await,
             CallEvent::Timeout { tx } if self.refresh_tx == Some(tx) => {
                 self.on_refresh_answer(408).await
             }
@@ -1521,9 +1558,9 @@ impl Call {
                 })
             }
             CallEvent::AckTimeout { .. } | CallEvent::Ack { .. } => None,
-            CallEvent::Request { tx, req, .. } => self.on_request(tx, req).await,
+            CallEvent::Request { tx, req, .. } => self.on_request(tx, *req).await,
             CallEvent::Supervise { leg, reply } => {
-                self.on_supervise(leg, reply);
+                self.on_supervise(*leg, reply);
                 None
             }
             CallEvent::Api { cmd, by, reply } => {
@@ -2398,6 +2435,17 @@ fn other(side: Side) -> Side {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every call's event channel allocates a block of 32 events when it is made: an
+    /// event's size is paid 32 times per call, so the big ones stay boxed.
+    #[test]
+    fn call_events_stay_small() {
+        let size = std::mem::size_of::<CallEvent>();
+        assert!(
+            size <= 80,
+            "CallEvent is {size} bytes: box the variant that grew"
+        );
+    }
 
     #[test]
     fn screen_pop_headers_are_safe_tokens_and_single_lines() {

@@ -204,7 +204,9 @@ async fn talk(
                 let code = resp.status_code.code();
                 return Err((code, format!("{}'s phone answered {code}", join.supervisor)));
             }
-            Some(CallEvent::Response { resp, .. }) if resp.status_code.code() >= 200 => break resp,
+            Some(CallEvent::Response { resp, .. }) if resp.status_code.code() >= 200 => {
+                break *resp
+            }
             Some(CallEvent::Timeout { .. }) => {
                 return Err((408, "the supervisor's phone never answered".into()))
             }

@@ -516,10 +516,11 @@ impl Switch {
                 match live {
                     Some(c) => {
                         // The call answers (or its dropped reply says it is gone).
+                        let leg = Box::new(leg);
                         if let Err(mpsc::error::SendError(CallEvent::Supervise { leg, reply })) =
                             c.events.send(CallEvent::Supervise { leg, reply })
                         {
-                            let _ = reply.send(Err(leg));
+                            let _ = reply.send(Err(*leg));
                         }
                     }
                     None => {
@@ -591,7 +592,7 @@ impl Switch {
             TxEvent::Ack { req, .. } => {
                 let id = message::call_id(&as_msg(&req));
                 if let Some(&call) = self.by_call_id.get(&id) {
-                    self.send_to_call(call, CallEvent::Ack { req });
+                    self.send_to_call(call, CallEvent::Ack { req: Box::new(req) });
                 }
             }
             TxEvent::Response { tx, resp } => {
@@ -608,7 +609,7 @@ impl Switch {
                         call,
                         CallEvent::Response {
                             tx,
-                            resp: resp.clone(),
+                            resp: Box::new(resp.clone()),
                         },
                     ) {
                         return;
@@ -688,7 +689,7 @@ impl Switch {
                     call,
                     CallEvent::Request {
                         tx,
-                        req: req.clone(),
+                        req: Box::new(req.clone()),
                         from,
                     },
                 ) {

@@ -198,6 +198,9 @@ struct RawRtp {
     /// An answered leg that sends no RTP this long is hung up; 0 turns it off.
     #[serde(default)]
     timeout_secs: Option<u64>,
+    /// Threads that relay media, each owning many calls' sockets (default: one per core).
+    #[serde(default)]
+    relay_workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -539,6 +542,8 @@ pub struct Config {
     pub recording_buffer: std::time::Duration,
     /// Hang up an answered leg that sends no RTP this long (None: never).
     pub media_timeout: Option<std::time::Duration>,
+    /// Media relay threads (`rtp.relay_workers`; None: one per core).
+    pub relay_workers: Option<usize>,
     /// How far the IVR's clock is set from the real one (`--clock`, for testing business
     /// hours); zero in service.
     pub clock_offset: jiff::SignedDuration,
@@ -1353,6 +1358,7 @@ impl Validator {
                 Some(s) => Some(std::time::Duration::from_secs(s)),
                 None => Some(std::time::Duration::from_secs(60)),
             },
+            relay_workers: raw.rtp.relay_workers.filter(|&n| n > 0),
         })
     }
 

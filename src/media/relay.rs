@@ -462,8 +462,9 @@ struct Relay {
     rewriters: [StreamRewriter; 2],
     counters: Arc<Counters>,
     formats: Option<(LegFormat, LegFormat)>,
-    /// Key detection on each leg's RFC 4733 events, once its format is known.
-    keys: [Option<DtmfDetector>; 2],
+    /// Key detection on each leg's RFC 4733 events, once its format is known and the
+    /// leg has sent a key.
+    keys: [Option<Box<DtmfDetector>>; 2],
     /// Whether key events go on to the other leg.
     forward_dtmf: bool,
     /// Loss and jitter of what each leg sends us.
@@ -611,7 +612,7 @@ impl Relay {
 
     /// Reports the keys a leg sends as RFC 4733 events; true if `pkt` is one.
     fn detect_keys(&mut self, from: Side, pkt: &[u8]) -> bool {
-        let (Some((a, b)), Some(detector)) = (self.formats, self.keys[from.idx()].as_mut()) else {
+        let Some((a, b)) = self.formats else {
             return false;
         };
         let event_pt = if from == Side::A {
@@ -626,6 +627,10 @@ impl Relay {
         let Some(rtp) = crate::media::rtp::parse(pkt) else {
             return true;
         };
+        // Made at the leg's first key, once: most calls send none, and a detector is
+        // most of a relay's size.
+        let detector =
+            self.keys[from.idx()].get_or_insert_with(|| Box::new(DtmfDetector::new(8000, false)));
         let now = Instant::now();
         let _ = detector.on_telephone_event(now, rtp.ssrc, rtp.timestamp, rtp.marker, rtp.payload);
         while let Some(d) = detector.poll() {
@@ -724,7 +729,8 @@ impl Relay {
             }
             Control::Formats(a, b) => {
                 self.formats = Some((a, b));
-                self.keys = [a, b].map(|f| f.event_pt.map(|_| DtmfDetector::new(8000, false)));
+                // New formats, new event clocks: detectors start afresh at the next key.
+                self.keys = [None, None];
                 // New codecs (a re-INVITE): start the taps afresh if they run.
                 if let Some(old) = self.taps.take() {
                     let mut old = old;

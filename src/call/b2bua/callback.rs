@@ -118,14 +118,14 @@ impl Call {
         let req = message::invite_with_sdp(uri, headers, body);
         self.sw.bind_call_id(self.key, call_id);
         let tx = self.sw.send(self.key, req.clone(), peer).await?;
-        self.callback_dial = Some(Fork {
+        self.callback_dial = Some(Box::new(Fork {
             tx,
             invite: req,
             peer,
             final_code: None,
             agent: Some(agent.to_string()),
             crypto: None,
-        });
+        }));
         None
     }
 

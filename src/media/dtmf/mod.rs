@@ -284,7 +284,9 @@ impl Source {
 #[derive(Debug)]
 pub struct DtmfDetector {
     telephone_event: TelephoneEventReceiver,
-    inband: Option<InbandDetector>,
+    /// Boxed: most legs (every bridge's key watch) never run it, and inline it was
+    /// most of a relay's memory.
+    inband: Option<Box<InbandDetector>>,
     recent: Queue<Press, 8>,
     ready: Queue<DetectedDigit, 8>,
 }
@@ -297,7 +299,7 @@ impl DtmfDetector {
     pub fn new(event_clock_rate: u32, inband: bool) -> Self {
         DtmfDetector {
             telephone_event: TelephoneEventReceiver::new(event_clock_rate),
-            inband: inband.then(InbandDetector::new),
+            inband: inband.then(|| Box::new(InbandDetector::new())),
             recent: Queue::new(),
             ready: Queue::new(),
         }
@@ -361,7 +363,7 @@ impl DtmfDetector {
             return;
         };
         inband.process(pcm);
-        while let Some(digit) = self.inband.as_mut().and_then(InbandDetector::poll) {
+        while let Some(digit) = self.inband.as_mut().and_then(|d| d.poll()) {
             // The tone ended a little before the detector noticed.
             let end = now.checked_sub(inband::RELEASE_DELAY).unwrap_or(now);
             let start = end.checked_sub(digit.duration).unwrap_or(end);
