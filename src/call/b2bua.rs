@@ -199,7 +199,7 @@ type Prepared = (
 async fn run(s: CallSetup) {
     let (mut call, mut events, route, a_ports, b_ports) = match prepare(s) {
         Ok(prepared) => prepared,
-        Err(s) => return finish_early(s),
+        Err(s) => return finish_early(*s),
     };
     match route {
         Route::Ring(targets) => {
@@ -279,7 +279,7 @@ async fn run(s: CallSetup) {
 /// The call's first steps, none of which waits: the caller's offer read, ports leased,
 /// the call made and announced. A call refused here comes back as its setup, with the
 /// answer already sent.
-fn prepare(mut s: CallSetup) -> Result<Prepared, CallSetup> {
+fn prepare(mut s: CallSetup) -> Result<Prepared, Box<CallSetup>> {
     let respond_early = |code: u16, why: &str, s: &mut CallSetup, d: Disposition| {
         let tag = message::new_tag();
         let resp = message::response_to(&s.invite, code, Some(&tag));
@@ -306,7 +306,7 @@ fn prepare(mut s: CallSetup) -> Result<Prepared, CallSetup> {
         Err(why) => {
             warn!(%why, "refusing the call with 488");
             respond_early(488, &why, &mut s, Disposition::Failed);
-            return Err(s);
+            return Err(Box::new(s));
         }
     };
     let ports = (s.shared.ports.allocate(), s.shared.ports.allocate());
@@ -315,7 +315,7 @@ fn prepare(mut s: CallSetup) -> Result<Prepared, CallSetup> {
         _ => {
             warn!("RTP port range exhausted");
             respond_early(503, "no RTP ports left", &mut s, Disposition::Failed);
-            return Err(s);
+            return Err(Box::new(s));
         }
     };
     let (a_port, b_port) = (a_ports.port(), b_ports.port());
