@@ -1454,6 +1454,28 @@ dids:
 "#;
 
     #[test]
+    fn relay_workers_default_to_one_per_core_and_zero_means_the_default() {
+        let c = parse(Path::new("c.yaml"), GOOD).unwrap();
+        assert_eq!(c.relay_workers, None);
+        let three = GOOD.replace(
+            "ports: \"20000-20099\"",
+            "ports: \"20000-20099\"\n  relay_workers: 3",
+        );
+        assert_eq!(
+            parse(Path::new("c.yaml"), &three).unwrap().relay_workers,
+            Some(3)
+        );
+        let zero = GOOD.replace(
+            "ports: \"20000-20099\"",
+            "ports: \"20000-20099\"\n  relay_workers: 0",
+        );
+        assert_eq!(
+            parse(Path::new("c.yaml"), &zero).unwrap().relay_workers,
+            None
+        );
+    }
+
+    #[test]
     fn good_config_loads() {
         let c = parse(Path::new("c.yaml"), GOOD).unwrap();
         assert_eq!(c.listeners.len(), 2);
