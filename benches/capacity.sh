@@ -28,6 +28,9 @@
 #                    that echoing is not one SIPp thread's job (default 4)
 #   --agents A       ivr: agents in the queue (extensions 5001…; default: the largest
 #                    step, so every concurrent caller can be talking to one)
+#   --kernel MODE    rtp.kernel_forwarding: off (default), auto or on; with on, plain
+#                    bridges are forwarded in the kernel from their first second (needs
+#                    root and a build with clang); the last column counts those calls
 #
 # The load generator (SIPp: the caller streams a tone as 50 packets/s, the callee
 # echoes every packet) runs on the same machine and its CPU is reported beside the
@@ -49,6 +52,7 @@ BIN=""
 BASE=30000
 CALLEES=4
 AGENTS=""
+KERNEL_FORWARDING=off
 while (($#)); do
   case $1 in
     --scenario) SCENARIO=$2; shift 2 ;;
@@ -60,7 +64,8 @@ while (($#)); do
     --base-port) BASE=$2; shift 2 ;;
     --callees) CALLEES=$2; shift 2 ;;
     --agents) AGENTS=$2; shift 2 ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    --kernel) KERNEL_FORWARDING=$2; shift 2 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -251,7 +256,7 @@ for N in $STEPS; do
 
   # loss: each leg's RTP as the server received it (A: the caller's stream, B: the
   # callee's echo); jitter: the median and worst call, both legs averaged
-  read -r RECS LOSS_A LOSS_B JIT JIT_MAX PPS_CALL WAIT50 WAIT99 < <(python3 - "$D/data/switchboard.db" <<'EOF'
+  read -r RECS LOSS_A LOSS_B JIT JIT_MAX PPS_CALL WAIT50 WAIT99 KCALLS < <(python3 - "$D/data/switchboard.db" <<'EOF'
 import sqlite3, sys
 db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
 # ivr: from queueing to the agent's answer (the queue log's CONNECT wait)
@@ -265,7 +270,8 @@ print(len(rows), pct(sum(r[1] for r in rows), sum(r[0] for r in rows)),
       pct(sum(r[3] for r in rows), sum(r[2] for r in rows)),
       "%.2f" % jit[len(jit) // 2], "%.2f" % jit[-1],
       "%.1f" % (sum(r[0] + r[2] for r in rows) * 1000.0 / max(1, sum(r[5] for r in rows))),
-      q(waits, 50), q(waits, 99))
+      q(waits, 50), q(waits, 99),
+      db.execute("select count(*) from calls where media_path = 'kernel'").fetchone()[0])
 EOF
 )
   read -r TRY50 TRY99 SET50 SET99 < <(python3 - "$WORK" <<'EOF'
@@ -286,13 +292,13 @@ EOF
       secs = t1 - t0; cpu = (c1 - c0) / hz / secs * 100; lg = (l1 - l0) / hz / secs * 100
       printf "%.4f %.0f %.1f\n", cpu / n, lg, (rss - idle) / n }')
   PPS=$(awk -v p="$PPS_CALL" -v n="$N" 'BEGIN { printf "%.0f", p * n }')
-  printf '%-10s %5s calls (%s up): %s %% core/call, %s KiB/call (idle %s KiB), %s pkt/s, loss A %s %% B %s %%, jitter median %s ms (worst %s), 100 Trying p50/p99 %s/%s ms, 200 OK p50/p99 %s/%s ms, queued to agent p50/p99 %s/%s ms, %s ok, %s failed, %s records, load generator %s %% core\n' \
-    "$SCENARIO" "$N" "$UP" "$CPU_CALL" "$RSS_CALL" "$IDLE_RSS" "$PPS" "$LOSS_A" "$LOSS_B" "$JIT" "$JIT_MAX" "$TRY50" "$TRY99" "$SET50" "$SET99" "$WAIT50" "$WAIT99" "$OK" "$FAILED" "$RECS" "$LG_CPU" >&2
-  ROWS+=("| $SCENARIO | $N | $CPU_CALL | $RSS_CALL | $PPS | $LOSS_A / $LOSS_B | $JIT ($JIT_MAX) | $TRY50 / $TRY99 | $SET50 / $SET99 | $WAIT50 / $WAIT99 | $FAILED | $RECS | $LG_CPU |")
+  printf '%-10s %5s calls (%s up): %s %% core/call, %s KiB/call (idle %s KiB), %s pkt/s, loss A %s %% B %s %%, jitter median %s ms (worst %s), 100 Trying p50/p99 %s/%s ms, 200 OK p50/p99 %s/%s ms, queued to agent p50/p99 %s/%s ms, %s ok, %s failed, %s records, load generator %s %% core, %s calls forwarded in the kernel\n' \
+    "$SCENARIO" "$N" "$UP" "$CPU_CALL" "$RSS_CALL" "$IDLE_RSS" "$PPS" "$LOSS_A" "$LOSS_B" "$JIT" "$JIT_MAX" "$TRY50" "$TRY99" "$SET50" "$SET99" "$WAIT50" "$WAIT99" "$OK" "$FAILED" "$RECS" "$LG_CPU" "$KCALLS" >&2
+  ROWS+=("| $SCENARIO | $N | $CPU_CALL | $RSS_CALL | $PPS | $LOSS_A / $LOSS_B | $JIT ($JIT_MAX) | $TRY50 / $TRY99 | $SET50 / $SET99 | $WAIT50 / $WAIT99 | $FAILED | $RECS | $LG_CPU | $KCALLS |")
   [[ -s $D/uac.err ]] && { echo "caller errors (first lines):" >&2; grep -v '^The following' "$D/uac.err" | head -5 >&2; }
 done
 
 echo
-echo "| scenario | calls | CPU % of a core per call | RSS KiB per call | RTP packets relayed/s | loss % caller / callee stream | jitter ms, median (worst) call | 100 Trying p50 / p99 ms | 200 OK p50 / p99 ms | queued → agent p50 / p99 ms | failed | records | load generator % core |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | calls | CPU % of a core per call | RSS KiB per call | RTP packets relayed/s | loss % caller / callee stream | jitter ms, median (worst) call | 100 Trying p50 / p99 ms | 200 OK p50 / p99 ms | queued → agent p50 / p99 ms | failed | records | load generator % core | kernel-forwarded calls |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"

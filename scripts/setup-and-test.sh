@@ -19,6 +19,8 @@ declare -A PKG=(
   [svwar]=sipvicious
   [nft]=nftables
   [ip]=iproute2
+  # the kernel forwarding program is built from C for the BPF target
+  [clang]=clang
 )
 missing=()
 for tool in "${!PKG[@]}"; do
@@ -26,17 +28,19 @@ for tool in "${!PKG[@]}"; do
 done
 # the RTP captures the scenarios play ship with sip-tester
 [[ -f /usr/share/sip-tester/g711a.pcap ]] || missing+=("g711a.pcap")
+# and includes libbpf's helper definitions
+[[ -f /usr/include/bpf/bpf_helpers.h ]] || missing+=("bpf_helpers.h")
 
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
   apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus \
-    chromium chromium-driver sipvicious nftables iproute2
+    chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev
   # The tests start their own Prometheus; the package's service is not wanted.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi

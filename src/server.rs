@@ -38,6 +38,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(n) = config.relay_workers {
         crate::media::relay::set_workers(n);
     }
+    crate::media::kernel::start(config.kernel_forwarding, &config.kernel_interfaces)?;
     let flows = load_flows(&config)?;
     let tls = crate::sip::tls::TlsIdentity::load(&config)?;
     let store = Store::open(&config.data_dir).await?;

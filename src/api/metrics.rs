@@ -108,6 +108,7 @@ impl Metrics {
             setup.clone(),
         );
         registry.register_collector(Box::new(SipResponses(sip)));
+        registry.register_collector(Box::new(KernelForwarding));
         registry.register_collector(Box::new(WriterFaults {
             records,
             recordings_failed,
@@ -340,6 +341,47 @@ impl Collector for SipResponses {
         )?;
         prometheus_client::metrics::gauge::ConstGauge::new(read(&self.0.limits.cpu_percent) as i64)
             .encode(gauge)?;
+        Ok(())
+    }
+}
+
+/// Kernel forwarding of plain bridges (`rtp.kernel_forwarding`): whether it is on, the
+/// streams it carries now, the calls that used it and the packets it forwarded.
+#[derive(Debug)]
+struct KernelForwarding;
+
+impl Collector for KernelForwarding {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let k = crate::media::kernel::figures();
+        let gauge = encoder.encode_descriptor(
+            "rtp_kernel_forwarding",
+            "1 if plain bridges are forwarded in the kernel, 0 if the relay carries every call",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(k.available)).encode(gauge)?;
+        let gauge = encoder.encode_descriptor(
+            "rtp_kernel_streams",
+            "RTP streams (one per direction of a bridge) forwarded in the kernel now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(k.active_streams as i64).encode(gauge)?;
+        let counter = encoder.encode_descriptor(
+            "rtp_kernel_calls",
+            "Bridges whose media the kernel carried (from their first second on)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(k.calls).encode(counter)?;
+        let counter = encoder.encode_descriptor(
+            "rtp_kernel_packets",
+            "RTP packets the kernel forwarded, counted when a stream leaves it",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(k.packets).encode(counter)?;
         Ok(())
     }
 }

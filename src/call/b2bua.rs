@@ -2423,6 +2423,7 @@ fn add_rtp_counts(rec: &mut CallRecord, stats: &crate::media::relay::RelayStats)
     // into several).
     rec.a_jitter_ms = rec.a_jitter_ms.max(stats.a_jitter_us as f64 / 1000.0);
     rec.b_jitter_ms = rec.b_jitter_ms.max(stats.b_jitter_us as f64 / 1000.0);
+    rec.kernel_rtp += stats.kernel;
 }
 
 fn other(side: Side) -> Side {

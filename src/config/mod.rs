@@ -201,6 +201,12 @@ struct RawRtp {
     /// Threads that relay media, each owning many calls' sockets (default: one per core).
     #[serde(default)]
     relay_workers: Option<usize>,
+    /// off (default) | auto | on: forward plain bridges in the kernel (eBPF).
+    #[serde(default)]
+    kernel_forwarding: Option<Spanned<String>>,
+    /// Interfaces the kernel program watches (default: every interface).
+    #[serde(default)]
+    kernel_interfaces: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -544,6 +550,10 @@ pub struct Config {
     pub media_timeout: Option<std::time::Duration>,
     /// Media relay threads (`rtp.relay_workers`; None: one per core).
     pub relay_workers: Option<usize>,
+    /// Plain bridges forwarded in the kernel (`rtp.kernel_forwarding`), on these
+    /// interfaces (`rtp.kernel_interfaces`; empty: all).
+    pub kernel_forwarding: crate::media::kernel::Mode,
+    pub kernel_interfaces: Vec<String>,
     /// How far the IVR's clock is set from the real one (`--clock`, for testing business
     /// hours); zero in service.
     pub clock_offset: jiff::SignedDuration,
@@ -1291,6 +1301,7 @@ impl Validator {
             Some(b) => std::time::Duration::from_secs(b.value),
             None => crate::media::recorder::writer::DEFAULT_BUFFER,
         };
+        let kernel_forwarding = self.kernel_forwarding(&raw.rtp.kernel_forwarding);
         let api = self.api(raw.api.as_ref(), &extensions);
         let dispositions = self.dispositions(raw.dispositions.as_deref());
         let pause_reasons = self.pause_reasons(raw.pause_reasons.as_deref());
@@ -1359,7 +1370,28 @@ impl Validator {
                 None => Some(std::time::Duration::from_secs(60)),
             },
             relay_workers: raw.rtp.relay_workers.filter(|&n| n > 0),
+            kernel_forwarding,
+            kernel_interfaces: raw.rtp.kernel_interfaces.clone().unwrap_or_default(),
         })
+    }
+
+    fn kernel_forwarding(&mut self, at: &Option<Spanned<String>>) -> crate::media::kernel::Mode {
+        use crate::media::kernel::Mode;
+        let Some(at) = at else {
+            return Mode::default();
+        };
+        match at.value.as_str() {
+            "off" => Mode::Off,
+            "auto" => Mode::Auto,
+            "on" => Mode::On,
+            other => {
+                self.error(
+                    at,
+                    format!("kernel_forwarding \"{other}\" is not one of off, auto, on"),
+                );
+                Mode::default()
+            }
+        }
     }
 
     fn media_encryption(&mut self, at: &Option<Spanned<String>>) -> MediaEncryption {
@@ -1473,6 +1505,31 @@ dids:
             parse(Path::new("c.yaml"), &zero).unwrap().relay_workers,
             None
         );
+    }
+
+    #[test]
+    fn kernel_forwarding_is_off_unless_asked_and_a_wrong_mode_is_pointed_at() {
+        use crate::media::kernel::Mode;
+        let c = parse(Path::new("c.yaml"), GOOD).unwrap();
+        assert_eq!(c.kernel_forwarding, Mode::Off);
+        assert!(c.kernel_interfaces.is_empty());
+        let on = GOOD.replace(
+            "ports: \"20000-20099\"",
+            "ports: \"20000-20099\"\n  kernel_forwarding: auto\n  kernel_interfaces: [lo]",
+        );
+        let c = parse(Path::new("c.yaml"), &on).unwrap();
+        assert_eq!(c.kernel_forwarding, Mode::Auto);
+        assert_eq!(c.kernel_interfaces, vec!["lo".to_string()]);
+        let wrong = GOOD.replace(
+            "ports: \"20000-20099\"",
+            "ports: \"20000-20099\"\n  kernel_forwarding: yes please",
+        );
+        let err = format!("{}", parse(Path::new("c.yaml"), &wrong).unwrap_err());
+        assert!(
+            err.contains("kernel_forwarding \"yes please\" is not one of off, auto, on"),
+            "{err}"
+        );
+        assert!(err.contains("c.yaml:"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod dtmf;
 pub mod endpoint;
+pub mod kernel;
 pub mod mixer;
 pub mod ports;
 pub mod prompt;

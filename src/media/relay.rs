@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod offload;
 mod worker;
 pub use worker::set_workers;
 
@@ -87,6 +88,8 @@ pub struct RelayStats {
     /// Mean interarrival jitter of what leg A (B) sent, in microseconds (§A.8).
     pub a_jitter_us: u64,
     pub b_jitter_us: u64,
+    /// RTP packets (both ways, counted above too) that the kernel forwarded.
+    pub kernel: u64,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +99,7 @@ struct Counters {
     dropped: AtomicU64,
     lost: [AtomicU64; 2],
     jitter_us: [AtomicU64; 2],
+    kernel: AtomicU64,
 }
 
 impl Counters {
@@ -110,6 +114,7 @@ impl Counters {
             b_lost: self.lost[1].load(Relaxed),
             a_jitter_us: self.jitter_us[0].load(Relaxed),
             b_jitter_us: self.jitter_us[1].load(Relaxed),
+            kernel: self.kernel.load(Relaxed),
         }
     }
 
@@ -378,6 +383,9 @@ pub fn spawn_relay_with_events(
         media_timeout,
         last_rtp: [now, now],
         watched: [true, true],
+        offload: None,
+        kernel_refused: false,
+        kernel_used: false,
     };
     let ctl = Arc::new(worker::start(Box::new(relay)));
     (RelayHandle { ctl, counters }, events_rx)
@@ -485,12 +493,18 @@ struct Relay {
     media_timeout: Option<Duration>,
     last_rtp: [Instant; 2],
     watched: [bool; 2],
+    /// Both streams forwarded in the kernel (a plain bridge), and whether the kernel
+    /// refused this call or has carried it before.
+    offload: Option<Box<offload::Offload>>,
+    kernel_refused: bool,
+    kernel_used: bool,
 }
 
 impl Relay {
     /// The one-second checks: media timeout, reception figures, and every fifth time
     /// our RTCP reports.
-    fn every_second(&mut self) {
+    fn every_second(&mut self, kernel: Option<&mut crate::media::kernel::Table>) {
+        self.kernel_check(kernel);
         self.check_media_timeout();
         self.publish_reception();
         self.checks = self.checks.wrapping_add(1);
@@ -821,7 +835,15 @@ impl Relay {
         }
     }
 
-    fn forward(&mut self, from: Side, kind: Kind, buf: &mut [u8], len: usize, src: SocketAddr) {
+    fn forward(
+        &mut self,
+        kernel: Option<&mut crate::media::kernel::Table>,
+        from: Side,
+        kind: Kind,
+        buf: &mut [u8],
+        len: usize,
+        src: SocketAddr,
+    ) {
         let valid = match kind {
             Kind::Rtp => is_rtp(&buf[..len]),
             Kind::Rtcp => is_rtcp(&buf[..len]),
@@ -838,8 +860,13 @@ impl Relay {
         let Ok(len) = opened else {
             return self.counters.drop_one();
         };
+        let kernel_left = kind == Kind::Rtp && self.kernel_left(from, &buf[..len], src);
         if !self.legs[from.idx()].admit(kind, src) {
             return self.counters.drop_one();
+        }
+        if kernel_left {
+            // A new source or SSRC: the relay re-stamps it, from where the kernel got to.
+            self.take_back_from_kernel(kernel);
         }
         let pkt = &mut buf[..len];
         let to = from.other();
@@ -965,6 +992,33 @@ impl StreamRewriter {
     /// The SSRC the receiver sees.
     pub fn ssrc(&self) -> u32 {
         self.out_ssrc
+    }
+
+    /// The input SSRC being re-stamped and its offsets, newest sequence number and
+    /// timestamp sent: what the kernel needs to re-stamp the same way.
+    fn mapping(&self) -> Option<(u32, u16, u32, u16, u32)> {
+        let ssrc = self.in_ssrc?;
+        Some((
+            ssrc,
+            self.seq_offset,
+            self.ts_offset,
+            self.last_seq,
+            self.last_ts,
+        ))
+    }
+
+    /// Takes in the newest sequence number and timestamp the kernel sent for this
+    /// stream, so a later splice continues after them.
+    fn absorb(&mut self, last_seq: u16, last_ts: u32, at: Instant) {
+        if last_seq.wrapping_sub(self.last_seq) as i16 > 0 {
+            self.last_seq = last_seq;
+        }
+        if last_ts.wrapping_sub(self.last_ts) as i32 > 0 {
+            self.last_ts = last_ts;
+        }
+        if self.last_sent.is_none_or(|t| at > t) {
+            self.last_sent = Some(at);
+        }
     }
 
     /// The RTP timestamp of the outgoing stream that corresponds to `now` (for a
@@ -1096,6 +1150,36 @@ mod tests {
             stamp(&mut rw, 5, 5, 0x3333, later),
             (true, 1006, 66_800, 0xCAFE)
         );
+    }
+
+    #[test]
+    fn a_splice_after_the_kernel_carried_the_stream_continues_after_the_kernel() {
+        let t0 = Instant::now();
+        let mut rw = StreamRewriter::new(0xCAFE, 1000, 50_000);
+        stamp(&mut rw, 7, 700, 0x1111, t0);
+        let (ssrc, seq_offset, ts_offset, last_seq, last_ts) = rw.mapping().unwrap();
+        assert_eq!((ssrc, last_seq, last_ts), (0x1111, 1000, 50_000));
+        // The kernel re-stamped 50 more packets with the same offsets...
+        let (seq, ts) = (57u16, 700 + 50 * 160u32);
+        let later = t0 + Duration::from_secs(1);
+        rw.absorb(
+            seq.wrapping_add(seq_offset),
+            ts.wrapping_add(ts_offset),
+            later,
+        );
+        // ...so the same source goes on where the kernel left off...
+        assert_eq!(
+            stamp(&mut rw, 58, ts + 160, 0x1111, later),
+            (false, 1051, 58_160, 0xCAFE)
+        );
+        // ...and a new one is spliced after the kernel's last packet, not the relay's.
+        assert_eq!(
+            stamp(&mut rw, 3, 3, 0x2222, later),
+            (true, 1052, 58_320, 0xCAFE)
+        );
+        // An older figure from the kernel moves nothing back.
+        rw.absorb(1010, 51_000, t0);
+        assert_eq!(rw.mapping().unwrap().3, 1052);
     }
 
     #[test]

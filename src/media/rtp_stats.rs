@@ -129,6 +129,26 @@ impl ReceiveStats {
         })
     }
 
+    /// The stream being counted now, its highest sequence number (extended with the
+    /// wrap count) and the jitter estimate ×16: where the kernel carries on from when
+    /// it forwards the stream.
+    pub fn position(&self) -> Option<(u32, u32, u64)> {
+        Some((self.ssrc?, self.max_seq, self.jitter16))
+    }
+
+    /// Takes in what the kernel counted of the same stream while it forwarded it:
+    /// `received` packets more, its highest sequence number, its jitter estimate and
+    /// the samples it added to the mean. The kernel's arrival times are on its own
+    /// clock, so the next packet here starts a new transit reference.
+    pub fn absorb(&mut self, received: u64, max_seq: u32, jitter16: u64, sum: u64, samples: u64) {
+        self.received += received;
+        self.max_seq = self.max_seq.max(max_seq);
+        self.jitter16 = jitter16;
+        self.jitter_sum += sum;
+        self.jitter_samples += samples;
+        self.transit = None;
+    }
+
     /// Packets lost so far: expected by sequence number but never received.
     pub fn lost(&self) -> u64 {
         self.settled_lost + self.stream_lost()
@@ -176,6 +196,27 @@ mod tests {
         assert_eq!(s.lost(), 0);
         assert_eq!(s.received(), 100);
         assert!(s.mean_jitter_ms() < 0.1, "{}", s.mean_jitter_ms());
+    }
+
+    #[test]
+    fn what_the_kernel_counted_joins_the_figures() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new();
+        let packets: Vec<_> = (0..10u16)
+            .map(|i| (i, u32::from(i) * 160, u64::from(i) * 20))
+            .collect();
+        feed(&mut s, t0, &packets);
+        let (ssrc, max_seq, _) = s.position().unwrap();
+        assert_eq!((ssrc, max_seq), (7, 9));
+        // The kernel received 88 of 90 (10..=99), two lost, and measured some jitter.
+        s.absorb(88, 99, 32, 64, 2);
+        assert_eq!(s.lost(), 2);
+        assert_eq!(s.received(), 98);
+        assert!(s.mean_jitter_ms() > 0.0);
+        // The relay counts on from there (its next packet starts a new transit).
+        feed(&mut s, t0 + Duration::from_secs(2), &[(100, 16_000, 0)]);
+        assert_eq!(s.lost(), 2);
+        assert_eq!(s.received(), 99);
     }
 
     #[test]

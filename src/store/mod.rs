@@ -114,6 +114,20 @@ pub struct CallRecord {
     pub b_rtp_lost: u64,
     pub a_jitter_ms: f64,
     pub b_jitter_ms: f64,
+    /// RTP packets (both ways) the kernel forwarded instead of the relay: the call's
+    /// media path is "kernel" when this is above zero, else "relay".
+    pub kernel_rtp: u64,
+}
+
+impl CallRecord {
+    /// Which path carried the call's media: "kernel" if the kernel forwarded any of it.
+    pub fn media_path(&self) -> &'static str {
+        if self.kernel_rtp > 0 {
+            "kernel"
+        } else {
+            "relay"
+        }
+    }
 }
 
 /// One row of the queue event log (like Asterisk's queue_log): ENTER, OFFER, CONNECT,
@@ -178,7 +192,9 @@ CREATE TABLE IF NOT EXISTS calls (
     a_rtp_lost INTEGER NOT NULL DEFAULT 0,
     b_rtp_lost INTEGER NOT NULL DEFAULT 0,
     a_jitter_ms REAL NOT NULL DEFAULT 0,
-    b_jitter_ms REAL NOT NULL DEFAULT 0
+    b_jitter_ms REAL NOT NULL DEFAULT 0,
+    kernel_rtp INTEGER NOT NULL DEFAULT 0,
+    media_path TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
 CREATE TABLE IF NOT EXISTS queue_log (
@@ -223,7 +239,7 @@ CREATE TABLE IF NOT EXISTS webhook_cursors (
 ";
 
 /// Columns added after the first release of the schema, with their types.
-const ADDED_COLUMNS: [(&str, &str); 13] = [
+const ADDED_COLUMNS: [(&str, &str); 15] = [
     ("bridged_ms", "INTEGER"),
     ("flow", "TEXT"),
     ("ivr_trace", "TEXT"),
@@ -237,6 +253,8 @@ const ADDED_COLUMNS: [(&str, &str); 13] = [
     ("b_rtp_lost", "INTEGER NOT NULL DEFAULT 0"),
     ("a_jitter_ms", "REAL NOT NULL DEFAULT 0"),
     ("b_jitter_ms", "REAL NOT NULL DEFAULT 0"),
+    ("kernel_rtp", "INTEGER NOT NULL DEFAULT 0"),
+    ("media_path", "TEXT"),
 ];
 
 /// Columns added to the queue log after its first release.
@@ -449,9 +467,9 @@ fn insert_call(
            source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
            ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
            bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms,
-           a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms)
+           a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms, kernel_rtp, media_path)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-           ?, ?, ?, ?)
+           ?, ?, ?, ?, ?, ?)
          ON CONFLICT(call_uuid) DO NOTHING",
     )
     .bind(&r.call_uuid)
@@ -491,6 +509,8 @@ fn insert_call(
     .bind(r.b_rtp_lost as i64)
     .bind(r.a_jitter_ms)
     .bind(r.b_jitter_ms)
+    .bind(r.kernel_rtp as i64)
+    .bind(r.media_path())
 }
 
 #[cfg(test)]

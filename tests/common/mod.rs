@@ -198,6 +198,8 @@ pub struct ServerConfig {
     pub rtp_port_count: u16,
     /// `rtp.timeout_secs` (None: the server's default).
     pub rtp_timeout_secs: Option<u64>,
+    /// More lines for the `rtp:` section (e.g. `kernel_forwarding: on`).
+    pub extra_rtp: Vec<String>,
     /// Pass listeners, RTP ports and data dir as command-line flags instead of
     /// writing them into the file (the file then holds unusable values).
     pub use_cli_overrides: bool,
@@ -257,6 +259,7 @@ impl Default for ServerConfig {
             .collect(),
             rtp_port_count: 200,
             rtp_timeout_secs: None,
+            extra_rtp: Vec::new(),
             use_cli_overrides: false,
             env: Vec::new(),
             extra_sip: Vec::new(),
@@ -320,6 +323,9 @@ impl ServerConfig {
         writeln!(y, "rtp:\n  ports: \"{}-{}\"", rtp.0, rtp.1).unwrap();
         if let Some(secs) = self.rtp_timeout_secs {
             writeln!(y, "  timeout_secs: {secs}").unwrap();
+        }
+        for line in &self.extra_rtp {
+            writeln!(y, "  {line}").unwrap();
         }
         if self.ipv6 {
             writeln!(y, "  bind: {ip}").unwrap();
@@ -1404,6 +1410,9 @@ pub struct CallRecord {
     /// Mean interarrival jitter per leg, in milliseconds.
     pub a_jitter_ms: Option<f64>,
     pub b_jitter_ms: Option<f64>,
+    /// "kernel" or "relay", and the RTP packets the kernel forwarded.
+    pub media_path: Option<String>,
+    pub kernel_rtp: Option<i64>,
 }
 
 pub const CALL_COLUMNS: &[&str] = &[
@@ -1445,6 +1454,8 @@ pub const CALL_COLUMNS: &[&str] = &[
     "b_rtp_lost",
     "a_jitter_ms",
     "b_jitter_ms",
+    "media_path",
+    "kernel_rtp",
 ];
 
 const FIELD_SEP: char = '\u{1f}';
@@ -1555,6 +1566,8 @@ pub fn query_calls(db: &Path) -> Result<Vec<CallRecord>, String> {
                 b_rtp_lost: i("b_rtp_lost")?,
                 a_jitter_ms: s("a_jitter_ms").and_then(|v| v.parse().ok()),
                 b_jitter_ms: s("b_jitter_ms").and_then(|v| v.parse().ok()),
+                media_path: s("media_path"),
+                kernel_rtp: i("kernel_rtp")?,
             })
         })
         .collect()

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::{Control, Kind, Relay, Side, BUF_LEN};
+use crate::media::kernel::Table;
 use crate::media::srtp::Suite;
 
 /// The mixing tick of a relay whose taps decode and mix.
@@ -156,6 +157,8 @@ struct Worker {
     free: Vec<usize>,
     by_id: HashMap<u64, usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64, Timer)>>,
+    /// This worker's handle to the kernel's forwarded streams (None: not loaded).
+    kernel: Option<Table>,
 }
 
 impl Worker {
@@ -179,6 +182,7 @@ impl Worker {
             free: Vec::new(),
             by_id: HashMap::new(),
             timers: BinaryHeap::new(),
+            kernel: Table::open(),
         };
         std::thread::Builder::new()
             .name(format!("relay-{i}"))
@@ -258,7 +262,15 @@ impl Worker {
                         // tells the asker so.
                         continue;
                     };
-                    let flow = self.entry(slot).relay.control(c);
+                    // Whatever the message changes, the relay sees every packet again
+                    // first; a plain bridge goes back to the kernel at the next check.
+                    let kernel = self.kernel.as_mut();
+                    let relay = &mut self.slots[slot]
+                        .as_mut()
+                        .expect("a known relay has a slot")
+                        .relay;
+                    relay.take_back_from_kernel(kernel);
+                    let flow = relay.control(c);
                     match flow {
                         std::ops::ControlFlow::Continue(()) => self.after_change(slot),
                         std::ops::ControlFlow::Break(ending) => self.remove(slot, Some(ending)),
@@ -273,10 +285,6 @@ impl Worker {
                 Err(mpsc::TryRecvError::Disconnected) => return false,
             }
         }
-    }
-
-    fn entry(&mut self, slot: usize) -> &mut Entry {
-        self.slots[slot].as_mut().expect("a known relay has a slot")
     }
 
     fn add(&mut self, id: u64, relay: Box<Relay>) {
@@ -346,6 +354,8 @@ impl Worker {
         };
         self.by_id.remove(&e.id);
         self.free.push(slot);
+        let mut e = e;
+        e.relay.take_back_from_kernel(self.kernel.as_mut());
         // Out of the set before the sockets are closed or handed back: a socket given
         // back and still watched here would be reported ready for ever.
         let epoll = self.epoll.as_raw_fd();
@@ -363,6 +373,7 @@ impl Worker {
             return;
         };
         let relay = &mut e.relay;
+        let kernel = self.kernel.as_mut();
         if socket == SUPERVISOR {
             let Some(sup) = relay.supervisor.as_ref() else {
                 return;
@@ -373,7 +384,7 @@ impl Worker {
             return;
         }
         let side = if socket < 2 { Side::A } else { Side::B };
-        let kind = if socket % 2 == 0 {
+        let kind = if socket.is_multiple_of(2) {
             Kind::Rtp
         } else {
             Kind::Rtcp
@@ -386,7 +397,7 @@ impl Worker {
         };
         match sock.recv_from(buf) {
             Ok((len, src)) if len + Suite::MAX_OVERHEAD < BUF_LEN => {
-                relay.forward(side, kind, buf, len, src);
+                relay.forward(kernel, side, kind, buf, len, src);
             }
             Ok(_) => relay.counters.drop_one(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -417,7 +428,7 @@ impl Worker {
             }
             match timer {
                 Timer::Check => {
-                    e.relay.every_second();
+                    e.relay.every_second(self.kernel.as_mut());
                     let next = Reverse((now + CHECK, slot, id, Timer::Check));
                     self.timers.push(next);
                 }
