@@ -34,7 +34,9 @@
 #
 # The load generator (SIPp: the caller streams a tone as 50 packets/s, the callee
 # echoes every packet) runs on the same machine and its CPU is reported beside the
-# server's. CPU is utime+stime of the server process from /proc over the window; memory
+# server's, and so is the whole machine's (/proc/stat, all but idle and iowait, in % of
+# one core): the kernel's packet work, kernel forwarding included, is charged to
+# whichever process it interrupts. CPU is utime+stime of the server process from /proc over the window; memory
 # is VmRSS in the window minus VmRSS of the idle server just before the step. Loss and
 # jitter are the call records' (each leg's RTP as the server received it); setup times
 # are SIPp's per call (-trace_rtt): INVITE → 100 Trying and INVITE → 200 OK.
@@ -192,6 +194,12 @@ fi
 
 # a process's utime+stime in clock ticks (all its threads)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# the whole machine's idle clock ticks (idle and iowait, which the kernel measures
+# exactly, where its busy columns are sampled at each tick): busy is the rest of the
+# window. What the kernel does for packets in softirq is charged to whichever process
+# it interrupts, or to none.
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+NCPU=$(nproc)
 
 echo "scenario $SCENARIO: steps $STEPS, ramp $RATE calls/s, window ${WINDOW}s" >&2
 ROWS=()
@@ -236,9 +244,9 @@ for N in $STEPS; do
   sleep $(( N / RATE + 3 ))
   LOADGEN=$(pgrep -f "sipp -sf $SC/" | tr '\n' ' ')
   lg_ticks() { local t=0 p; for p in $LOADGEN; do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done; echo $t; }
-  C0=$(cpu_ticks "$SPID"); L0=$(lg_ticks); T0=$(date +%s.%N)
+  C0=$(cpu_ticks "$SPID"); L0=$(lg_ticks); M0=$(idle_ticks); T0=$(date +%s.%N)
   sleep "$WINDOW"
-  C1=$(cpu_ticks "$SPID"); L1=$(lg_ticks); T1=$(date +%s.%N)
+  C1=$(cpu_ticks "$SPID"); L1=$(lg_ticks); M1=$(idle_ticks); T1=$(date +%s.%N)
   RSS=$(rss_kib "$SPID")
   UP=$(stat_col "$D/uac.csv" 13 2>/dev/null || echo "?")   # CurrentCall
 
@@ -287,18 +295,18 @@ print(pct(by["1"], 50), pct(by["1"], 99), pct(by["2"], 50), pct(by["2"], 99))
 EOF
 )
   rm -f "$WORK"/uac_*_rtt.csv
-  read -r CPU_CALL LG_CPU RSS_CALL < <(awk -v c0="$C0" -v c1="$C1" -v l0="$L0" -v l1="$L1" \
-    -v t0="$T0" -v t1="$T1" -v hz="$CLK_TCK" -v n="$N" -v rss="$RSS" -v idle="$IDLE_RSS" 'BEGIN {
+  read -r CPU_CALL LG_CPU RSS_CALL MACHINE < <(awk -v c0="$C0" -v c1="$C1" -v l0="$L0" -v l1="$L1" \
+    -v m0="$M0" -v m1="$M1" -v ncpu="$NCPU" -v t0="$T0" -v t1="$T1" -v hz="$CLK_TCK" -v n="$N" -v rss="$RSS" -v idle="$IDLE_RSS" 'BEGIN {
       secs = t1 - t0; cpu = (c1 - c0) / hz / secs * 100; lg = (l1 - l0) / hz / secs * 100
-      printf "%.4f %.0f %.1f\n", cpu / n, lg, (rss - idle) / n }')
+      printf "%.4f %.0f %.1f %.0f\n", cpu / n, lg, (rss - idle) / n, (ncpu - (m1 - m0) / hz / secs) * 100 }')
   PPS=$(awk -v p="$PPS_CALL" -v n="$N" 'BEGIN { printf "%.0f", p * n }')
-  printf '%-10s %5s calls (%s up): %s %% core/call, %s KiB/call (idle %s KiB), %s pkt/s, loss A %s %% B %s %%, jitter median %s ms (worst %s), 100 Trying p50/p99 %s/%s ms, 200 OK p50/p99 %s/%s ms, queued to agent p50/p99 %s/%s ms, %s ok, %s failed, %s records, load generator %s %% core, %s calls forwarded in the kernel\n' \
-    "$SCENARIO" "$N" "$UP" "$CPU_CALL" "$RSS_CALL" "$IDLE_RSS" "$PPS" "$LOSS_A" "$LOSS_B" "$JIT" "$JIT_MAX" "$TRY50" "$TRY99" "$SET50" "$SET99" "$WAIT50" "$WAIT99" "$OK" "$FAILED" "$RECS" "$LG_CPU" "$KCALLS" >&2
-  ROWS+=("| $SCENARIO | $N | $CPU_CALL | $RSS_CALL | $PPS | $LOSS_A / $LOSS_B | $JIT ($JIT_MAX) | $TRY50 / $TRY99 | $SET50 / $SET99 | $WAIT50 / $WAIT99 | $FAILED | $RECS | $LG_CPU | $KCALLS |")
+  printf '%-10s %5s calls (%s up): %s %% core/call, %s KiB/call (idle %s KiB), %s pkt/s, loss A %s %% B %s %%, jitter median %s ms (worst %s), 100 Trying p50/p99 %s/%s ms, 200 OK p50/p99 %s/%s ms, queued to agent p50/p99 %s/%s ms, %s ok, %s failed, %s records, load generator %s %% core, whole machine %s %% core, %s calls forwarded in the kernel\n' \
+    "$SCENARIO" "$N" "$UP" "$CPU_CALL" "$RSS_CALL" "$IDLE_RSS" "$PPS" "$LOSS_A" "$LOSS_B" "$JIT" "$JIT_MAX" "$TRY50" "$TRY99" "$SET50" "$SET99" "$WAIT50" "$WAIT99" "$OK" "$FAILED" "$RECS" "$LG_CPU" "$MACHINE" "$KCALLS" >&2
+  ROWS+=("| $SCENARIO | $N | $CPU_CALL | $RSS_CALL | $PPS | $LOSS_A / $LOSS_B | $JIT ($JIT_MAX) | $TRY50 / $TRY99 | $SET50 / $SET99 | $WAIT50 / $WAIT99 | $FAILED | $RECS | $LG_CPU | $MACHINE | $KCALLS |")
   [[ -s $D/uac.err ]] && { echo "caller errors (first lines):" >&2; grep -v '^The following' "$D/uac.err" | head -5 >&2; }
 done
 
 echo
-echo "| scenario | calls | CPU % of a core per call | RSS KiB per call | RTP packets relayed/s | loss % caller / callee stream | jitter ms, median (worst) call | 100 Trying p50 / p99 ms | 200 OK p50 / p99 ms | queued → agent p50 / p99 ms | failed | records | load generator % core | kernel-forwarded calls |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | calls | CPU % of a core per call | RSS KiB per call | RTP packets relayed/s | loss % caller / callee stream | jitter ms, median (worst) call | 100 Trying p50 / p99 ms | 200 OK p50 / p99 ms | queued → agent p50 / p99 ms | failed | records | load generator % core | whole machine % core | kernel-forwarded calls |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"

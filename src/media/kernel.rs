@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::{HashMap as BpfHashMap, IterableMap, Map, MapData};
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::Ebpf;
 
@@ -107,6 +109,15 @@ fn load(interfaces: &[String]) -> anyhow::Result<(Loaded, Vec<String>)> {
             "this build has no kernel program (build it with clang and libbpf-dev installed)"
         );
     }
+    // From 6.6 tc programs attach as links (tcx), which the kernel detaches when the
+    // process ends, however it ends. Older kernels attach through netlink filters that
+    // would outlive a crash and go on forwarding dead calls' streams: not used.
+    let version = aya::util::KernelVersion::current().context("reading the kernel's version")?;
+    if version < aya::util::KernelVersion::new(6, 6, 0) {
+        anyhow::bail!(
+            "kernel forwarding needs Linux 6.6 or later (tcx links); this is {version:?}"
+        );
+    }
     let mut ebpf = Ebpf::load(OBJECT).context("loading the program into the kernel")?;
     let map_id = {
         let map = ebpf
@@ -129,9 +140,6 @@ fn load(interfaces: &[String]) -> anyhow::Result<(Loaded, Vec<String>)> {
     prog.load()
         .context("the kernel's verifier refused the program")?;
     for name in &names {
-        // Before kernel 6.6 tc programs hang off the clsact qdisc (an error here means
-        // it is there already); from 6.6 on they are links and need none.
-        let _ = aya::programs::tc::qdisc_add_clsact(name);
         prog.attach(name, TcAttachType::Ingress)
             .with_context(|| format!("attaching to {name}'s ingress"))?;
     }
@@ -144,10 +152,18 @@ fn load(interfaces: &[String]) -> anyhow::Result<(Loaded, Vec<String>)> {
     ))
 }
 
+/// Every Ethernet or loopback interface (the program reads an Ethernet header; tun,
+/// WireGuard and the like have none).
 fn all_interfaces() -> anyhow::Result<Vec<String>> {
+    const ARPHRD_ETHER: &str = "1";
+    const ARPHRD_LOOPBACK: &str = "772";
     let mut names = Vec::new();
     for entry in std::fs::read_dir("/sys/class/net")? {
-        names.push(entry?.file_name().to_string_lossy().into_owned());
+        let entry = entry?;
+        let kind = std::fs::read_to_string(entry.path().join("type")).unwrap_or_default();
+        if matches!(kind.trim(), ARPHRD_ETHER | ARPHRD_LOOPBACK) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
     }
     names.sort();
     Ok(names)
@@ -192,7 +208,7 @@ pub struct Stream {
     ts_offset: u32,
     seq_offset: u16,
     pad1: u16,
-    pad3: u32,
+    out_ifindex: u32,
     packets: u64,
     octets: u64,
     last_ns: u64,
@@ -228,6 +244,8 @@ pub struct Handover {
     /// Reception statistics so far: extended highest sequence number, jitter ×16.
     pub max_seq: u32,
     pub jitter16: u64,
+    /// 0 when the other peer is on this host, else the interface it is reached by.
+    pub out_ifindex: u32,
 }
 
 /// What the kernel did with one direction since it was handed over.
@@ -260,6 +278,7 @@ impl Stream {
             out_ssrc: h.out_ssrc.to_be(),
             ts_offset: h.ts_offset,
             seq_offset: h.seq_offset,
+            out_ifindex: h.out_ifindex,
             max_seq: h.max_seq,
             last_seq: h.last_seq,
             last_ts: h.last_ts,
@@ -326,18 +345,49 @@ impl Table {
         Some(s.progress(Instant::now(), monotonic_ns()))
     }
 
-    /// Takes a direction back; what the kernel did until then.
+    /// Takes a direction back; what the kernel did until then. The entry is read and
+    /// removed in one step, so no packet the kernel forwards goes uncounted.
     pub fn take_back(&mut self, key: &StreamKey) -> Option<Progress> {
-        let progress = self.progress(key);
-        if self.map.remove(key).is_ok() {
-            ACTIVE_STREAMS.fetch_sub(1, Relaxed);
+        let fd = self.map.map().fd().as_fd().as_raw_fd();
+        let mut value = Stream::default();
+        let attr = MapElemAttr {
+            map_fd: fd as u32,
+            pad: 0,
+            key: key as *const StreamKey as u64,
+            value: &mut value as *mut Stream as u64,
+            flags: 0,
+        };
+        // SAFETY: BPF_MAP_LOOKUP_AND_DELETE_ELEM reads the key and writes one value of
+        // the map's value size (our Stream's, checked when the map was opened).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                &attr as *const MapElemAttr,
+                std::mem::size_of::<MapElemAttr>(),
+            )
+        };
+        if rc != 0 {
+            return None;
         }
-        if let Some(p) = &progress {
-            PACKETS.fetch_add(p.packets, Relaxed);
-        }
-        progress
+        ACTIVE_STREAMS.fetch_sub(1, Relaxed);
+        PACKETS.fetch_add(value.packets, Relaxed);
+        Some(value.progress(Instant::now(), monotonic_ns()))
     }
 }
+
+/// The part of the bpf(2) attribute union that map element commands read.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// bpf(2) command: read an element and delete it at once (hash maps, Linux 5.14+).
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 
 /// Counts a call whose media the kernel carried (once per call).
 pub fn count_call() {
@@ -391,6 +441,55 @@ pub fn source_for(ip: IpAddr, dest: SocketAddrV4) -> Option<Ipv4Addr> {
     }
 }
 
+/// How the kernel reaches `dest` from our address `src`: 0 when `dest` is an address of
+/// this host (delivered through loopback), else the index of the interface that holds
+/// `src` (the one the relay's own packets leave by). None if neither is found.
+pub fn egress_ifindex(src: Ipv4Addr, dest: Ipv4Addr) -> Option<u32> {
+    let mut via = None;
+    let local = for_each_address(|ip, ifindex| {
+        if ip == src && via.is_none() {
+            via = Some(ifindex);
+        }
+        ip == dest
+    });
+    if local || dest.is_loopback() {
+        return Some(0);
+    }
+    via.filter(|&i| i != 0)
+}
+
+/// Whether `ip` is one of this host's addresses (its packets to us come in on loopback).
+pub fn is_local(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || for_each_address(|a, _| a == ip)
+}
+
+/// Calls `f` with each IPv4 address of this host and its interface's index; true if `f`
+/// was true for any.
+fn for_each_address(mut f: impl FnMut(Ipv4Addr, u32) -> bool) -> bool {
+    let mut any = false;
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list that freeifaddrs frees; each entry is read while
+    // the list lives.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return false;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let ifa = &*at;
+            at = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
+                continue;
+            }
+            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            any |= f(ip, libc::if_nametoindex(ifa.ifa_name));
+        }
+        libc::freeifaddrs(list);
+    }
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +504,17 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Stream, max_seq), 64);
         assert_eq!(std::mem::offset_of!(Stream, transit), 76);
         assert_eq!(std::mem::offset_of!(Stream, jitter16), 80);
+        assert_eq!(std::mem::size_of::<MapElemAttr>(), 32);
+    }
+
+    #[test]
+    fn a_peer_on_this_host_is_delivered_through_loopback() {
+        let lo = Ipv4Addr::LOCALHOST;
+        assert_eq!(egress_ifindex(lo, lo), Some(0));
+        assert_eq!(egress_ifindex(lo, Ipv4Addr::new(127, 0, 0, 2)), Some(0));
+        // A remote peer from an address this host does not have: no interface.
+        let (src, dest) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 7));
+        assert_eq!(egress_ifindex(src, dest), None);
     }
 
     #[test]

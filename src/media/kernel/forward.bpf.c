@@ -6,7 +6,9 @@
  * RFC 4733 event) is rewritten here exactly as the relay's StreamRewriter would:
  * our SSRC, sequence number and timestamp shifted by the same offsets, sent from our
  * other leg's socket to the other peer. Anything else goes on up to the relay's
- * socket untouched: RTCP (another port), key events, a new source or SSRC, IPv6.
+ * socket untouched: RTCP (another port), key events, a new source or SSRC, a restart
+ * of the sequence numbers, IPv6. Untouched packets leave with TC_ACT_UNSPEC, so any
+ * other tc program on the interface still sees them.
  *
  * The entry also keeps what the relay's reception statistics would have counted
  * (packets, highest sequence number, RFC 3550 jitter) so the call record and RTCP
@@ -44,7 +46,7 @@ struct stream {
 	__u32 ts_offset;
 	__u16 seq_offset;
 	__u16 pad1;
-	__u32 pad3;
+	__u32 out_ifindex; /* 0: the other peer is on this host; else the interface to it */
 	/* Kept here. */
 	__u64 packets;
 	__u64 octets;     /* payload octets sent */
@@ -71,8 +73,12 @@ struct {
 #define UDP_CSUM (UDP_OFF + offsetof(struct udphdr, check))
 #define RTP_OFF (UDP_OFF + sizeof(struct udphdr))
 #define RTP_HEADER_LEN 12
-/* RFC 3550's MAX_DROPOUT, as the relay's statistics use it. */
+/* RFC 3550's MAX_DROPOUT and MAX_MISORDER, as the relay's statistics use them. */
 #define MAX_DROPOUT 3000
+#define MAX_MISORDER 100
+#define LOOPBACK_IFINDEX 1
+/* Not ours: on to whatever else the interface runs, then the stack. */
+#define PASS TC_ACT_UNSPEC
 
 /* Replaces a 16- or 32-bit field, keeping the UDP checksum right (and a zero,
  * "no checksum", zero). */
@@ -83,8 +89,8 @@ static __always_inline int put(struct __sk_buff *skb, __u32 off, __u32 old, __u3
 		return 0;
 	if (bpf_l4_csum_replace(skb, UDP_CSUM, old, new, size | csum_flags | BPF_F_MARK_MANGLED_0))
 		return -1;
-	/* Keeps a received packet's CHECKSUM_COMPLETE sum right too. */
-	return bpf_skb_store_bytes(skb, off, &new, size, BPF_F_RECOMPUTE_CSUM);
+	/* The csum_replace above has kept skb->csum right already. */
+	return bpf_skb_store_bytes(skb, off, &new, size, 0);
 }
 
 static __always_inline int put_addr(struct __sk_buff *skb, __u32 off, __u32 old, __u32 new)
@@ -107,12 +113,12 @@ int forward_rtp(struct __sk_buff *skb)
 	__u8 *rtp = data + RTP_OFF;
 
 	if ((void *)(rtp + RTP_HEADER_LEN) > end)
-		return TC_ACT_OK;
+		return PASS;
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-		return TC_ACT_OK;
+		return PASS;
 	/* Fragments go up whole. */
 	if (ip->frag_off & bpf_htons(0x3fff))
-		return TC_ACT_OK;
+		return PASS;
 
 	struct stream_key key = { .addr = ip->daddr, .port = udp->dest };
 	struct stream *s = bpf_map_lookup_elem(&streams, &key);
@@ -122,15 +128,20 @@ int forward_rtp(struct __sk_buff *skb)
 		s = bpf_map_lookup_elem(&streams, &key);
 	}
 	if (!s)
-		return TC_ACT_OK;
+		return PASS;
 	if (ip->saddr != s->peer_addr || udp->source != s->peer_port)
-		return TC_ACT_OK;
+		return PASS;
+	/* A packet from our own address to a local peer is only taken on loopback: coming
+	 * in on another interface it would be a martian to IP. (The relay hands over no
+	 * such stream; this keeps a stray one from being lost.) */
+	if (!s->out_ifindex && skb->ingress_ifindex != LOOPBACK_IFINDEX)
+		return PASS;
 	/* Version 2, no CSRCs (the relay handles mixers' packets), not an event. */
 	if ((rtp[0] & 0xcf) != 0x80 || (rtp[1] & 0x7f) == s->event_pt)
-		return TC_ACT_OK;
+		return PASS;
 	__u32 ssrc = *(__u32 *)(rtp + 8);
 	if (ssrc != s->in_ssrc)
-		return TC_ACT_OK;
+		return PASS;
 
 	__u16 seq = bpf_ntohs(*(__u16 *)(rtp + 2));
 	__u32 ts = bpf_ntohl(*(__u32 *)(rtp + 4));
@@ -138,14 +149,17 @@ int forward_rtp(struct __sk_buff *skb)
 	__u16 sport = udp->source, dport = udp->dest;
 	__u32 udp_len = bpf_ntohs(udp->len);
 	if (udp_len < sizeof(struct udphdr) + RTP_HEADER_LEN)
-		return TC_ACT_OK;
+		return PASS;
 	__u32 payload = udp_len - sizeof(struct udphdr) - RTP_HEADER_LEN;
-	__u16 tot_len = bpf_ntohs(ip->tot_len);
 
 	/* Reception statistics, as the relay's ReceiveStats counts them. */
 	__u64 now = bpf_ktime_get_ns();
 	__u16 max = (__u16)s->max_seq;
 	__u16 ahead = seq - max;
+	/* A jump too far either way: the sender restarted its numbering. The relay
+	 * counts that afresh, and takes the stream back when it sees it. */
+	if (ahead >= MAX_DROPOUT && ahead <= 0xffff - MAX_MISORDER)
+		return PASS;
 	if (ahead != 0 && ahead < MAX_DROPOUT) {
 		__u32 ext = (s->max_seq & ~0xffffu) | seq;
 		if (seq < max)
@@ -186,30 +200,14 @@ int forward_rtp(struct __sk_buff *skb)
 	__sync_fetch_and_add(&s->octets, payload);
 
 	/* A peer on this host: the stack delivers the rewritten packet to its socket. A
-	 * peer elsewhere: out of the interface the routing table names, to the neighbour
-	 * it knows; if it knows none yet, the stack routes it (the relay's first packets
-	 * have made the neighbour entry by the time a stream is handed over). */
-	struct bpf_fib_lookup fib = {
-		.family = 2, /* AF_INET */
-		.l4_protocol = IPPROTO_UDP,
-		.tot_len = tot_len,
-		.ifindex = skb->ingress_ifindex,
-		.ipv4_src = s->out_saddr,
-		.ipv4_dst = s->out_daddr,
-	};
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return TC_ACT_OK;
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > end)
-		return TC_ACT_SHOT;
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	return bpf_redirect(fib.ifindex, 0);
+	 * peer elsewhere: out of the interface the relay's own packets take, through the
+	 * kernel's route and neighbour tables (which needs no IP forwarding on the host). */
+	if (s->out_ifindex)
+		return bpf_redirect_neigh(s->out_ifindex, 0, 0, 0);
+	return TC_ACT_OK;
 }
 
-/* The kernel lends bpf_fib_lookup only to programs under a GPL-compatible licence:
- * this one file is offered under MIT as well, which sits with the project's Apache-2.0. */
+/* The kernel lends some helpers (bpf_redirect_neigh among them) only to programs under
+ * a GPL-compatible licence: this one file is offered under MIT as well, which sits with
+ * the project's Apache-2.0. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

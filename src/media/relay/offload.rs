@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{Kind, Relay, Side};
 use crate::media::kernel::{self, Handover, Progress, StreamKey, Table};
 
-/// A relay's streams in the kernel, by sending side, and how far the kernel had got
-/// at the last look.
+/// A relay's streams in the kernel, by sending side (None: that direction stays with
+/// the relay), and how far the kernel had got at the last look.
 pub(super) struct Offload {
-    keys: [StreamKey; 2],
+    keys: [Option<StreamKey>; 2],
     seen: [Progress; 2],
 }
 
@@ -41,7 +41,11 @@ impl Relay {
             return;
         };
         let mut keys = [None, None];
-        for (i, (ours, h)) in plan.iter().enumerate() {
+        for (i, (ours, h)) in plan
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.as_ref()?)))
+        {
             match table.hand_over(*ours, h) {
                 Ok(key) => keys[i] = Some(key),
                 Err(e) => {
@@ -56,11 +60,8 @@ impl Relay {
                 }
             }
         }
-        let (Some(a), Some(b)) = (keys[0], keys[1]) else {
-            return;
-        };
         self.offload = Some(Box::new(Offload {
-            keys: [a, b],
+            keys,
             seen: [Progress::default(); 2],
         }));
         if !self.kernel_used {
@@ -80,17 +81,39 @@ impl Relay {
     /// `src` to the relay for a reason that means the call changed: a new source or a
     /// new SSRC. (Key events and packets queued before the hand-over are expected.)
     pub(super) fn kernel_left(&self, from: Side, pkt: &[u8], src: SocketAddr) -> bool {
-        if self.offload.is_none() || pkt.len() < 12 {
+        let Some(off) = self.offload.as_deref() else {
+            return false;
+        };
+        if pkt.len() < 12 {
+            return false;
+        }
+        // A new source on either leg: the kernel sends to, or takes from, the old one.
+        if self.legs[from.idx()].latched_rtp != Some(src) {
+            return true;
+        }
+        if off.keys[from.idx()].is_none() {
             return false;
         }
         let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-        let leg = &self.legs[from.idx()];
         let expected = self.rewriters[from.other().idx()].mapping().map(|m| m.0);
-        leg.latched_rtp != Some(src) || expected != Some(ssrc)
+        if expected != Some(ssrc) {
+            return true;
+        }
+        // The kernel also leaves a restart of the numbering (a jump of 3,000 or more) to
+        // the relay. What the relay last absorbed is at most a second behind the kernel.
+        let Some((_, max_seq, _)) = self.reception[from.idx()].position() else {
+            return false;
+        };
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ahead = seq.wrapping_sub(max_seq as u16);
+        (3000..=u16::MAX - 100).contains(&ahead)
     }
 
-    /// Both directions' hand-overs, if the call is a plain bridge the kernel can carry.
-    fn handovers(&self) -> Option<[(SocketAddrV4, Handover); 2]> {
+    /// Each direction's hand-over, if the call is a plain bridge the kernel can carry
+    /// (None: none). A direction from a peer elsewhere to a peer on this host stays
+    /// with the relay: a packet from our own address coming in on another interface
+    /// than loopback is a martian to IP, and the kernel could not deliver it.
+    fn handovers(&self) -> Option<[Option<(SocketAddrV4, Handover)>; 2]> {
         if self.taps.is_some() || self.supervisor.is_some() {
             return None;
         }
@@ -104,10 +127,12 @@ impl Relay {
             let ours = kernel::key_of(src.ports.ip(), src.ports.port())?;
             let peer = kernel::v4(src.latched_rtp?)?;
             let out_to = kernel::v4(dst.destination(Kind::Rtp)?)?;
-            let out_from = SocketAddrV4::new(
-                kernel::source_for(dst.ports.ip(), out_to)?,
-                dst.ports.port(),
-            );
+            let out_ip = kernel::source_for(dst.ports.ip(), out_to)?;
+            let out_from = SocketAddrV4::new(out_ip, dst.ports.port());
+            let out_ifindex = kernel::egress_ifindex(out_ip, *out_to.ip())?;
+            if out_ifindex == 0 && !kernel::is_local(*peer.ip()) {
+                return None;
+            }
             let (in_ssrc, seq_offset, ts_offset, last_seq, last_ts) =
                 self.rewriters[to.idx()].mapping()?;
             let (ssrc, max_seq, jitter16) = self.reception[from.idx()].position()?;
@@ -132,10 +157,12 @@ impl Relay {
                 last_ts,
                 max_seq,
                 jitter16,
+                out_ifindex,
             };
             Some((ours, h))
         };
-        Some([plan(Side::A)?, plan(Side::B)?])
+        let plans = [plan(Side::A), plan(Side::B)];
+        plans.iter().any(Option::is_some).then_some(plans)
     }
 
     /// Takes in what the kernel did since the last look: the packet counters, the
@@ -148,10 +175,13 @@ impl Relay {
         };
         for from in [Side::A, Side::B] {
             let (i, to) = (from.idx(), from.other().idx());
+            let Some(key) = &off.keys[i] else {
+                continue;
+            };
             let progress = if take_back {
-                table.take_back(&off.keys[i])
+                table.take_back(key)
             } else {
-                table.progress(&off.keys[i])
+                table.progress(key)
             };
             let Some(p) = progress else {
                 continue;
