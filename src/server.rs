@@ -38,7 +38,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(n) = config.relay_workers {
         crate::media::relay::set_workers(n);
     }
-    crate::media::kernel::start(config.kernel_forwarding, &config.kernel_interfaces)?;
+    let (low, high) = config.rtp_ports;
+    let ports = u32::from(high) - u32::from(low) + 1;
+    let port_pairs = ports / 2;
+    crate::media::kernel::start(
+        config.kernel_forwarding,
+        &config.kernel_interfaces,
+        port_pairs,
+    )?;
     let flows = load_flows(&config)?;
     let tls = crate::sip::tls::TlsIdentity::load(&config)?;
     let store = Store::open(&config.data_dir).await?;

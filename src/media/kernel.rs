@@ -81,11 +81,11 @@ pub fn available() -> bool {
 
 /// Loads and attaches the program as `mode` says, to `interfaces` (empty: every
 /// interface the host has). Err only when `mode` is `On` and it cannot be done.
-pub fn start(mode: Mode, interfaces: &[String]) -> anyhow::Result<()> {
+pub fn start(mode: Mode, interfaces: &[String], port_pairs: u32) -> anyhow::Result<()> {
     if mode == Mode::Off || LOADED.get().is_some() {
         return Ok(());
     }
-    match load(interfaces) {
+    match load(interfaces, port_pairs) {
         Ok((loaded, names)) => {
             tracing::info!(interfaces = %names.join(","), "plain bridges are forwarded in the kernel");
             let _ = LOADED.set(loaded);
@@ -102,7 +102,9 @@ pub fn start(mode: Mode, interfaces: &[String]) -> anyhow::Result<()> {
     }
 }
 
-fn load(interfaces: &[String]) -> anyhow::Result<(Loaded, Vec<String>)> {
+/// Loads the program with room in its table for a stream on every RTP port pair (each
+/// leg of a bridge is one pair and sends one stream).
+fn load(interfaces: &[String], port_pairs: u32) -> anyhow::Result<(Loaded, Vec<String>)> {
     use anyhow::Context;
     if OBJECT.is_empty() {
         anyhow::bail!(
@@ -118,7 +120,10 @@ fn load(interfaces: &[String]) -> anyhow::Result<(Loaded, Vec<String>)> {
             "kernel forwarding needs Linux 6.6 or later (tcx links); this is {version:?}"
         );
     }
-    let mut ebpf = Ebpf::load(OBJECT).context("loading the program into the kernel")?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .set_max_entries("streams", port_pairs.max(2))
+        .load(OBJECT)
+        .context("loading the program into the kernel")?;
     let map_id = {
         let map = ebpf
             .map("streams")

@@ -166,9 +166,11 @@ pub struct TransactionLayer {
     timers: Timers,
     locals: Vec<LocalAddr>,
     next_id: u64,
-    servers: HashMap<TxId, ServerTx>,
+    // Boxed: a map keeps the capacity of its busiest moment, and empty slots then
+    // cost a pointer each, not a whole transaction (400 bytes).
+    servers: HashMap<TxId, Box<ServerTx>>,
     server_keys: HashMap<String, TxId>,
-    clients: HashMap<TxId, ClientTx>,
+    clients: HashMap<TxId, Box<ClientTx>>,
     client_keys: HashMap<String, TxId>,
     /// INVITE server transactions in Accepted, by (Call-ID, CSeq) — ACKs to 2xx carry a
     /// new branch, so this is how they are matched.
@@ -357,7 +359,7 @@ impl TransactionLayer {
         self.client_keys.insert(key.clone(), id);
         self.clients.insert(
             id,
-            ClientTx {
+            Box::new(ClientTx {
                 key,
                 invite,
                 state: ClientState::Calling,
@@ -369,7 +371,7 @@ impl TransactionLayer {
                 ack: None,
                 cancel_requested: false,
                 cancel_pending: false,
-            },
+            }),
         );
         self.schedule(id);
         id
@@ -450,7 +452,7 @@ impl TransactionLayer {
         self.client_keys.insert(key.clone(), id);
         self.clients.insert(
             id,
-            ClientTx {
+            Box::new(ClientTx {
                 key,
                 invite: false,
                 state: ClientState::Calling,
@@ -462,7 +464,7 @@ impl TransactionLayer {
                 ack: None,
                 cancel_requested: false,
                 cancel_pending: false,
-            },
+            }),
         );
         self.schedule(id);
     }
@@ -645,7 +647,7 @@ impl TransactionLayer {
         let invite = method == Method::Invite;
         self.server_keys.insert(key.clone(), id);
         let tx = ServerTx::new(key, req.clone(), from, now, self.timers.t1);
-        self.servers.insert(id, tx);
+        self.servers.insert(id, Box::new(tx));
         self.schedule(id);
         if invite {
             // Always answer 100 at once: the TU may need a round trip (auth, routing)
@@ -711,7 +713,7 @@ impl TransactionLayer {
         let id = self.alloc_id();
         self.server_keys.insert(cancel_key.clone(), id);
         let tx = ServerTx::new(cancel_key, cancel.clone(), from, now, self.timers.t1);
-        self.servers.insert(id, tx);
+        self.servers.insert(id, Box::new(tx));
         match target {
             Some(inv) if self.is_pending(inv) => {
                 let ok = message::response_to(&cancel, 200, None);

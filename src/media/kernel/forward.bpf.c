@@ -63,7 +63,7 @@ struct stream {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 8192); /* set at load to the RTP port pairs */
 	__type(key, struct stream_key);
 	__type(value, struct stream);
 } streams SEC(".maps");
