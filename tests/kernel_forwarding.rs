@@ -215,3 +215,59 @@ fn call_through_the_kernel(server: &Server, nat: Option<&Nat>) {
         assert!(t.share(hz) > 0.5, "recording channel {channel}: {t:?}");
     }
 }
+
+/// Calls that end while the kernel carries them leave no stream behind, even when the
+/// next call gets the same ports (the server here has room for one call's media only).
+#[test]
+fn a_call_that_ends_in_the_kernel_leaves_no_stream_behind_for_the_next_on_its_ports() {
+    let server = Server::start_with(ServerConfig {
+        api: true,
+        rtp_port_count: 4,
+        extra_rtp: vec!["kernel_forwarding: on".into()],
+        ..ServerConfig::default()
+    });
+    let api = Api::new(&server);
+    let work = tempfile::tempdir().unwrap();
+    let mut agent = Phone::agent(&server, "2001")
+        .auto_answer()
+        .source(&tone_wav(work.path(), AGENT as u32, 8000))
+        .start(&server);
+    let mut caller = Phone::dialler("caller")
+        .source(&tone_wav(work.path(), CALLER as u32, 8000))
+        .start(&server);
+    for n in 1..=2 {
+        caller.call(&server, "2001");
+        caller.wait_established(Duration::from_secs(10));
+        wait_streams(&api, 2.0, Duration::from_secs(5));
+        thread::sleep(Duration::from_secs(2));
+        caller.hangup();
+        caller.wait_closed(Duration::from_secs(10));
+        agent.wait_closed(Duration::from_secs(10));
+        wait_streams(&api, 0.0, Duration::from_secs(2));
+        let rows = server.wait_for_calls(n, Duration::from_secs(10));
+        let rec = &rows[n - 1];
+        assert_eq!(
+            rec.media_path.as_deref(),
+            Some("kernel"),
+            "call {n}: {rec:#?}"
+        );
+        // 3+ s each way at 50 packets a second, most of it in the kernel, none lost.
+        for got in [rec.a_rtp_in, rec.a_rtp_out, rec.b_rtp_in, rec.b_rtp_out] {
+            assert!(got.unwrap_or(0) >= 140, "call {n}: {rec:#?}");
+        }
+        assert!(rec.kernel_rtp.unwrap_or(0) >= 180, "call {n}: {rec:#?}");
+        assert_eq!(
+            (rec.a_rtp_lost, rec.b_rtp_lost),
+            (Some(0), Some(0)),
+            "{rec:#?}"
+        );
+    }
+    caller.quit();
+    agent.quit();
+    let text = api.get("/metrics", REPORTING).text;
+    assert_eq!(
+        sample(&text, "switchboard_rtp_kernel_calls_total"),
+        2.0,
+        "{text}"
+    );
+}
