@@ -127,16 +127,17 @@ impl Relay {
             let ours = kernel::key_of(src.ports.ip(), src.ports.port())?;
             let peer = kernel::v4(src.latched_rtp?)?;
             let out_to = kernel::v4(dst.destination(Kind::Rtp)?)?;
-            let out_ip = kernel::source_for(dst.ports.ip(), out_to)?;
-            let out_from = SocketAddrV4::new(out_ip, dst.ports.port());
-            let out_ifindex = kernel::egress_ifindex(out_ip, *out_to.ip())?;
-            if out_ifindex == 0 && !kernel::is_local(*peer.ip()) {
-                return None;
-            }
             let (in_ssrc, seq_offset, ts_offset, last_seq, last_ts) =
                 self.rewriters[to.idx()].mapping()?;
             let (ssrc, max_seq, jitter16) = self.reception[from.idx()].position()?;
             if ssrc != in_ssrc {
+                return None;
+            }
+            // Last, as they ask the kernel (a route, the host's addresses).
+            let out_ip = kernel::source_for(dst.ports.ip(), out_to)?;
+            let out_from = SocketAddrV4::new(out_ip, dst.ports.port());
+            let out_ifindex = kernel::egress_ifindex(out_ip, *out_to.ip())?;
+            if out_ifindex == 0 && !kernel::is_local(*peer.ip()) {
                 return None;
             }
             let event_pt = if from == Side::A {
