@@ -1377,69 +1377,55 @@ impl Validator {
 
     fn kernel_forwarding(&mut self, at: &Option<Spanned<String>>) -> crate::media::kernel::Mode {
         use crate::media::kernel::Mode;
-        let Some(at) = at else {
-            return Mode::default();
-        };
-        match at.value.as_str() {
-            "off" => Mode::Off,
-            "auto" => Mode::Auto,
-            "on" => Mode::On,
-            other => {
-                self.error(
-                    at,
-                    format!("kernel_forwarding \"{other}\" is not one of off, auto, on"),
-                );
-                Mode::default()
-            }
-        }
+        let choices = [("off", Mode::Off), ("auto", Mode::Auto), ("on", Mode::On)];
+        at.as_ref()
+            .and_then(|at| self.one_of(at, "kernel_forwarding", &choices))
+            .unwrap_or_default()
     }
 
     fn media_encryption(&mut self, at: &Option<Spanned<String>>) -> MediaEncryption {
-        let Some(at) = at else {
-            return MediaEncryption::default();
-        };
-        match at.value.as_str() {
-            "refuse" => MediaEncryption::Refuse,
-            "prefer" => MediaEncryption::Prefer,
-            "require" => MediaEncryption::Require,
-            other => {
-                self.error(
-                    at,
-                    format!("media_encryption \"{other}\" is not one of refuse, prefer, require"),
-                );
-                MediaEncryption::default()
-            }
-        }
+        let choices = [
+            ("refuse", MediaEncryption::Refuse),
+            ("prefer", MediaEncryption::Prefer),
+            ("require", MediaEncryption::Require),
+        ];
+        at.as_ref()
+            .and_then(|at| self.one_of(at, "media_encryption", &choices))
+            .unwrap_or_default()
     }
 
     fn nat(&mut self, at: &Spanned<String>) -> Option<Nat> {
-        match at.value.as_str() {
-            "auto" => Some(Nat::Auto),
-            "force" => Some(Nat::Force),
-            "never" => Some(Nat::Never),
-            other => {
-                self.error(
-                    at,
-                    format!("nat \"{other}\" is not one of auto, force, never"),
-                );
-                None
-            }
-        }
+        let choices = [
+            ("auto", Nat::Auto),
+            ("force", Nat::Force),
+            ("never", Nat::Never),
+        ];
+        self.one_of(at, "nat", &choices)
     }
 
     fn record_policy(&mut self, at: &Spanned<String>) -> Option<RecordPolicy> {
-        match at.value.as_str() {
-            "always" => Some(RecordPolicy::Always),
-            "never" => Some(RecordPolicy::Never),
-            "on_demand" => Some(RecordPolicy::OnDemand),
-            other => {
-                self.error(
-                    at,
-                    format!("recording policy \"{other}\" is not one of always, never, on_demand"),
-                );
-                None
-            }
+        let choices = [
+            ("always", RecordPolicy::Always),
+            ("never", RecordPolicy::Never),
+            ("on_demand", RecordPolicy::OnDemand),
+        ];
+        self.one_of(at, "recording policy", &choices)
+    }
+
+    /// The value `at` names among `choices`; else an error pointing at it that lists them.
+    fn one_of<T: Copy>(
+        &mut self,
+        at: &Spanned<String>,
+        what: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        if let Some((_, v)) = choices.iter().find(|(name, _)| *name == at.value) {
+            return Some(*v);
         }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let reason = format!("{what} \"{}\" is not one of {}", at.value, names.join(", "));
+        self.error(at, reason);
+        None
     }
 }
 

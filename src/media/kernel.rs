@@ -74,11 +74,6 @@ pub fn figures() -> Figures {
     }
 }
 
-/// Whether relays may hand streams to the kernel.
-pub fn available() -> bool {
-    LOADED.get().is_some()
-}
-
 /// Loads and attaches the program as `mode` says, to `interfaces` (empty: every
 /// interface the host has). Err only when `mode` is `On` and it cannot be done.
 pub fn start(mode: Mode, interfaces: &[String], port_pairs: u32) -> anyhow::Result<()> {

@@ -349,12 +349,11 @@ impl Worker {
     }
 
     fn remove(&mut self, slot: usize, ending: Option<super::Ending>) {
-        let Some(e) = self.slots[slot].take() else {
+        let Some(mut e) = self.slots[slot].take() else {
             return;
         };
         self.by_id.remove(&e.id);
         self.free.push(slot);
-        let mut e = e;
         e.relay.take_back_from_kernel(self.kernel.as_mut());
         // Out of the set before the sockets are closed or handed back: a socket given
         // back and still watched here would be reported ready for ever.
