@@ -385,7 +385,6 @@ pub fn spawn_relay_with_events(
         watched: [true, true],
         offload: None,
         kernel_refused: false,
-        kernel_used: false,
     };
     let ctl = Arc::new(worker::start(Box::new(relay)));
     (RelayHandle { ctl, counters }, events_rx)
@@ -493,11 +492,10 @@ struct Relay {
     media_timeout: Option<Duration>,
     last_rtp: [Instant; 2],
     watched: [bool; 2],
-    /// Both streams forwarded in the kernel (a plain bridge), and whether the kernel
-    /// refused this call or has carried it before.
+    /// The streams forwarded in the kernel (a plain bridge), and whether the kernel
+    /// refused this call.
     offload: Option<Box<offload::Offload>>,
     kernel_refused: bool,
-    kernel_used: bool,
 }
 
 impl Relay {

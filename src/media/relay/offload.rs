@@ -64,10 +64,6 @@ impl Relay {
             keys,
             seen: [Progress::default(); 2],
         }));
-        if !self.kernel_used {
-            self.kernel_used = true;
-            kernel::count_call();
-        }
     }
 
     /// Takes both streams back from the kernel (if it has them), counting what it did.
@@ -195,7 +191,11 @@ impl Relay {
             }
             self.counters.input[i].fetch_add(packets, Relaxed);
             self.counters.output[to].fetch_add(packets, Relaxed);
-            self.counters.kernel.fetch_add(packets, Relaxed);
+            if self.counters.kernel.fetch_add(packets, Relaxed) == 0 {
+                // The call's first packets in the kernel: it counts as carried there, as
+                // its record's media path will say.
+                kernel::count_call();
+            }
             self.octets[to] += p.octets.saturating_sub(seen.octets);
             self.reception[i].absorb(
                 packets,
