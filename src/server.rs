@@ -155,9 +155,9 @@ async fn heartbeat(pid_file: std::path::PathBuf) {
     }
 }
 
-/// Every 10 s, hands the memory the allocator holds free back to the system. glibc keeps
-/// what a burst of calls freed in its per-thread arenas, so without this the resident
-/// size stays at the busiest moment's long after those calls have ended.
+/// Every 10 s, hands the memory glibc's malloc holds free back to the system. The server's
+/// own allocations go through jemalloc (see `main.rs`), which does this by itself; SQLite's
+/// go through glibc, which keeps what a burst freed in its per-thread arenas.
 async fn return_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
