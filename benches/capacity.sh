@@ -31,6 +31,8 @@
 #   --kernel MODE    rtp.kernel_forwarding: off (default), auto or on; with on, plain
 #                    bridges are forwarded in the kernel from their first second (needs
 #                    root and a build with clang); the last column counts those calls
+#   --store KIND     sqlite (default: the data directory's database) or postgres: a
+#                    PostgreSQL server started for the run, a new database per step
 #
 # The load generator (SIPp: the caller streams a tone as 50 packets/s, the callee
 # echoes every packet) runs on the same machine and its CPU is reported beside the
@@ -55,6 +57,7 @@ BASE=30000
 CALLEES=4
 AGENTS=""
 KERNEL_FORWARDING=off
+STORE=sqlite
 while (($#)); do
   case $1 in
     --scenario) SCENARIO=$2; shift 2 ;;
@@ -67,10 +70,12 @@ while (($#)); do
     --callees) CALLEES=$2; shift 2 ;;
     --agents) AGENTS=$2; shift 2 ;;
     --kernel) KERNEL_FORWARDING=$2; shift 2 ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    --store) STORE=$2; shift 2 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+case $STORE in sqlite|postgres) ;; *) echo "unknown store $STORE (sqlite, postgres)" >&2; exit 2 ;; esac
 case $SCENARIO in bridge|recorded|transcode|moh|ivr) ;; *)
   echo "unknown scenario $SCENARIO (bridge, recorded, transcode, moh, ivr)" >&2; exit 2 ;;
 esac
@@ -93,6 +98,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # The caller's audio: a tone, raw u-law, looked up by SIPp in its working directory.
 sox -n -r 8000 -c 1 -t ul "$WORK/load-tone.ul" synth 10 sine 440 vol 0.3
+[[ $STORE == postgres ]] && start_postgres $((BASE + 990))
 
 write_config() { # file, data dir
   { load_config_head capacity.sh "$2" "$RTP_LOW" "$RTP_HIGH"; cat <<EOF
@@ -205,6 +211,8 @@ echo "scenario $SCENARIO: steps $STEPS, ramp $RATE calls/s, window ${WINDOW}s" >
 ROWS=()
 for N in $STEPS; do
   D=$WORK/n$N; mkdir -p "$D/data"
+  # where this step's records go, and how the figures below read them
+  if [[ $STORE == postgres ]]; then STORE_URL=$(new_database "step$N"); DB=$STORE_URL; else DB=$D/data/switchboard.db; fi
   write_config "$D/switchboard.yaml" "$D/data"
   HOLD_S=${HOLD:-$(( N / RATE + WINDOW + 10 ))}
   [[ -n $HOLD ]] || ((HOLD_S >= 60)) || HOLD_S=60
@@ -257,16 +265,28 @@ for N in $STEPS; do
   FAILED=$(stat_col "$D/uac.csv" 18 2>/dev/null || echo "?")
   # the records are written off the call path: give the writer a moment
   for _ in $(seq 1 50); do
-    n=$(sqlite3 -readonly "$D/data/switchboard.db" "select count(*) from calls" 2>/dev/null || echo 0)
+    if [[ $STORE == postgres ]]; then n=$(psql -XAtq "$DB" -c "select count(*) from calls" 2>/dev/null || echo 0)
+    else n=$(sqlite3 -readonly "$DB" "select count(*) from calls" 2>/dev/null || echo 0); fi
     [[ $n -ge $N ]] && break; sleep 0.2
   done
   stop_pid "$SPID"
 
   # loss: each leg's RTP as the server received it (A: the caller's stream, B: the
   # callee's echo); jitter: the median and worst call, both legs averaged
-  read -r RECS LOSS_A LOSS_B JIT JIT_MAX PPS_CALL WAIT50 WAIT99 KCALLS < <(python3 - "$D/data/switchboard.db" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+  read -r RECS LOSS_A LOSS_B JIT JIT_MAX PPS_CALL WAIT50 WAIT99 KCALLS < <(python3 - "$DB" <<'EOF'
+import sqlite3, subprocess, sys
+class Psql:
+    """The few queries below, on PostgreSQL through psql (numbers only, NULL as 0)."""
+    def __init__(self, url): self.url = url
+    def execute(self, sql):
+        out = subprocess.run(["psql", "-XAtq", "-F", "\t", self.url, "-c", sql],
+                             capture_output=True, text=True, check=True).stdout
+        return Rows([tuple(float(f) if f else 0 for f in line.split("\t")) for line in out.splitlines()])
+class Rows(list):
+    def fetchall(self): return self
+    def fetchone(self): return self[0]
+src = sys.argv[1]
+db = Psql(src) if src.startswith("postgres") else sqlite3.connect("file:%s?mode=ro" % src, uri=True)
 # ivr: from queueing to the agent's answer (the queue log's CONNECT wait)
 waits = sorted(r[0] for r in db.execute("select wait_ms from queue_log where event = 'CONNECT'"))
 def q(v, p): return "%d" % v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))] if v else "-"
@@ -279,7 +299,7 @@ print(len(rows), pct(sum(r[1] for r in rows), sum(r[0] for r in rows)),
       "%.2f" % jit[len(jit) // 2], "%.2f" % jit[-1],
       "%.1f" % (sum(r[0] + r[2] for r in rows) * 1000.0 / max(1, sum(r[5] for r in rows))),
       q(waits, 50), q(waits, 99),
-      db.execute("select count(*) from calls where media_path = 'kernel'").fetchone()[0])
+      int(db.execute("select count(*) from calls where media_path = 'kernel'").fetchone()[0]))
 EOF
 )
   read -r TRY50 TRY99 SET50 SET99 < <(python3 - "$WORK" <<'EOF'

@@ -86,10 +86,44 @@ rtp:
   timeout_secs: 60
   kernel_forwarding: ${KERNEL_FORWARDING:-off}
 data_dir: $2
+${STORE_URL:+store: $STORE_URL}
 calls:
   ring_timeout_secs: 30
   drain_timeout_secs: 5
 trunks:
   - { name: load, peers: ["127.0.0.0/8"] }
 EOF
+}
+
+# A PostgreSQL server for the run (Debian's postgresql package), in WORK/pg on port $1,
+# stopped with the run; PG_ADMIN is its URL. As the package's server refuses to run as
+# root, root runs it as the postgres user. Its settings are the package's defaults:
+# commits are durable (fsync, synchronous_commit on), as a production store's would be.
+start_postgres() {
+  local bin as=() i
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [[ -x $bin/postgres ]] || { echo "PostgreSQL not found: apt-get install -y postgresql" >&2; exit 1; }
+  need psql:postgresql-client
+  mkdir -p "$WORK/pg"
+  if [[ $(id -u) == 0 ]]; then
+    chown postgres:postgres "$WORK/pg"; chmod 755 "$WORK"
+    as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$WORK/pg/data" -U postgres -A trust -E UTF8 --locale=C >"$WORK/pg/initdb.log" 2>&1 \
+    || { echo "initdb failed:" >&2; tail -5 "$WORK/pg/initdb.log" >&2; exit 1; }
+  "${as[@]}" "$bin/postgres" -D "$WORK/pg/data" -p "$1" -k "$WORK/pg" -c listen_addresses=127.0.0.1 \
+    >"$WORK/pg/server.log" 2>&1 &
+  PIDS+=($!)
+  PG_ADMIN=postgres://postgres@127.0.0.1:$1/postgres
+  for i in $(seq 1 300); do
+    psql -XAtq "$PG_ADMIN" -c 'select 1' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "PostgreSQL did not start:" >&2; tail -5 "$WORK/pg/server.log" >&2; exit 1
+}
+
+# A new database on that server: its URL.
+new_database() { # name
+  psql -XAtq "$PG_ADMIN" -c "create database $1" >/dev/null
+  echo "${PG_ADMIN%/postgres}/$1"
 }

@@ -30,19 +30,24 @@ done
 [[ -f /usr/share/sip-tester/g711a.pcap ]] || missing+=("g711a.pcap")
 # and includes libbpf's helper definitions
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing+=("bpf_helpers.h")
+# the store's tests start their own PostgreSQL server (the package's programs, not its service)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=("postgres")
 
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev postgresql" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
   apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus \
-    chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev
-  # The tests start their own Prometheus; the package's service is not wanted.
-  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+    chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev postgresql
+  # The tests start their own Prometheus and PostgreSQL; the packages' services are not wanted.
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+    systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found" >&2; exit 1; }

@@ -224,24 +224,49 @@ impl ReportArgs {
 
 impl ReportSource {
     /// The reports' defaults and the store to read.
-    fn open(&self) -> Result<(config::ReportsConfig, Vec<String>, PathBuf), String> {
-        let (reports, queues, data_dir) = match &self.config {
+    fn open(&self) -> Result<(config::ReportsConfig, Vec<String>, StoreAt), String> {
+        let (reports, queues, data_dir, url) = match &self.config {
             Some(path) => {
                 let c = config::load(path).map_err(|e| e.to_string())?;
                 let queues = c.queues.iter().map(|q| q.name.clone()).collect();
-                (c.reports.clone(), queues, c.data_dir.clone())
+                (
+                    c.reports.clone(),
+                    queues,
+                    c.data_dir.clone(),
+                    c.store_url.clone(),
+                )
             }
             None => (
                 config::ReportsConfig::default(),
                 Vec::new(),
                 PathBuf::from("data"),
+                None,
             ),
         };
+        // A data directory given here means its SQLite database, whatever the file says.
+        if let (Some(url), None) = (url, &self.data_dir) {
+            return Ok((reports, queues, StoreAt::Postgres(url)));
+        }
         let data_dir = self.data_dir.clone().unwrap_or(data_dir);
         if !data_dir.join("switchboard.db").exists() && !data_dir.is_dir() {
             return Err(format!("{}: no such data directory", data_dir.display()));
         }
-        Ok((reports, queues, data_dir))
+        Ok((reports, queues, StoreAt::Sqlite(data_dir)))
+    }
+}
+
+/// Where a command reads the records from.
+enum StoreAt {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl StoreAt {
+    async fn open(&self) -> anyhow::Result<switchboard::store::Store> {
+        match self {
+            StoreAt::Sqlite(dir) => switchboard::store::Store::open(dir).await,
+            StoreAt::Postgres(url) => switchboard::store::Store::connect_postgres(url).await,
+        }
     }
 }
 
@@ -472,11 +497,11 @@ fn main() -> ExitCode {
         }
         Command::Explain { call, source } => {
             let run = || -> Result<String, String> {
-                let (_, _, data_dir) = source.open()?;
+                let (_, _, at) = source.open()?;
                 let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
                 let events = rt
                     .block_on(async {
-                        let store = switchboard::store::Store::open(&data_dir).await?;
+                        let store = at.open().await?;
                         store.events_of_call(&call).await
                     })
                     .map_err(|e| format!("{e:#}"))?;
@@ -584,12 +609,12 @@ fn report_of(
     ),
     String,
 > {
-    let (defaults, queues, data_dir) = source.open()?;
+    let (defaults, queues, at) = source.open()?;
     let req = ask.request(by, &defaults, switchboard::store::now_ms())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let events = rt
         .block_on(async {
-            let store = switchboard::store::Store::open(&data_dir).await?;
+            let store = at.open().await?;
             switchboard::reports::load(&store, &req).await
         })
         .map_err(|e| format!("{e:#}"))?;

@@ -48,7 +48,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let flows = load_flows(&config)?;
     let tls = crate::sip::tls::TlsIdentity::load(&config)?;
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::for_config(&config).await?;
+    info!(store = store.kind(), "call records store open");
     repair_recordings(&config.data_dir.join("recordings"))?;
     let events = crate::events::EventLog::start(store.clone()).await?;
     // The last moment a crashed run was alive (its last event, or the last beat of its

@@ -48,6 +48,8 @@ struct RawConfig {
     #[serde(default)]
     data_dir: Option<Spanned<String>>,
     #[serde(default)]
+    store: Option<Spanned<String>>,
+    #[serde(default)]
     calls: RawCalls,
     #[serde(default)]
     trunks: Vec<RawTrunk>,
@@ -524,6 +526,9 @@ pub struct Config {
     pub rtp_bind: IpAddr,
     pub rtp_ports: (u16, u16),
     pub data_dir: PathBuf,
+    /// `store: postgres://…`: records, queue log and events in that PostgreSQL database
+    /// (several nodes share one); none: SQLite in `data_dir`.
+    pub store_url: Option<String>,
     /// The TLS certificate and key files; `None` with a `tls:` listener: a self-signed
     /// certificate made at the first start under `DATA_DIR/tls/` (for testing).
     pub tls: Option<TlsFiles>,
@@ -1263,6 +1268,19 @@ impl Validator {
             .as_ref()
             .map(|d| PathBuf::from(&d.value))
             .unwrap_or_else(|| PathBuf::from("./data"));
+        let store_url = raw.store.as_ref().and_then(|u| {
+            let url = u.value.trim();
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Some(url.to_string())
+            } else {
+                self.error(
+                    u,
+                    "store must be a PostgreSQL URL (postgres://user:password@host:port/database); \
+                     leave it out to keep the records in data_dir's SQLite database",
+                );
+                None
+            }
+        });
 
         let record = raw
             .recording
@@ -1347,6 +1365,7 @@ impl Validator {
             rtp_bind,
             rtp_ports,
             data_dir,
+            store_url,
             tls: raw.tls.as_ref().map(|t| TlsFiles {
                 certificate: PathBuf::from(&t.certificate.value),
                 key: PathBuf::from(&t.key.value),

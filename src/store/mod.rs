@@ -1,12 +1,32 @@
-//! Call records in SQLite (the same schema runs on PostgreSQL for scale).
+//! Call records, the queue log and the event log: in SQLite by default, in PostgreSQL
+//! when the configuration's `store` names a server (several nodes writing to one
+//! database).
 //!
-//! The database lives in the data directory as `switchboard.db`, in WAL mode with
-//! `synchronous=FULL`: a record is durable when [`Store::write_call`] returns, and the call
-//! task awaits it before it considers the call ended, so a crash after a call ends never
-//! loses its record. Records are written once, complete; nothing here is updated in place.
+//! The SQLite database lives in the data directory as `switchboard.db`, in WAL mode with
+//! `synchronous=FULL`; PostgreSQL commits durably by default. Either way a record is
+//! durable when [`Store::write_call`] returns, so a crash after a call ends never loses
+//! it. Records are written once, complete; nothing here is updated in place.
+//!
+//! One query text serves both databases: parameters are written `$1`, `$2`…, which
+//! PostgreSQL takes and sqlx's SQLite driver reads as positions, and the SQL stays in
+//! what both understand. [`on_db!`] compiles each query once per driver.
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever database that is: the
+/// body is compiled once for each driver.
+macro_rules! on_db {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
 
 mod events;
 pub mod interrupted;
+mod migrate;
+#[cfg(test)]
+pub(crate) mod pg_test;
 pub mod record_writer;
 pub mod records;
 
@@ -15,8 +35,9 @@ pub use records::{CallRecordView, Outcome, RecordFilter};
 use std::path::Path;
 use std::str::FromStr;
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -153,122 +174,109 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_uuid TEXT NOT NULL UNIQUE,
-    a_call_id TEXT NOT NULL,
-    b_call_id TEXT,
-    from_uri TEXT NOT NULL,
-    from_user TEXT NOT NULL,
-    to_uri TEXT NOT NULL,
-    dialed TEXT NOT NULL,
-    source_kind TEXT NOT NULL,
-    trunk TEXT,
-    did TEXT,
-    caller_user TEXT,
-    target TEXT,
-    arrived_ms INTEGER NOT NULL,
-    ringing_ms INTEGER,
-    answered_ms INTEGER,
-    ended_ms INTEGER NOT NULL,
-    hangup_by TEXT,
-    disposition TEXT NOT NULL,
-    final_code INTEGER NOT NULL,
-    reason TEXT,
-    a_rtp_in INTEGER NOT NULL DEFAULT 0,
-    a_rtp_out INTEGER NOT NULL DEFAULT 0,
-    b_rtp_in INTEGER NOT NULL DEFAULT 0,
-    b_rtp_out INTEGER NOT NULL DEFAULT 0,
-    bridged_ms INTEGER,
-    flow TEXT,
-    ivr_trace TEXT,
-    queue TEXT,
-    csat INTEGER,
-    resolved INTEGER,
-    voicemail TEXT,
-    recording TEXT,
-    recording_ms INTEGER,
-    a_rtp_lost INTEGER NOT NULL DEFAULT 0,
-    b_rtp_lost INTEGER NOT NULL DEFAULT 0,
-    a_jitter_ms REAL NOT NULL DEFAULT 0,
-    b_jitter_ms REAL NOT NULL DEFAULT 0,
-    kernel_rtp INTEGER NOT NULL DEFAULT 0,
-    media_path TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_arrived ON calls (arrived_ms);
-CREATE TABLE IF NOT EXISTS queue_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms INTEGER NOT NULL,
-    queue TEXT,
-    call_uuid TEXT,
-    agent TEXT,
-    event TEXT NOT NULL,
-    wait_ms INTEGER,
-    talk_ms INTEGER,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS queue_log_at ON queue_log (at_ms);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    call_uuid TEXT,
-    queue TEXT,
-    agent TEXT,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
-CREATE INDEX IF NOT EXISTS events_call ON events (call_uuid);
-CREATE INDEX IF NOT EXISTS events_type ON events (type);
-CREATE TABLE IF NOT EXISTS outcomes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_uuid TEXT NOT NULL,
-    code TEXT NOT NULL,
-    resolved INTEGER NOT NULL,
-    note TEXT,
-    agent TEXT,
-    set_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outcomes_call ON outcomes (call_uuid);
-CREATE INDEX IF NOT EXISTS calls_from_user ON calls (from_user, arrived_ms);
-CREATE TABLE IF NOT EXISTS webhook_cursors (
-    name TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL
-);
-";
+/// The INSERT of one call record (ignored if the call is in the store already).
+const INSERT_CALL: &str = "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri,
+       from_user, to_uri, dialed, source_kind, trunk, did, caller_user, target, arrived_ms,
+       ringing_ms, answered_ms, ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in,
+       a_rtp_out, b_rtp_in, b_rtp_out, bridged_ms, flow, ivr_trace, queue, csat, resolved,
+       voicemail, recording, recording_ms, a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms,
+       kernel_rtp, media_path)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+       $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36,
+       $37, $38, $39)
+     ON CONFLICT (call_uuid) DO NOTHING";
 
-/// Columns added after the first release of the schema, with their types.
-const ADDED_COLUMNS: [(&str, &str); 15] = [
-    ("bridged_ms", "INTEGER"),
-    ("flow", "TEXT"),
-    ("ivr_trace", "TEXT"),
-    ("queue", "TEXT"),
-    ("csat", "INTEGER"),
-    ("resolved", "INTEGER"),
-    ("voicemail", "TEXT"),
-    ("recording", "TEXT"),
-    ("recording_ms", "INTEGER"),
-    ("a_rtp_lost", "INTEGER NOT NULL DEFAULT 0"),
-    ("b_rtp_lost", "INTEGER NOT NULL DEFAULT 0"),
-    ("a_jitter_ms", "REAL NOT NULL DEFAULT 0"),
-    ("b_jitter_ms", "REAL NOT NULL DEFAULT 0"),
-    ("kernel_rtp", "INTEGER NOT NULL DEFAULT 0"),
-    ("media_path", "TEXT"),
-];
+/// Binds a call record to [`INSERT_CALL`] (a macro, so that each driver's arm of
+/// [`on_db!`] binds its own concrete types).
+macro_rules! bind_call {
+    ($q:expr, $r:expr) => {{
+        let r: &CallRecord = $r;
+        $q.bind(&r.call_uuid)
+            .bind(&r.a_call_id)
+            .bind(&r.b_call_id)
+            .bind(&r.from_uri)
+            .bind(&r.from_user)
+            .bind(&r.to_uri)
+            .bind(&r.dialed)
+            .bind(r.source_kind)
+            .bind(&r.trunk)
+            .bind(&r.did)
+            .bind(&r.caller_user)
+            .bind(&r.target)
+            .bind(r.arrived_ms)
+            .bind(r.ringing_ms)
+            .bind(r.answered_ms)
+            .bind(r.ended_ms)
+            .bind(r.hangup_by.map(HangupBy::as_str))
+            .bind(r.disposition.unwrap_or(Disposition::Failed).as_str())
+            .bind(i64::from(r.final_code))
+            .bind(&r.reason)
+            .bind(r.a_rtp_in as i64)
+            .bind(r.a_rtp_out as i64)
+            .bind(r.b_rtp_in as i64)
+            .bind(r.b_rtp_out as i64)
+            .bind(r.bridged_ms)
+            .bind(&r.flow)
+            .bind(&r.ivr_trace)
+            .bind(&r.queue)
+            .bind(r.csat.map(i64::from))
+            .bind(r.resolved.map(i64::from))
+            .bind(&r.voicemail)
+            .bind(&r.recording)
+            .bind(r.recording_ms)
+            .bind(r.a_rtp_lost as i64)
+            .bind(r.b_rtp_lost as i64)
+            .bind(r.a_jitter_ms)
+            .bind(r.b_jitter_ms)
+            .bind(r.kernel_rtp as i64)
+            .bind(r.media_path())
+    }};
+}
 
-/// Columns added to the queue log after its first release.
-const ADDED_QUEUE_LOG_COLUMNS: [(&str, &str); 1] = [
-    // The event log's sequence number of the same event.
-    ("seq", "INTEGER"),
-];
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl Store {
+    /// The store the configuration names: its PostgreSQL server, else the SQLite database
+    /// in its data directory.
+    pub async fn for_config(config: &crate::config::Config) -> anyhow::Result<Store> {
+        match &config.store_url {
+            Some(url) => Store::connect_postgres(url).await,
+            None => Store::open(&config.data_dir).await,
+        }
+    }
+
+    /// Connects to a PostgreSQL database (`postgres://user:password@host:port/name`) and
+    /// brings its schema up to date.
+    pub async fn connect_postgres(url: &str) -> anyhow::Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("the store's PostgreSQL server: {e}"))?;
+        migrate::postgres(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// "sqlite" or "postgres", for logs.
+    pub fn kind(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
     /// Opens (creating if needed) `DIR/switchboard.db`.
     pub async fn open(data_dir: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(data_dir)?;
@@ -282,16 +290,16 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        add_missing_columns(&pool, "calls", &ADDED_COLUMNS).await?;
-        add_missing_columns(&pool, "queue_log", &ADDED_QUEUE_LOG_COLUMNS).await?;
-        Ok(Store { pool })
+        migrate::sqlite(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
     }
 
     /// Writes one finished call; durable when this returns. Writing it again changes
     /// nothing (a retry after an answer that was lost).
     pub async fn write_call(&self, r: &CallRecord) -> anyhow::Result<()> {
-        insert_call(r).execute(&self.pool).await?;
+        on_db!(self, pool => bind_call!(sqlx::query(INSERT_CALL), r).execute(pool).await.map(drop)?);
         Ok(())
     }
 
@@ -300,28 +308,30 @@ impl Store {
     /// nothing.
     pub async fn write_calls(&self, records: &[&CallRecord]) -> anyhow::Result<()> {
         use sqlx::Connection;
-        let mut conn = self.pool.acquire().await?;
-        let written: anyhow::Result<()> = async {
-            let mut tx = conn.begin().await?;
-            for r in records {
-                insert_call(r).execute(&mut *tx).await?;
+        on_db!(self, pool => {
+            let mut conn = pool.acquire().await?;
+            let written: anyhow::Result<()> = async {
+                let mut tx = conn.begin().await?;
+                for r in records {
+                    bind_call!(sqlx::query(INSERT_CALL), r).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if written.is_err() {
-            // As with events: a failed statement may leave the connection inside its
-            // transaction, holding the write lock; it is closed, not pooled.
-            conn.close_on_drop();
-        }
-        written
+            .await;
+            if written.is_err() {
+                // As with events: a failed statement may leave the connection inside its
+                // transaction, holding the write lock; it is closed, not pooled.
+                conn.close_on_drop();
+            }
+            written
+        })
     }
 
     pub async fn write_queue_event(&self, e: &QueueEvent) -> anyhow::Result<()> {
-        sqlx::query(
+        on_db!(self, pool => sqlx::query(
             "INSERT INTO queue_log (at_ms, queue, call_uuid, agent, event, wait_ms, talk_ms, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(e.at_ms)
         .bind(&e.queue)
@@ -331,8 +341,9 @@ impl Store {
         .bind(e.wait_ms)
         .bind(e.talk_ms)
         .bind(&e.detail)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop)?);
         Ok(())
     }
 
@@ -341,7 +352,7 @@ impl Store {
         &self,
         batch: &[(crate::events::Event, Option<QueueEvent>)],
     ) -> anyhow::Result<()> {
-        events::write(&self.pool, batch).await
+        events::write(self, batch).await
     }
 
     pub async fn events_since(
@@ -349,7 +360,7 @@ impl Store {
         since: u64,
         limit: u32,
     ) -> anyhow::Result<Vec<crate::events::Event>> {
-        events::since(&self.pool, since, limit).await
+        events::since(self, since, limit).await
     }
 
     /// Events that happened in [from_ms, to_ms), in sequence order.
@@ -358,7 +369,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> anyhow::Result<Vec<crate::events::Event>> {
-        events::between(&self.pool, from_ms, to_ms).await
+        events::between(self, from_ms, to_ms).await
     }
 
     /// What was open when a range starts: each agent's last state before `before_ms`,
@@ -367,31 +378,33 @@ impl Store {
         &self,
         before_ms: i64,
     ) -> anyhow::Result<Vec<crate::events::Event>> {
-        events::states_before(&self.pool, before_ms).await
+        events::states_before(self, before_ms).await
     }
 
     pub async fn events_of_call(&self, call: &str) -> anyhow::Result<Vec<crate::events::Event>> {
-        events::of_call(&self.pool, call).await
+        events::of_call(self, call).await
     }
 
     /// The last event a webhook endpoint has been given (None: a new endpoint).
     pub async fn webhook_cursor(&self, name: &str) -> anyhow::Result<Option<u64>> {
-        events::cursor(&self.pool, name).await
+        events::cursor(self, name).await
     }
 
     pub async fn set_webhook_cursor(&self, name: &str, seq: u64) -> anyhow::Result<()> {
-        events::set_cursor(&self.pool, name, seq).await
+        events::set_cursor(self, name, seq).await
     }
 
     pub async fn last_event_seq(&self) -> anyhow::Result<u64> {
-        events::last_seq(&self.pool).await
+        events::last_seq(self).await
     }
 
     /// When the log's last event happened (for a crashed run: the last moment it was alive).
     pub async fn last_event_at(&self) -> anyhow::Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MAX(at_ms) FROM events")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            on_db!(self, pool => sqlx::query_scalar("SELECT MAX(at_ms) FROM events")
+            .fetch_one(pool)
+            .await?),
+        )
     }
 
     /// When the run that logged event `after_seq` ended, if a later run started before
@@ -401,21 +414,21 @@ impl Store {
         after_seq: u64,
         before_ms: i64,
     ) -> anyhow::Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(on_db!(self, pool => sqlx::query_scalar(
             "SELECT MAX(at_ms) FROM events
              WHERE seq < (SELECT MIN(seq) FROM events
-                          WHERE type = 'server.started' AND seq > ? AND at_ms < ?)",
+                          WHERE type = 'server.started' AND seq > $1 AND at_ms < $2)",
         )
         .bind(after_seq as i64)
         .bind(before_ms)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await?))
     }
 
     /// Calls that arrived but have neither a record nor a `call.ended` event: the calls in
     /// progress when the server last stopped without ending them.
     pub async fn unfinished_calls(&self) -> anyhow::Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(on_db!(self, pool => sqlx::query_scalar(
             "SELECT a.call_uuid FROM events a
              WHERE a.type = 'call.arrived' AND a.call_uuid IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.call_uuid = a.call_uuid)
@@ -423,109 +436,81 @@ impl Store {
                                WHERE e.call_uuid = a.call_uuid AND e.type = 'call.ended')
              ORDER BY a.seq",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     pub async fn count_calls(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM calls")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            on_db!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM calls")
+            .fetch_one(pool)
+            .await?),
+        )
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_db!(self, pool => pool.close().await);
     }
-}
-
-/// Databases made by an earlier version lack the newer columns.
-async fn add_missing_columns(
-    pool: &SqlitePool,
-    table: &str,
-    columns: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    let have: Vec<String> =
-        sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
-            .fetch_all(pool)
-            .await?;
-    for (column, kind) in columns {
-        if !have.iter().any(|c| c == column) {
-            sqlx::raw_sql(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
-                .execute(pool)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// The INSERT of one call record, bound (ignored if the call is in the store already).
-fn insert_call(
-    r: &CallRecord,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-    sqlx::query(
-        "INSERT INTO calls (call_uuid, a_call_id, b_call_id, from_uri, from_user, to_uri, dialed,
-           source_kind, trunk, did, caller_user, target, arrived_ms, ringing_ms, answered_ms,
-           ended_ms, hangup_by, disposition, final_code, reason, a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out,
-           bridged_ms, flow, ivr_trace, queue, csat, resolved, voicemail, recording, recording_ms,
-           a_rtp_lost, b_rtp_lost, a_jitter_ms, b_jitter_ms, kernel_rtp, media_path)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-           ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(call_uuid) DO NOTHING",
-    )
-    .bind(&r.call_uuid)
-    .bind(&r.a_call_id)
-    .bind(&r.b_call_id)
-    .bind(&r.from_uri)
-    .bind(&r.from_user)
-    .bind(&r.to_uri)
-    .bind(&r.dialed)
-    .bind(r.source_kind)
-    .bind(&r.trunk)
-    .bind(&r.did)
-    .bind(&r.caller_user)
-    .bind(&r.target)
-    .bind(r.arrived_ms)
-    .bind(r.ringing_ms)
-    .bind(r.answered_ms)
-    .bind(r.ended_ms)
-    .bind(r.hangup_by.map(HangupBy::as_str))
-    .bind(r.disposition.unwrap_or(Disposition::Failed).as_str())
-    .bind(i64::from(r.final_code))
-    .bind(&r.reason)
-    .bind(r.a_rtp_in as i64)
-    .bind(r.a_rtp_out as i64)
-    .bind(r.b_rtp_in as i64)
-    .bind(r.b_rtp_out as i64)
-    .bind(r.bridged_ms)
-    .bind(&r.flow)
-    .bind(&r.ivr_trace)
-    .bind(&r.queue)
-    .bind(r.csat.map(i64::from))
-    .bind(r.resolved)
-    .bind(&r.voicemail)
-    .bind(&r.recording)
-    .bind(r.recording_ms)
-    .bind(r.a_rtp_lost as i64)
-    .bind(r.b_rtp_lost as i64)
-    .bind(r.a_jitter_ms)
-    .bind(r.b_jitter_ms)
-    .bind(r.kernel_rtp as i64)
-    .bind(r.media_path())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The same check on a new SQLite database and on a new PostgreSQL one.
+    async fn on_both<F, Fut>(check: F)
+    where
+        F: Fn(Store, Reopen) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::open(dir.path()).await.unwrap();
+        check(sqlite, Reopen::Sqlite(dir.path().to_path_buf())).await;
+        let url = pg_test::database().await;
+        let postgres = Store::connect_postgres(&url).await.unwrap();
+        check(postgres, Reopen::Postgres(url)).await;
+    }
+
+    /// How to open the same database again.
+    #[derive(Clone)]
+    enum Reopen {
+        Sqlite(std::path::PathBuf),
+        Postgres(String),
+    }
+
+    impl Reopen {
+        async fn open(&self) -> Store {
+            match self {
+                Reopen::Sqlite(dir) => Store::open(dir).await.unwrap(),
+                Reopen::Postgres(url) => Store::connect_postgres(url).await.unwrap(),
+            }
+        }
+    }
+
+    async fn migrations_applied(store: &Store) -> Vec<i64> {
+        on_db!(store, pool => sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations ORDER BY version"
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap())
+    }
+
     #[tokio::test]
-    async fn an_older_database_gains_the_new_columns() {
+    async fn an_older_database_gains_the_new_columns_and_is_versioned() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let old = SCHEMA.replace(
-                ",\n    bridged_ms INTEGER,\n    flow TEXT,\n    ivr_trace TEXT",
-                "",
-            );
-            assert!(!old.contains("ivr_trace"));
+            let schema = include_str!("migrations/sqlite/0001_schema.sql");
+            let old = schema
+                .replace(
+                    ",\n    bridged_ms INTEGER,\n    flow TEXT,\n    ivr_trace TEXT",
+                    "",
+                )
+                .replace(
+                    ",\n    -- The event log's sequence number of the same event.\n    seq INTEGER",
+                    "",
+                );
+            assert!(!old.contains("ivr_trace") && old != schema);
             let opts = SqliteConnectOptions::from_str(&format!(
                 "sqlite://{}",
                 dir.path().join("switchboard.db").display()
@@ -546,86 +531,172 @@ mod tests {
         };
         store.write_call(&rec).await.unwrap();
         assert_eq!(store.count_calls().await.unwrap(), 1);
+        store
+            .write_events(&[(
+                crate::events::Event {
+                    seq: 1,
+                    at_ms: 1,
+                    kind: "queue.entered".into(),
+                    call: Some("u2".into()),
+                    queue: Some("sales".into()),
+                    agent: None,
+                    data: serde_json::json!({}),
+                },
+                Some(QueueEvent {
+                    at_ms: 1,
+                    queue: Some("sales".into()),
+                    call_uuid: Some("u2".into()),
+                    event: "ENTER".into(),
+                    seq: Some(1),
+                    ..Default::default()
+                }),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(migrations_applied(&store).await, [1]);
+    }
+
+    #[tokio::test]
+    async fn migrations_run_once_and_are_recorded() {
+        on_both(|store, reopen| async move {
+            assert_eq!(migrations_applied(&store).await, [1]);
+            store.close().await;
+            let again = reopen.open().await;
+            assert_eq!(migrations_applied(&again).await, [1]);
+        })
+        .await;
     }
 
     /// Two crashed runs: a call of the first ends when the first run did, one of the
     /// second is left to the caller (no later start); a finished call is not unfinished.
     #[tokio::test]
     async fn unfinished_calls_and_the_end_of_their_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let ev = |seq: u64, at_ms: i64, kind: &str, call: Option<&str>| {
-            let e = crate::events::Event {
-                seq,
-                at_ms,
-                kind: kind.into(),
-                call: call.map(str::to_string),
-                queue: None,
-                agent: None,
-                data: serde_json::json!({}),
+        on_both(|store, _| async move {
+            let ev = |seq: u64, at_ms: i64, kind: &str, call: Option<&str>| {
+                let e = crate::events::Event {
+                    seq,
+                    at_ms,
+                    kind: kind.into(),
+                    call: call.map(str::to_string),
+                    queue: None,
+                    agent: None,
+                    data: serde_json::json!({}),
+                };
+                (e, None)
             };
-            (e, None)
-        };
-        store
-            .write_events(&[
-                ev(1, 1_000, "server.started", None),
-                ev(2, 1_100, "call.arrived", Some("old")),
-                ev(3, 1_200, "call.arrived", Some("done")),
-                ev(4, 1_300, "call.ended", Some("done")),
-                ev(5, 1_900, "call.answered", Some("old")),
-                ev(6, 5_000, "server.started", None),
-                ev(7, 5_100, "call.arrived", Some("new")),
-                ev(8, 5_500, "agent.state", None),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(store.unfinished_calls().await.unwrap(), ["old", "new"]);
-        assert_eq!(store.end_of_run_after(2, 9_000).await.unwrap(), Some(1_900));
-        assert_eq!(store.end_of_run_after(7, 9_000).await.unwrap(), None);
-        // A start at or after `before_ms` is this run's own: it does not count.
-        assert_eq!(store.end_of_run_after(2, 5_000).await.unwrap(), None);
-        assert_eq!(store.last_event_at().await.unwrap(), Some(5_500));
+            store
+                .write_events(&[
+                    ev(1, 1_000, "server.started", None),
+                    ev(2, 1_100, "call.arrived", Some("old")),
+                    ev(3, 1_200, "call.arrived", Some("done")),
+                    ev(4, 1_300, "call.ended", Some("done")),
+                    ev(5, 1_900, "call.answered", Some("old")),
+                    ev(6, 5_000, "server.started", None),
+                    ev(7, 5_100, "call.arrived", Some("new")),
+                    ev(8, 5_500, "agent.state", None),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(store.unfinished_calls().await.unwrap(), ["old", "new"]);
+            assert_eq!(store.end_of_run_after(2, 9_000).await.unwrap(), Some(1_900));
+            assert_eq!(store.end_of_run_after(7, 9_000).await.unwrap(), None);
+            // A start at or after `before_ms` is this run's own: it does not count.
+            assert_eq!(store.end_of_run_after(2, 5_000).await.unwrap(), None);
+            assert_eq!(store.last_event_at().await.unwrap(), Some(5_500));
+            assert_eq!(store.last_event_seq().await.unwrap(), 8);
+            let of_old: Vec<u64> = store
+                .events_of_call("old")
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(of_old, [2, 5]);
+            let page: Vec<u64> = store
+                .events_since(2, 3)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(page, [3, 4, 5]);
+            let window: Vec<u64> = store
+                .events_between(1_200, 5_000)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(window, [3, 4, 5]);
+            assert_eq!(store.webhook_cursor("crm").await.unwrap(), None);
+            store.set_webhook_cursor("crm", 4).await.unwrap();
+            store.set_webhook_cursor("crm", 7).await.unwrap();
+            assert_eq!(store.webhook_cursor("crm").await.unwrap(), Some(7));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn record_round_trip_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let rec = CallRecord {
-            call_uuid: "u1".into(),
-            a_call_id: "a@x".into(),
-            from_uri: "sip:555@carrier".into(),
-            from_user: "555".into(),
-            to_uri: "sip:100@sb".into(),
-            dialed: "100".into(),
-            source_kind: "trunk",
-            trunk: Some("carrier".into()),
-            did: Some("100".into()),
-            target: Some("2001".into()),
-            arrived_ms: 1,
-            answered_ms: Some(2),
-            ended_ms: 3,
-            hangup_by: Some(HangupBy::Caller),
-            disposition: Some(Disposition::Answered),
-            final_code: 200,
-            a_rtp_in: 100,
-            ..Default::default()
-        };
-        store.write_call(&rec).await.unwrap();
-        // Writing the same call again (a retry) leaves one record.
-        store.write_call(&rec).await.unwrap();
-        store.close().await;
-        let again = Store::open(dir.path()).await.unwrap();
-        assert_eq!(again.count_calls().await.unwrap(), 1);
-        let (disp, by, code): (String, String, i64) = sqlx::query_as(
-            "SELECT disposition, hangup_by, final_code FROM calls WHERE call_uuid='u1'",
-        )
-        .fetch_one(&again.pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            (disp.as_str(), by.as_str(), code),
-            ("answered", "caller", 200)
-        );
+        on_both(|store, reopen| async move {
+            let rec = CallRecord {
+                call_uuid: "u1".into(),
+                a_call_id: "a@x".into(),
+                from_uri: "sip:555@carrier".into(),
+                from_user: "555".into(),
+                to_uri: "sip:100@sb".into(),
+                dialed: "100".into(),
+                source_kind: "trunk",
+                trunk: Some("carrier".into()),
+                did: Some("100".into()),
+                target: Some("2001".into()),
+                arrived_ms: 1,
+                answered_ms: Some(2),
+                ended_ms: 3,
+                hangup_by: Some(HangupBy::Caller),
+                disposition: Some(Disposition::Answered),
+                final_code: 200,
+                a_rtp_in: 100,
+                csat: Some(4),
+                resolved: Some(true),
+                a_jitter_ms: 1.5,
+                ..Default::default()
+            };
+            store.write_call(&rec).await.unwrap();
+            // Writing the same call again (a retry) leaves one record, alone or in a batch.
+            store.write_call(&rec).await.unwrap();
+            let other = CallRecord {
+                call_uuid: "u3".into(),
+                from_user: "555".into(),
+                source_kind: "user",
+                arrived_ms: 10,
+                ended_ms: 11,
+                disposition: Some(Disposition::Abandoned),
+                ..Default::default()
+            };
+            store.write_calls(&[&rec, &other]).await.unwrap();
+            store.close().await;
+            let again = reopen.open().await;
+            assert_eq!(again.count_calls().await.unwrap(), 2);
+            let view = again.record("u1").await.unwrap().expect("the record");
+            assert_eq!(
+                (
+                    view.disposition.as_str(),
+                    view.hangup_by.as_deref(),
+                    view.final_code
+                ),
+                ("answered", Some("caller"), 200)
+            );
+            assert_eq!((view.csat, view.survey_resolved), (Some(4), Some(true)));
+            let history = again.caller_history("555", 0, 7).await.unwrap();
+            assert_eq!(history.contacts, 2);
+            let newest_first: Vec<&str> = history
+                .recent
+                .iter()
+                .map(|r| r.call_uuid.as_str())
+                .collect();
+            assert_eq!(newest_first, ["u3", "u1"]);
+        })
+        .await;
     }
 }

@@ -3,8 +3,7 @@
 //! (disposition code and note) kept beside the record, which itself is never changed.
 
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 
 use super::Store;
 
@@ -126,7 +125,12 @@ const RECORD_COLUMNS: &str = "c.id, c.call_uuid, c.from_user, c.dialed, c.did, c
 const RECORD_FROM: &str = " FROM calls c LEFT JOIN outcomes o ON o.id =
     (SELECT MAX(id) FROM outcomes WHERE call_uuid = c.call_uuid)";
 
-fn record_view(r: &SqliteRow) -> Result<CallRecordView, sqlx::Error> {
+fn record_view<R: Row>(r: &R) -> Result<CallRecordView, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let outcome = match r.try_get::<Option<String>, _>("o_code")? {
         Some(code) => Some(Outcome {
             code,
@@ -168,8 +172,8 @@ fn record_view(r: &SqliteRow) -> Result<CallRecordView, sqlx::Error> {
 impl Store {
     /// Records newest first, filtered, at most `limit`.
     pub async fn records(&self, f: &RecordFilter) -> anyhow::Result<Vec<CallRecordView>> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {RECORD_COLUMNS}{RECORD_FROM} WHERE 1=1"));
+        on_db!(self, pool => {
+        let mut q = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS}{RECORD_FROM} WHERE 1=1"));
         if let Some(v) = f.from_ms {
             q.push(" AND c.arrived_ms >= ").push_bind(v);
         }
@@ -196,34 +200,35 @@ impl Store {
         }
         q.push(" ORDER BY c.id DESC LIMIT ")
             .push_bind(i64::from(f.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(record_view).collect::<Result<_, _>>()?)
+        let rows = q.build().fetch_all(pool).await?;
+        rows.iter().map(record_view).collect::<Result<_, _>>()
+        })
+        .map_err(Into::into)
     }
 
     pub async fn record(&self, call_uuid: &str) -> anyhow::Result<Option<CallRecordView>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RECORD_COLUMNS}{RECORD_FROM} WHERE c.call_uuid = ?"
-        ))
-        .bind(call_uuid)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(record_view).transpose()?)
+        let sql = format!("SELECT {RECORD_COLUMNS}{RECORD_FROM} WHERE c.call_uuid = $1");
+        on_db!(self, pool => {
+            let row = sqlx::query(&sql).bind(call_uuid).fetch_optional(pool).await?;
+            Ok(row.as_ref().map(record_view).transpose()?)
+        })
     }
 
     /// Keeps the agent's outcome of a call; a later one replaces it in views.
     pub async fn set_outcome(&self, call_uuid: &str, o: &Outcome) -> anyhow::Result<()> {
-        sqlx::query(
+        on_db!(self, pool => sqlx::query(
             "INSERT INTO outcomes (call_uuid, code, resolved, note, agent, set_ms)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(call_uuid)
         .bind(&o.code)
-        .bind(o.resolved)
+        .bind(i64::from(o.resolved))
         .bind(&o.note)
         .bind(&o.agent)
         .bind(o.set_ms)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop)?);
         Ok(())
     }
 
@@ -234,13 +239,13 @@ impl Store {
         since_ms: i64,
         window_days: u32,
     ) -> anyhow::Result<CallerHistory> {
-        let contacts: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM calls WHERE from_user = ? AND arrived_ms >= ?",
+        let contacts: i64 = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM calls WHERE from_user = $1 AND arrived_ms >= $2",
         )
         .bind(caller)
         .bind(since_ms)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(pool)
+        .await?);
         let recent = self
             .records(&RecordFilter {
                 caller: Some(caller.to_string()),
@@ -259,7 +264,8 @@ impl Store {
 
     /// Queue-log rows oldest first, filtered, at most `limit`.
     pub async fn queue_log(&self, f: &QueueLogFilter) -> anyhow::Result<Vec<QueueLogRow>> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        on_db!(self, pool => {
+        let mut q = QueryBuilder::new(
             "SELECT id, seq, at_ms, queue, call_uuid, agent, event, wait_ms, talk_ms, detail
              FROM queue_log WHERE 1=1",
         );
@@ -282,21 +288,29 @@ impl Store {
             q.push(" AND id > ").push_bind(v);
         }
         q.push(" ORDER BY id LIMIT ").push_bind(i64::from(f.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let row = |r: &SqliteRow| -> Result<QueueLogRow, sqlx::Error> {
-            Ok(QueueLogRow {
-                id: r.try_get("id")?,
-                seq: r.try_get("seq")?,
-                at_ms: r.try_get("at_ms")?,
-                queue: r.try_get("queue")?,
-                call_uuid: r.try_get("call_uuid")?,
-                agent: r.try_get("agent")?,
-                event: r.try_get("event")?,
-                wait_ms: r.try_get("wait_ms")?,
-                talk_ms: r.try_get("talk_ms")?,
-                detail: r.try_get("detail")?,
-            })
-        };
-        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+        let rows = q.build().fetch_all(pool).await?;
+        rows.iter().map(queue_log_row).collect::<Result<_, _>>()
+        })
+        .map_err(Into::into)
     }
+}
+
+fn queue_log_row<R: Row>(r: &R) -> Result<QueueLogRow, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(QueueLogRow {
+        id: r.try_get("id")?,
+        seq: r.try_get("seq")?,
+        at_ms: r.try_get("at_ms")?,
+        queue: r.try_get("queue")?,
+        call_uuid: r.try_get("call_uuid")?,
+        agent: r.try_get("agent")?,
+        event: r.try_get("event")?,
+        wait_ms: r.try_get("wait_ms")?,
+        talk_ms: r.try_get("talk_ms")?,
+        detail: r.try_get("detail")?,
+    })
 }
