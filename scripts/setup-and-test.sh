@@ -81,5 +81,8 @@ bash tests/scenarios/selfcheck.sh
 echo "== cargo test --all-targets --no-fail-fast"
 cargo test --all-targets --no-fail-fast
 
+echo "== the integration tests again, every server's store on PostgreSQL"
+SWITCHBOARD_TEST_STORE=postgres cargo test --test '*' --no-fail-fast
+
 echo "== fuzz smoke run (20,000 inputs per target; a longer run: scripts/fuzz.sh 1800)"
 ./scripts/fuzz.sh smoke

@@ -69,11 +69,9 @@ fn each_caller_reaches_the_agent_best_skill_routing_picks() {
     assert_eq!(routed[2], (Some("billing"), Some("2003")), "{rows:#?}");
 
     // The queue log's CONNECT rows name the same agents.
-    let connects = sqlite_query(
-        &server.db_path(),
-        "SELECT queue, agent FROM queue_log WHERE event = 'CONNECT' ORDER BY id",
-    )
-    .unwrap();
+    let connects = server
+        .query("SELECT queue, agent FROM queue_log WHERE event = 'CONNECT' ORDER BY id")
+        .unwrap();
     let connects: Vec<(String, String)> = connects
         .into_iter()
         .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
@@ -207,7 +205,7 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
     );
     let ended = events.iter().filter(|e| e["type"] == "call.ended").count();
     assert_eq!(ended, CALLERS as usize, "one call.ended per caller");
-    let queue_rows = sqlite_query(&server.db_path(), "SELECT COUNT(*) FROM queue_log").unwrap();
+    let queue_rows = server.query("SELECT COUNT(*) FROM queue_log").unwrap();
     let queue_events = events
         .iter()
         .filter(|e| e["data"]["event"].is_string())
@@ -218,11 +216,9 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
     );
 
     // Service level and ASA from the event log, by hand…
-    let log = sqlite_query(
-        &server.db_path(),
-        "SELECT event, wait_ms FROM queue_log WHERE event IN ('CONNECT', 'ABANDON')",
-    )
-    .unwrap();
+    let log = server
+        .query("SELECT event, wait_ms FROM queue_log WHERE event IN ('CONNECT', 'ABANDON')")
+        .unwrap();
     let waits = |event: &str| -> Vec<i64> {
         log.iter()
             .filter(|r| r[0].as_deref() == Some(event))
@@ -253,8 +249,8 @@ fn two_hundred_callers_against_three_agents_none_lost_none_double_booked() {
             "--formula",
             "answered_or_abandoned",
         ])
-        .args(["--from", "2000-01-01", "--data-dir"])
-        .arg(&server.data_dir)
+        .args(["--from", "2000-01-01"])
+        .args(server.store_source_args())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&report.stdout);
@@ -318,11 +314,11 @@ fn agents_pause_and_resume_themselves_with_feature_codes() {
         .run(&server)
         .assert_ok(&server, "billing caller while 2001 is on a break");
     let log = |event: &str| {
-        sqlite_query(
-            &server.db_path(),
-            &format!("SELECT agent, detail FROM queue_log WHERE event = '{event}' ORDER BY id"),
-        )
-        .unwrap()
+        server
+            .query(&format!(
+                "SELECT agent, detail FROM queue_log WHERE event = '{event}' ORDER BY id"
+            ))
+            .unwrap()
     };
     assert_eq!(
         log("PAUSE"),
@@ -429,11 +425,9 @@ fn ring_all_rings_every_agent_and_cancels_the_others_when_one_answers() {
         .assert_ok(&server, "2001 rang and was cancelled when 2002 answered");
     let rec = server.single_call();
     assert_eq!(rec.target.as_deref(), Some("2002"), "{rec:#?}");
-    let offers = sqlite_query(
-        &server.db_path(),
-        "SELECT agent FROM queue_log WHERE event = 'OFFER' ORDER BY agent",
-    )
-    .unwrap();
+    let offers = server
+        .query("SELECT agent FROM queue_log WHERE event = 'OFFER' ORDER BY agent")
+        .unwrap();
     assert_eq!(
         offers,
         vec![vec![Some("2001".into())], vec![Some("2002".into())]]
@@ -463,11 +457,9 @@ fn a_caller_past_the_maximum_wait_overflows_into_the_next_queue() {
         .assert_ok(&server, "2002 in support answers");
     let rec = server.single_call();
     assert_eq!(rec.target.as_deref(), Some("2002"), "{rec:#?}");
-    let log = sqlite_query(
-        &server.db_path(),
-        "SELECT event, queue FROM queue_log WHERE call_uuid IS NOT NULL ORDER BY id",
-    )
-    .unwrap();
+    let log = server
+        .query("SELECT event, queue FROM queue_log WHERE call_uuid IS NOT NULL ORDER BY id")
+        .unwrap();
     let events: Vec<(String, String)> = log
         .into_iter()
         .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap_or_default()))
@@ -514,11 +506,11 @@ fn a_caller_who_asks_for_a_callback_is_called_back_when_an_agent_is_free() {
         .run(&server)
         .assert_ok(&server, "the caller asks for a callback and is hung up on");
     let log = |event: &str| {
-        sqlite_query(
-            &server.db_path(),
-            &format!("SELECT agent FROM queue_log WHERE event = '{event}' ORDER BY id"),
-        )
-        .unwrap()
+        server
+            .query(&format!(
+                "SELECT agent FROM queue_log WHERE event = '{event}' ORDER BY id"
+            ))
+            .unwrap()
     };
     assert_eq!(log("CALLBACK_REQUESTED").len(), 1);
     assert!(log("CONNECT").is_empty() && log("CALLBACK_CONNECTED").is_empty());

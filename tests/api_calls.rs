@@ -165,11 +165,11 @@ fn an_agent_made_not_ready_by_api_gets_no_offers_and_its_disposition_reaches_the
         "{call:#}"
     );
     // The store has it too, beside the untouched record.
-    let stored = sqlite_query(
-        &server.db_path(),
-        &format!("SELECT code, note, agent FROM outcomes WHERE call_uuid = '{uuid}'"),
-    )
-    .unwrap();
+    let stored = server
+        .query(&format!(
+            "SELECT code, note, agent FROM outcomes WHERE call_uuid = '{uuid}'"
+        ))
+        .unwrap();
     assert_eq!(
         stored,
         vec![vec![
@@ -384,11 +384,11 @@ fn a_stream_client_that_drops_and_reconnects_with_since_gets_exactly_the_log_in_
         );
     }
     // The queue log rows carry the same numbers as their events.
-    let qlog = sqlite_query(
-        &server.db_path(),
-        &format!("SELECT seq, event FROM queue_log WHERE seq > {start} ORDER BY id"),
-    )
-    .unwrap();
+    let qlog = server
+        .query(&format!(
+            "SELECT seq, event FROM queue_log WHERE seq > {start} ORDER BY id"
+        ))
+        .unwrap();
     let queue_events: Vec<u64> = stored
         .iter()
         .filter(|e| e["data"]["event"].is_string())

@@ -17,7 +17,8 @@ const LONG: u32 = 100;
 const SHORT_MS: u64 = 1_500;
 
 fn count(server: &Server, sql: &str) -> usize {
-    sqlite_query(&server.db_path(), sql)
+    server
+        .query(sql)
         .ok()
         .and_then(|rows| rows.first()?.first()?.clone())
         .and_then(|v| v.parse().ok())

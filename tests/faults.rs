@@ -86,10 +86,13 @@ fn wait_for_no_record_pending(server: &Server) {
     });
 }
 
+/// The faults here are the data directory's (its disk full, its SQLite file locked): the
+/// store stays SQLite when the suite runs on PostgreSQL.
 fn recorded_server(data_dir: Option<PathBuf>) -> Server {
     Server::start_with(ServerConfig {
         api: true,
         data_dir,
+        sqlite_only: true,
         extra_yaml: vec!["recording:\n  policy: always".into()],
         ..ServerConfig::default()
     })

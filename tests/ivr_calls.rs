@@ -353,13 +353,11 @@ fn the_billing_key_queues_the_caller_for_an_agent_then_the_survey_follows() {
 
     // The queue log tells the same story, joined to the call record by its id.
     let uuid = rec.call_uuid.clone().unwrap();
-    let rows = sqlite_query(
-        &server.db_path(),
-        &format!(
+    let rows = server
+        .query(&format!(
             "SELECT event, queue, agent FROM queue_log WHERE call_uuid = '{uuid}' ORDER BY id"
-        ),
-    )
-    .unwrap();
+        ))
+        .unwrap();
     let events: Vec<String> = rows
         .iter()
         .map(|r| r[0].clone().unwrap_or_default())

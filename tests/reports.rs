@@ -246,8 +246,8 @@ fn figures_over_real_calls_equal_the_hand_computation_and_survive_a_restart() {
             "--to",
             &stamp(to),
         ])
-        .args(["--short-abandon-secs", "2", "--data-dir"])
-        .arg(&server.data_dir)
+        .args(["--short-abandon-secs", "2"])
+        .args(server.store_source_args())
         .output()
         .unwrap();
     assert!(
@@ -258,8 +258,8 @@ fn figures_over_real_calls_equal_the_hand_computation_and_survive_a_restart() {
     let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(cli["rows"], q["rows"], "CLI and API agree");
     let explain = std::process::Command::new(switchboard_bin())
-        .args(["explain", &first, "--data-dir"])
-        .arg(&server.data_dir)
+        .args(["explain", &first])
+        .args(server.store_source_args())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&explain.stdout);
@@ -276,15 +276,8 @@ fn figures_over_real_calls_equal_the_hand_computation_and_survive_a_restart() {
     // the interval's measured calls and handle time.
     let staffing = |args: &[&str]| -> Value {
         let out = std::process::Command::new(switchboard_bin())
-            .args([
-                "staffing",
-                "--queue",
-                "billing",
-                "--format",
-                "json",
-                "--data-dir",
-            ])
-            .arg(&server.data_dir)
+            .args(["staffing", "--queue", "billing", "--format", "json"])
+            .args(server.store_source_args())
             .args(args)
             .output()
             .unwrap();

@@ -4,10 +4,6 @@
 
 mod common;
 
-#[path = "../src/store/pg_test.rs"]
-#[allow(dead_code)]
-mod pg_test;
-
 use std::time::Duration;
 
 use common::*;
@@ -20,9 +16,11 @@ type RecordRow = (String, Option<String>, Option<String>, i64, i64, i64);
 fn a_call_is_recorded_in_postgresql() {
     require_pcap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let url = rt.block_on(pg_test::database());
+    let url = postgres_database();
+    // Its own database, whichever store the rest of the suite runs on.
     let server = Server::start_with(ServerConfig {
         extra_yaml: vec![format!("store: {url}")],
+        sqlite_only: true,
         ..Default::default()
     });
     let callee = server.start_callee("2001", "uas_answer.xml", &[]);

@@ -21,10 +21,10 @@ pub(super) async fn write(
                 )
                 .bind(e.seq as i64)
                 .bind(e.at_ms)
-                .bind(&e.kind)
-                .bind(&e.call)
-                .bind(&e.queue)
-                .bind(&e.agent)
+                .bind(super::text(&e.kind))
+                .bind(super::opt_text(&e.call))
+                .bind(super::opt_text(&e.queue))
+                .bind(super::opt_text(&e.agent))
                 .bind(e.data.to_string())
                 .execute(&mut *tx)
                 .await?;
@@ -35,13 +35,13 @@ pub(super) async fn write(
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
                     .bind(q.at_ms)
-                    .bind(&q.queue)
-                    .bind(&q.call_uuid)
-                    .bind(&q.agent)
-                    .bind(&q.event)
+                    .bind(super::opt_text(&q.queue))
+                    .bind(super::opt_text(&q.call_uuid))
+                    .bind(super::opt_text(&q.agent))
+                    .bind(super::text(&q.event))
                     .bind(q.wait_ms)
                     .bind(q.talk_ms)
-                    .bind(&q.detail)
+                    .bind(super::opt_text(&q.detail))
                     .bind(q.seq)
                     .execute(&mut *tx)
                     .await?;
@@ -100,7 +100,7 @@ pub(super) async fn of_call(store: &Store, call: &str) -> anyhow::Result<Vec<Eve
         "SELECT seq, at_ms, type, call_uuid, queue, agent, data FROM events
          WHERE call_uuid = $1 ORDER BY seq",
     )
-    .bind(call)
+    .bind(super::text(call))
     .fetch_all(pool)
     .await?
     .iter()
@@ -111,7 +111,7 @@ pub(super) async fn of_call(store: &Store, call: &str) -> anyhow::Result<Vec<Eve
 pub(super) async fn cursor(store: &Store, name: &str) -> anyhow::Result<Option<u64>> {
     let seq: Option<i64> = on_db!(store, pool => {
         sqlx::query_scalar("SELECT seq FROM webhook_cursors WHERE name = $1")
-            .bind(name)
+            .bind(super::text(name))
             .fetch_optional(pool)
             .await?
     });
@@ -123,7 +123,7 @@ pub(super) async fn set_cursor(store: &Store, name: &str, seq: u64) -> anyhow::R
         "INSERT INTO webhook_cursors (name, seq) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
     )
-    .bind(name)
+    .bind(super::text(name))
     .bind(seq as i64)
     .execute(pool)
     .await

@@ -191,18 +191,18 @@ const INSERT_CALL: &str = "INSERT INTO calls (call_uuid, a_call_id, b_call_id, f
 macro_rules! bind_call {
     ($q:expr, $r:expr) => {{
         let r: &CallRecord = $r;
-        $q.bind(&r.call_uuid)
-            .bind(&r.a_call_id)
-            .bind(&r.b_call_id)
-            .bind(&r.from_uri)
-            .bind(&r.from_user)
-            .bind(&r.to_uri)
-            .bind(&r.dialed)
+        $q.bind(text(&r.call_uuid))
+            .bind(text(&r.a_call_id))
+            .bind(opt_text(&r.b_call_id))
+            .bind(text(&r.from_uri))
+            .bind(text(&r.from_user))
+            .bind(text(&r.to_uri))
+            .bind(text(&r.dialed))
             .bind(r.source_kind)
-            .bind(&r.trunk)
-            .bind(&r.did)
-            .bind(&r.caller_user)
-            .bind(&r.target)
+            .bind(opt_text(&r.trunk))
+            .bind(opt_text(&r.did))
+            .bind(opt_text(&r.caller_user))
+            .bind(opt_text(&r.target))
             .bind(r.arrived_ms)
             .bind(r.ringing_ms)
             .bind(r.answered_ms)
@@ -210,19 +210,19 @@ macro_rules! bind_call {
             .bind(r.hangup_by.map(HangupBy::as_str))
             .bind(r.disposition.unwrap_or(Disposition::Failed).as_str())
             .bind(i64::from(r.final_code))
-            .bind(&r.reason)
+            .bind(opt_text(&r.reason))
             .bind(r.a_rtp_in as i64)
             .bind(r.a_rtp_out as i64)
             .bind(r.b_rtp_in as i64)
             .bind(r.b_rtp_out as i64)
             .bind(r.bridged_ms)
-            .bind(&r.flow)
-            .bind(&r.ivr_trace)
-            .bind(&r.queue)
+            .bind(opt_text(&r.flow))
+            .bind(opt_text(&r.ivr_trace))
+            .bind(opt_text(&r.queue))
             .bind(r.csat.map(i64::from))
             .bind(r.resolved.map(i64::from))
-            .bind(&r.voicemail)
-            .bind(&r.recording)
+            .bind(opt_text(&r.voicemail))
+            .bind(opt_text(&r.recording))
             .bind(r.recording_ms)
             .bind(r.a_rtp_lost as i64)
             .bind(r.b_rtp_lost as i64)
@@ -231,6 +231,21 @@ macro_rules! bind_call {
             .bind(r.kernel_rtp as i64)
             .bind(r.media_path())
     }};
+}
+
+/// Text as the store keeps it: a NUL, which PostgreSQL refuses in text, becomes U+FFFD
+/// (on SQLite too, so that both stores hold, and match, the same), rather than a record
+/// being refused for a byte in a caller's header.
+pub(crate) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+pub(crate) fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    s.as_deref().map(text)
 }
 
 #[derive(Clone)]
@@ -334,13 +349,13 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(e.at_ms)
-        .bind(&e.queue)
-        .bind(&e.call_uuid)
-        .bind(&e.agent)
-        .bind(&e.event)
+        .bind(opt_text(&e.queue))
+        .bind(opt_text(&e.call_uuid))
+        .bind(opt_text(&e.agent))
+        .bind(text(&e.event))
         .bind(e.wait_ms)
         .bind(e.talk_ms)
-        .bind(&e.detail)
+        .bind(opt_text(&e.detail))
         .execute(pool)
         .await
         .map(drop)?);
@@ -632,6 +647,27 @@ mod tests {
             store.set_webhook_cursor("crm", 4).await.unwrap();
             store.set_webhook_cursor("crm", 7).await.unwrap();
             assert_eq!(store.webhook_cursor("crm").await.unwrap(), Some(7));
+        })
+        .await;
+    }
+
+    /// A NUL from a caller's header is kept as U+FFFD on both databases (PostgreSQL
+    /// refuses NUL in text), and found again by the same value.
+    #[tokio::test]
+    async fn text_with_a_nul_is_kept_and_found() {
+        on_both(|store, _| async move {
+            let rec = CallRecord {
+                call_uuid: "n1".into(),
+                from_user: "55\u{0}5".into(),
+                reason: Some("bad\u{0}".into()),
+                source_kind: "trunk",
+                ..Default::default()
+            };
+            store.write_call(&rec).await.unwrap();
+            let history = store.caller_history("55\u{0}5", 0, 7).await.unwrap();
+            assert_eq!(history.contacts, 1);
+            assert_eq!(history.recent[0].caller, "55\u{FFFD}5");
+            assert_eq!(history.recent[0].reason.as_deref(), Some("bad\u{FFFD}"));
         })
         .await;
     }

@@ -38,7 +38,9 @@ pub async fn database() -> String {
         .await
         .expect("create a test database");
     conn.close().await.ok();
-    let server = admin.strip_suffix("/postgres").expect("the admin URL ends in /postgres");
+    let server = admin
+        .strip_suffix("/postgres")
+        .expect("the admin URL ends in /postgres");
     format!("{server}/{name}")
 }
 

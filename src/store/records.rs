@@ -181,19 +181,19 @@ impl Store {
             q.push(" AND c.arrived_ms < ").push_bind(v);
         }
         if let Some(v) = &f.queue {
-            q.push(" AND c.queue = ").push_bind(v.clone());
+            q.push(" AND c.queue = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = &f.agent {
-            q.push(" AND c.target = ").push_bind(v.clone());
+            q.push(" AND c.target = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = &f.caller {
-            q.push(" AND c.from_user = ").push_bind(v.clone());
+            q.push(" AND c.from_user = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = &f.disposition {
-            q.push(" AND c.disposition = ").push_bind(v.clone());
+            q.push(" AND c.disposition = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = &f.outcome {
-            q.push(" AND o.code = ").push_bind(v.clone());
+            q.push(" AND o.code = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = f.before_id {
             q.push(" AND c.id < ").push_bind(v);
@@ -209,7 +209,7 @@ impl Store {
     pub async fn record(&self, call_uuid: &str) -> anyhow::Result<Option<CallRecordView>> {
         let sql = format!("SELECT {RECORD_COLUMNS}{RECORD_FROM} WHERE c.call_uuid = $1");
         on_db!(self, pool => {
-            let row = sqlx::query(&sql).bind(call_uuid).fetch_optional(pool).await?;
+            let row = sqlx::query(&sql).bind(super::text(call_uuid)).fetch_optional(pool).await?;
             Ok(row.as_ref().map(record_view).transpose()?)
         })
     }
@@ -220,11 +220,11 @@ impl Store {
             "INSERT INTO outcomes (call_uuid, code, resolved, note, agent, set_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(call_uuid)
-        .bind(&o.code)
+        .bind(super::text(call_uuid))
+        .bind(super::text(&o.code))
         .bind(i64::from(o.resolved))
-        .bind(&o.note)
-        .bind(&o.agent)
+        .bind(super::opt_text(&o.note))
+        .bind(super::opt_text(&o.agent))
         .bind(o.set_ms)
         .execute(pool)
         .await
@@ -242,7 +242,7 @@ impl Store {
         let contacts: i64 = on_db!(self, pool => sqlx::query_scalar(
             "SELECT COUNT(*) FROM calls WHERE from_user = $1 AND arrived_ms >= $2",
         )
-        .bind(caller)
+        .bind(super::text(caller))
         .bind(since_ms)
         .fetch_one(pool)
         .await?);
@@ -276,13 +276,13 @@ impl Store {
             q.push(" AND at_ms < ").push_bind(v);
         }
         if let Some(v) = &f.queue {
-            q.push(" AND queue = ").push_bind(v.clone());
+            q.push(" AND queue = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = &f.agent {
-            q.push(" AND agent = ").push_bind(v.clone());
+            q.push(" AND agent = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = &f.call {
-            q.push(" AND call_uuid = ").push_bind(v.clone());
+            q.push(" AND call_uuid = ").push_bind(super::text(v).into_owned());
         }
         if let Some(v) = f.after_id {
             q.push(" AND id > ").push_bind(v);

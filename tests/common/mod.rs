@@ -194,6 +194,9 @@ pub struct ServerConfig {
     pub trunk_outbound: Option<String>,
     /// More top-level YAML lines (e.g. a `queues:` section).
     pub extra_yaml: Vec<String>,
+    /// Keep the SQLite store even when the suite runs on PostgreSQL (a test of
+    /// SQLite itself).
+    pub sqlite_only: bool,
     /// How many RTP ports the server gets.
     pub rtp_port_count: u16,
     /// `rtp.timeout_secs` (None: the server's default).
@@ -275,6 +278,7 @@ impl Default for ServerConfig {
             extra_args: Vec::new(),
             trunk_outbound: None,
             extra_yaml: Vec::new(),
+            sqlite_only: false,
         }
     }
 }
@@ -460,6 +464,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// The control-plane API's port, when it serves one.
     pub api_port: Option<u16>,
+    /// Its PostgreSQL database, when the suite runs on PostgreSQL.
+    pub store_url: Option<String>,
     stderr: Arc<Mutex<String>>,
     launch: Launch,
 }
@@ -470,6 +476,36 @@ struct Launch {
     envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     cwd: Option<PathBuf>,
     yaml: String,
+}
+
+/// The test PostgreSQL server (the store's own test helper).
+#[path = "../../src/store/pg_test.rs"]
+#[allow(dead_code)]
+pub mod pg_test;
+
+/// `SWITCHBOARD_TEST_STORE=postgres` runs every server of the suite on PostgreSQL (a
+/// database each, on a server the tests start); unset or `sqlite`, on the data
+/// directory's SQLite file.
+pub fn store_is_postgres() -> bool {
+    match std::env::var("SWITCHBOARD_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("SWITCHBOARD_TEST_STORE={other}: use sqlite or postgres"),
+    }
+}
+
+/// A new database on the test PostgreSQL server: its URL. (On a thread of its own, so
+/// that an async test may call it too.)
+pub fn postgres_database() -> String {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(pg_test::database())
+    })
+    .join()
+    .expect("a test PostgreSQL database")
 }
 
 pub fn switchboard_bin() -> &'static str {
@@ -523,7 +559,10 @@ impl Server {
             cmd.arg("--api-listen")
                 .arg(format!("{LOCALHOST}:{}", api_port.unwrap()));
         }
-        let yaml = if config.use_cli_overrides || config.shipped_demo {
+        // The shipped demo's file is the repository's: it keeps its SQLite store.
+        let store_url = (store_is_postgres() && !config.shipped_demo && !config.sqlite_only)
+            .then(postgres_database);
+        let mut yaml = if config.use_cli_overrides || config.shipped_demo {
             // The file points elsewhere; the flags must win.
             let decoy_data = dir.path().join("decoy-data");
             cmd.arg("--sip-listen")
@@ -543,6 +582,9 @@ impl Server {
         } else {
             config.to_yaml_with_api(sip_port, rtp_ports, &data_dir, api_port)
         };
+        if let Some(url) = &store_url {
+            writeln!(yaml, "store: {url}").unwrap();
+        }
         if !config.shipped_demo {
             std::fs::write(&config_path, &yaml).unwrap();
         }
@@ -576,6 +618,7 @@ impl Server {
             config_path,
             data_dir,
             api_port,
+            store_url,
             stderr: Arc::new(Mutex::new(String::new())),
             launch: Launch {
                 args: cmd.get_args().map(|a| a.to_os_string()).collect(),
@@ -747,6 +790,23 @@ impl Server {
         self.data_dir.join("switchboard.db")
     }
 
+    /// Runs `sql` on the server's store (its SQLite file, or its PostgreSQL database).
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        match &self.store_url {
+            Some(url) => psql_query(url, sql),
+            None => sqlite_query(&self.db_path(), sql),
+        }
+    }
+
+    /// How a `switchboard report`/`explain`/`staffing` command finds this server's
+    /// records: its data directory, or its configuration (which names its PostgreSQL).
+    pub fn store_source_args(&self) -> [std::ffi::OsString; 2] {
+        match &self.store_url {
+            Some(_) => ["--config".into(), self.config_path.clone().into()],
+            None => ["--data-dir".into(), self.data_dir.clone().into()],
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -785,7 +845,7 @@ impl Server {
 
     /// All rows of the `calls` table, oldest first.
     pub fn calls(&self) -> Result<Vec<CallRecord>, String> {
-        query_calls(&self.db_path())
+        query_calls(|sql| self.query(sql))
     }
 
     /// Waits until the calls table holds at least `n` rows whose `ended_ms` is
@@ -1490,9 +1550,37 @@ pub fn sqlite_query(db: &Path, sql: &str) -> Result<Vec<Vec<Option<String>>>, St
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    Ok(split_rows(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs `sql` with psql on a PostgreSQL database; rows of fields (None for NULL).
+pub fn psql_query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    require_tool("psql", "postgresql-client");
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .arg("-F")
+        .arg(FIELD_SEP.to_string())
+        .arg("-R")
+        .arg(ROW_SEP.to_string())
+        .arg("-P")
+        .arg(format!("null={NULL_MARK}"))
+        .arg(url)
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "psql {url} {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .split(ROW_SEP)
+    Ok(split_rows(text.trim_end_matches('\n')))
+}
+
+fn split_rows(text: &str) -> Vec<Vec<Option<String>>> {
+    text.split(ROW_SEP)
         .filter(|r| !r.is_empty() && *r != "\n")
         .map(|r| {
             r.split(FIELD_SEP)
@@ -1505,12 +1593,14 @@ pub fn sqlite_query(db: &Path, sql: &str) -> Result<Vec<Vec<Option<String>>>, St
                 })
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
-pub fn query_calls(db: &Path) -> Result<Vec<CallRecord>, String> {
+pub fn query_calls(
+    query: impl Fn(&str) -> Result<Vec<Vec<Option<String>>>, String>,
+) -> Result<Vec<CallRecord>, String> {
     let sql = format!("SELECT {} FROM calls ORDER BY id;", CALL_COLUMNS.join(", "));
-    let rows = sqlite_query(db, &sql)?;
+    let rows = query(&sql)?;
     rows.into_iter()
         .map(|row| {
             if row.len() != CALL_COLUMNS.len() {
