@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, Overrides};
+use switchboard::store::{Location, Store};
 use switchboard::{ivr, server};
 
 /// jemalloc rather than glibc's malloc, so that the server's memory goes back to where it
@@ -224,7 +225,7 @@ impl ReportArgs {
 
 impl ReportSource {
     /// The reports' defaults and the store to read.
-    fn open(&self) -> Result<(config::ReportsConfig, Vec<String>, StoreAt), String> {
+    fn open(&self) -> Result<(config::ReportsConfig, Vec<String>, Location), String> {
         let (reports, queues, data_dir, url) = match &self.config {
             Some(path) => {
                 let c = config::load(path).map_err(|e| e.to_string())?;
@@ -245,28 +246,13 @@ impl ReportSource {
         };
         // A data directory given here means its SQLite database, whatever the file says.
         if let (Some(url), None) = (url, &self.data_dir) {
-            return Ok((reports, queues, StoreAt::Postgres(url)));
+            return Ok((reports, queues, Location::Postgres(url)));
         }
         let data_dir = self.data_dir.clone().unwrap_or(data_dir);
         if !data_dir.join("switchboard.db").exists() && !data_dir.is_dir() {
             return Err(format!("{}: no such data directory", data_dir.display()));
         }
-        Ok((reports, queues, StoreAt::Sqlite(data_dir)))
-    }
-}
-
-/// Where a command reads the records from.
-enum StoreAt {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-impl StoreAt {
-    async fn open(&self) -> anyhow::Result<switchboard::store::Store> {
-        match self {
-            StoreAt::Sqlite(dir) => switchboard::store::Store::open(dir).await,
-            StoreAt::Postgres(url) => switchboard::store::Store::connect_postgres(url).await,
-        }
+        Ok((reports, queues, Location::Sqlite(data_dir)))
     }
 }
 
@@ -501,7 +487,7 @@ fn main() -> ExitCode {
                 let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
                 let events = rt
                     .block_on(async {
-                        let store = at.open().await?;
+                        let store = Store::open_at(&at).await?;
                         store.events_of_call(&call).await
                     })
                     .map_err(|e| format!("{e:#}"))?;
@@ -614,7 +600,7 @@ fn report_of(
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let events = rt
         .block_on(async {
-            let store = at.open().await?;
+            let store = Store::open_at(&at).await?;
             switchboard::reports::load(&store, &req).await
         })
         .map_err(|e| format!("{e:#}"))?;

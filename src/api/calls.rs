@@ -307,10 +307,6 @@ pub async fn set_disposition(
             "the note is longer than 2000 characters",
         ));
     }
-    // No store keeps a NUL in text (PostgreSQL refuses it).
-    if req.note.as_ref().is_some_and(|n| n.contains('\0')) {
-        return Err(Problem::bad_request("the note contains a NUL character"));
-    }
     let call = find(&st, &who, &uuid).await?;
     let agent = call
         .live

@@ -9,55 +9,40 @@ pub(super) async fn write(
     store: &Store,
     batch: &[(Event, Option<QueueEvent>)],
 ) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    on_db!(store, pool => {
-        let mut conn = pool.acquire().await?;
-        let written: anyhow::Result<()> = async {
-            let mut tx = conn.begin().await?;
-            for (e, row) in batch {
+    in_transaction!(store, tx => {
+        for (e, row) in batch {
+            sqlx::query(
+                "INSERT INTO events (seq, at_ms, type, call_uuid, queue, agent, data)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(e.seq as i64)
+            .bind(e.at_ms)
+            .bind(super::text(&e.kind))
+            .bind(super::opt_text(&e.call))
+            .bind(super::opt_text(&e.queue))
+            .bind(super::opt_text(&e.agent))
+            .bind(e.data.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if let Some(q) = row {
                 sqlx::query(
-                    "INSERT INTO events (seq, at_ms, type, call_uuid, queue, agent, data)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO queue_log (at_ms, queue, call_uuid, agent, event, wait_ms,
+                       talk_ms, detail, seq)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
-                .bind(e.seq as i64)
-                .bind(e.at_ms)
-                .bind(super::text(&e.kind))
-                .bind(super::opt_text(&e.call))
-                .bind(super::opt_text(&e.queue))
-                .bind(super::opt_text(&e.agent))
-                .bind(e.data.to_string())
+                .bind(q.at_ms)
+                .bind(super::opt_text(&q.queue))
+                .bind(super::opt_text(&q.call_uuid))
+                .bind(super::opt_text(&q.agent))
+                .bind(super::text(&q.event))
+                .bind(q.wait_ms)
+                .bind(q.talk_ms)
+                .bind(super::opt_text(&q.detail))
+                .bind(q.seq)
                 .execute(&mut *tx)
                 .await?;
-                if let Some(q) = row {
-                    sqlx::query(
-                        "INSERT INTO queue_log (at_ms, queue, call_uuid, agent, event, wait_ms,
-                           talk_ms, detail, seq)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(q.at_ms)
-                    .bind(super::opt_text(&q.queue))
-                    .bind(super::opt_text(&q.call_uuid))
-                    .bind(super::opt_text(&q.agent))
-                    .bind(super::text(&q.event))
-                    .bind(q.wait_ms)
-                    .bind(q.talk_ms)
-                    .bind(super::opt_text(&q.detail))
-                    .bind(q.seq)
-                    .execute(&mut *tx)
-                    .await?;
-                }
             }
-            tx.commit().await?;
-            Ok(())
         }
-        .await;
-        if written.is_err() {
-            // A statement that failed inside the transaction (a full disk) can leave the
-            // connection in it, holding the write lock for every other writer; such a
-            // connection is closed rather than given back to the pool.
-            conn.close_on_drop();
-        }
-        written
     })
 }
 

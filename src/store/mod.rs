@@ -22,6 +22,30 @@ macro_rules! on_db {
     };
 }
 
+/// Runs `$body` in one transaction `$tx` on the store, whichever database it is: all of
+/// it is written or none. A statement that failed inside it (a full disk) can leave the
+/// connection in the transaction, holding the write lock for every other writer; such a
+/// connection is closed rather than given back to the pool.
+macro_rules! in_transaction {
+    ($store:expr, $tx:ident => $body:block) => {{
+        use sqlx::Connection;
+        on_db!($store, pool => {
+            let mut conn = pool.acquire().await?;
+            let written: anyhow::Result<()> = async {
+                let mut $tx = conn.begin().await?;
+                $body
+                $tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if written.is_err() {
+                conn.close_on_drop();
+            }
+            written
+        })
+    }};
+}
+
 mod events;
 pub mod interrupted;
 mod migrate;
@@ -254,6 +278,23 @@ pub(crate) enum Pool {
     Postgres(PgPool),
 }
 
+/// Where a store is: the data directory's SQLite file, or a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// The configuration's `store`, else its data directory.
+    pub fn of(config: &crate::config::Config) -> Location {
+        match &config.store_url {
+            Some(url) => Location::Postgres(url.clone()),
+            None => Location::Sqlite(config.data_dir.clone()),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
@@ -263,9 +304,13 @@ impl Store {
     /// The store the configuration names: its PostgreSQL server, else the SQLite database
     /// in its data directory.
     pub async fn for_config(config: &crate::config::Config) -> anyhow::Result<Store> {
-        match &config.store_url {
-            Some(url) => Store::connect_postgres(url).await,
-            None => Store::open(&config.data_dir).await,
+        Store::open_at(&Location::of(config)).await
+    }
+
+    pub async fn open_at(at: &Location) -> anyhow::Result<Store> {
+        match at {
+            Location::Sqlite(dir) => Store::open(dir).await,
+            Location::Postgres(url) => Store::connect_postgres(url).await,
         }
     }
 
@@ -322,24 +367,10 @@ impl Store {
     /// all are written or none. Like [`Store::write_call`], writing one again changes
     /// nothing.
     pub async fn write_calls(&self, records: &[&CallRecord]) -> anyhow::Result<()> {
-        use sqlx::Connection;
-        on_db!(self, pool => {
-            let mut conn = pool.acquire().await?;
-            let written: anyhow::Result<()> = async {
-                let mut tx = conn.begin().await?;
-                for r in records {
-                    bind_call!(sqlx::query(INSERT_CALL), r).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+        in_transaction!(self, tx => {
+            for r in records {
+                bind_call!(sqlx::query(INSERT_CALL), r).execute(&mut *tx).await?;
             }
-            .await;
-            if written.is_err() {
-                // As with events: a failed statement may leave the connection inside its
-                // transaction, holding the write lock; it is closed, not pooled.
-                conn.close_on_drop();
-            }
-            written
         })
     }
 
@@ -502,6 +533,10 @@ mod tests {
         }
     }
 
+    fn seqs(events: Vec<crate::events::Event>) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
     async fn migrations_applied(store: &Store) -> Vec<i64> {
         on_db!(store, pool => sqlx::query_scalar(
             "SELECT version FROM _sqlx_migrations ORDER BY version"
@@ -619,29 +654,11 @@ mod tests {
             assert_eq!(store.end_of_run_after(2, 5_000).await.unwrap(), None);
             assert_eq!(store.last_event_at().await.unwrap(), Some(5_500));
             assert_eq!(store.last_event_seq().await.unwrap(), 8);
-            let of_old: Vec<u64> = store
-                .events_of_call("old")
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.seq)
-                .collect();
+            let of_old = seqs(store.events_of_call("old").await.unwrap());
             assert_eq!(of_old, [2, 5]);
-            let page: Vec<u64> = store
-                .events_since(2, 3)
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.seq)
-                .collect();
+            let page = seqs(store.events_since(2, 3).await.unwrap());
             assert_eq!(page, [3, 4, 5]);
-            let window: Vec<u64> = store
-                .events_between(1_200, 5_000)
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.seq)
-                .collect();
+            let window = seqs(store.events_between(1_200, 5_000).await.unwrap());
             assert_eq!(window, [3, 4, 5]);
             assert_eq!(store.webhook_cursor("crm").await.unwrap(), None);
             store.set_webhook_cursor("crm", 4).await.unwrap();
