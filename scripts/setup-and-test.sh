@@ -21,6 +21,8 @@ declare -A PKG=(
   [ip]=iproute2
   # the kernel forwarding program is built from C for the BPF target
   [clang]=clang
+  # the SIP load balancer of the two-node test
+  [kamailio]=kamailio
 )
 missing=()
 for tool in "${!PKG[@]}"; do
@@ -36,17 +38,18 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=("postgre
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev postgresql" >&2
+    echo "install as root on Debian: apt-get install -y sip-tester baresip sox tshark sqlite3 espeak-ng prometheus chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev postgresql kamailio" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
   apt-get install -y --no-install-recommends sip-tester baresip sox tshark sqlite3 espeak-ng prometheus \
-    chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev postgresql
+    chromium chromium-driver sipvicious nftables iproute2 clang libbpf-dev postgresql kamailio
   # The tests start their own Prometheus and PostgreSQL; the packages' services are not wanted.
   if command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
     systemctl disable --now postgresql >/dev/null 2>&1 || true
+    systemctl disable --now kamailio >/dev/null 2>&1 || true
   fi
 fi
 

@@ -2,6 +2,7 @@
 pub mod acd;
 pub mod api;
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod diagnostic;
 pub mod events;

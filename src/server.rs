@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::call::switch;
 use crate::config::{Config, DidTarget};
 use crate::ivr::{self, reload, reload::FlowsHandle};
-use crate::store::Store;
+use crate::store::{now_ms, Store};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -48,8 +48,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let flows = load_flows(&config)?;
     let tls = crate::sip::tls::TlsIdentity::load(&config)?;
-    let store = Store::for_config(&config).await?;
+    let mut store = Store::for_config(&config).await?;
     info!(store = store.kind(), "call records store open");
+    let mut cluster = match &config.cluster {
+        Some(c) => {
+            store = store.for_node(&c.node);
+            let joined = crate::cluster::join(c, &store).await?;
+            info!(node = %c.node, "joined the cluster");
+            Some(joined)
+        }
+        None => None,
+    };
     repair_recordings(&config.data_dir.join("recordings"))?;
     let events = crate::events::EventLog::start(store.clone()).await?;
     // The last moment a crashed run was alive (its last event, or the last beat of its
@@ -68,12 +77,49 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     record_interrupted_calls(
         &store,
         &events,
-        &config.data_dir,
+        Some(&config.data_dir),
         last_alive,
         run_started_ms,
     )
     .await?;
-    let acd = crate::call::acd::start(&config, events.clone())?;
+    let acd_cluster = cluster.as_mut().map(|c| crate::call::acd::ClusterParts {
+        bus: c.bus.clone(),
+        inbox: c
+            .acd_inbox
+            .take()
+            .expect("the ACD takes the cluster inbox once"),
+        leading: c.membership.leading.clone(),
+        lost: std::mem::replace(
+            &mut c.membership.lost,
+            tokio::sync::mpsc::unbounded_channel().1,
+        ),
+        on_lost: {
+            let (store, events) = (store.clone(), events.clone());
+            Box::new(move |node: String, beat: i64| {
+                let (store, events) = (store.clone().for_node(&node), events.clone());
+                tokio::spawn(async move {
+                    // Their recordings are on the dead node's disk: named as they are.
+                    let done =
+                        record_interrupted_calls(&store, &events, None, Some(beat), now_ms()).await;
+                    if let Err(e) = done {
+                        warn!(%node, error = %e, "could not record a dead node's calls");
+                    }
+                });
+            })
+        },
+    });
+    let acd = crate::call::acd::start(&config, events.clone(), acd_cluster)?;
+    let sharing = match cluster.as_mut() {
+        Some(c) => Some(switch::Sharing {
+            registrations: c.registrations.clone(),
+            inbox: c
+                .bindings_inbox
+                .take()
+                .expect("the switch takes the bindings once"),
+            known: c.registrations.others().await?,
+        }),
+        None => None,
+    };
     let (sw, inbound, commands) = switch::start(
         config.clone(),
         store.clone(),
@@ -81,6 +127,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         acd.clone(),
         events.clone(),
         tls.clone(),
+        sharing,
     )
     .await?;
     crate::webhooks::start(&config.webhooks, store.clone(), events.clone());
@@ -117,6 +164,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     eprintln!("switchboard ready");
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(reload_on_sighup(flows, tls));
+    let notice = cluster
+        .as_ref()
+        .map(|c| (Duration::from_secs(c.config.drain_notice_secs), sw.handle()));
+    let membership = cluster.map(|c| c.membership);
+    let (draining_tx, mut draining_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -124,10 +176,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        // Behind a balancer: first out of its set (OPTIONS answered 503), still taking
+        // what it sends meanwhile, then refusing new calls.
+        if let Some((notice, switch)) = notice {
+            info!(
+                ?notice,
+                "draining: telling the balancer before refusing calls"
+            );
+            switch.refuse_options();
+            let _ = draining_tx.send(true);
+            tokio::time::sleep(notice).await;
+        }
         info!("shutdown requested");
         let _ = stop_tx.send(true);
     });
+    if let Some(m) = &membership {
+        // The other nodes see it draining, and it hands over the ACD.
+        let state = m.state_sender();
+        tokio::spawn(async move {
+            if draining_rx.changed().await.is_ok() {
+                let _ = state.send("draining");
+            }
+        });
+    }
     sw.run(inbound, commands, stop_rx).await;
+    if let Some(m) = &membership {
+        m.set_state("stopped");
+    }
     events.publish(crate::events::NewEvent::new("server.stopped"));
     // Every event of the calls that just ended is in the store before it closes.
     events.flush().await;
@@ -279,10 +354,13 @@ pub fn request_reload(data_dir: &std::path::Path) -> anyhow::Result<u32> {
 /// unfinished readable again (a finished file is only read, not changed).
 /// Gives each call the last run left in progress (a crash: no record, no `call.ended`) its
 /// record, marked as interrupted, ended when that run was last heard of.
+/// Records the calls a node left in progress (this one at its start, or a dead one), as
+/// interrupted. `data_dir`: where their recordings are checked; None (another node's
+/// disk) keeps their names unchecked.
 async fn record_interrupted_calls(
     store: &Store,
     events: &crate::events::EventLog,
-    data_dir: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
     last_alive: Option<i64>,
     run_started_ms: i64,
 ) -> anyhow::Result<()> {
@@ -302,7 +380,7 @@ async fn record_interrupted_calls(
             .unwrap_or(last_run_end);
         let mut rec = crate::store::interrupted::record(uuid, &log, ended_ms);
         // The recording was repaired with the others; keep it only if it is there.
-        if let Some(name) = rec.recording.clone() {
+        if let (Some(name), Some(data_dir)) = (rec.recording.clone(), data_dir) {
             match hound::WavReader::open(data_dir.join(&name)) {
                 Ok(r) => {
                     let spec = r.spec();

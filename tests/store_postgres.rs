@@ -91,7 +91,7 @@ fn a_call_is_recorded_in_postgresql() {
     for kind in ["call.arrived", "call.answered", "call.ended"] {
         assert!(events.iter().any(|e| e == kind), "{kind} in {events:?}");
     }
-    assert_eq!(migrations, [1]);
+    assert_eq!(migrations, [1, 2]);
     assert!(
         !server.data_dir().join("switchboard.db").exists(),
         "nothing goes to SQLite when the store is PostgreSQL"

@@ -36,7 +36,9 @@ pub use router::{
 pub use skill::LEVELS;
 
 /// Identifies a call to the router; the call layer chooses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct CallId(pub u64);
 
 impl std::fmt::Display for CallId {

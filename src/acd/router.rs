@@ -37,7 +37,7 @@ pub use decision::{Candidate, Decision, Trigger, Verdict};
 pub use snapshot::{AgentSnapshot, QueueSnapshot, Snapshot, WaitingCaller};
 
 /// Who ended a connected call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CallEnd {
     Agent,
     Caller,
@@ -45,8 +45,8 @@ pub enum CallEnd {
     Transferred,
 }
 
-/// What the call layer reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the call layer reports (between nodes too: serialisable).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// A caller enters `queue`. `skills` are this call's own requirements (from the IVR),
     /// added to the queue's; a higher `priority` is served first.

@@ -241,6 +241,8 @@ pub enum RecordingAction {
 /// What a call asks of the switch.
 #[derive(Debug)]
 pub enum SwitchCmd {
+    /// Draining behind a balancer: answer OPTIONS with 503 from now on.
+    RefuseOptions,
     Send {
         call: CallKey,
         req: Request,
@@ -420,6 +422,11 @@ impl SwitchHandle {
 
     pub fn ended(&self, call: CallKey) {
         let _ = self.tx.send(SwitchCmd::Ended { call });
+    }
+
+    /// Out of the balancer's set: OPTIONS are answered 503 from now on.
+    pub fn refuse_options(&self) {
+        let _ = self.tx.send(SwitchCmd::RefuseOptions);
     }
 }
 

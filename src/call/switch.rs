@@ -22,6 +22,7 @@ use super::b2bua;
 use super::uuid_like;
 use super::{as_msg, sleep_until_opt, CallEvent, CallKey, CallSetup, FeatureCall, Route};
 use super::{Shared, SwitchCmd, SwitchHandle};
+use crate::cluster::SharedBinding;
 use crate::config::{Config, DidTarget, Transport};
 use crate::ivr::reload::FlowsHandle;
 use crate::media::ports::PortPool;
@@ -97,6 +98,21 @@ pub struct Switch {
     /// How long the message being handled waited for the switch (admission: the
     /// switch falling behind).
     queued: Duration,
+    /// In a cluster: where this node's registrations are published, and what it hears of
+    /// the other nodes' (user → node → phones).
+    sharing: Option<crate::cluster::Registrations>,
+    shared_in: Option<mpsc::UnboundedReceiver<(String, String, Vec<SharedBinding>)>>,
+    remote: HashMap<String, HashMap<String, Vec<SharedBinding>>>,
+    /// Draining behind a balancer: OPTIONS get 503, so it takes this node out of its set.
+    refuse_options: bool,
+}
+
+/// A cluster node's share of registrations (see `cluster`).
+pub struct Sharing {
+    pub registrations: crate::cluster::Registrations,
+    pub inbox: mpsc::UnboundedReceiver<(String, String, Vec<SharedBinding>)>,
+    /// The other nodes' registrations when this one starts: (node, user, phones).
+    pub known: Vec<(String, String, Vec<SharedBinding>)>,
 }
 
 fn unix_secs() -> u64 {
@@ -111,6 +127,7 @@ pub async fn start(
     acd: Option<super::acd::AcdHandle>,
     events: crate::events::EventLog,
     tls: Option<Arc<crate::sip::tls::TlsIdentity>>,
+    sharing: Option<Sharing>,
 ) -> anyhow::Result<(
     Switch,
     mpsc::Receiver<Inbound>,
@@ -162,8 +179,20 @@ pub async fn start(
         let stats = Arc::clone(&shared.sip_stats);
         crate::sip::cpu::spawn(move |p| stats.limits.cpu_percent.store(p.into(), Relaxed));
     }
+    let (sharing, shared_in, known) = match sharing {
+        Some(s) => (Some(s.registrations), Some(s.inbox), s.known),
+        None => (None, None, Vec::new()),
+    };
+    let mut remote: HashMap<String, HashMap<String, Vec<SharedBinding>>> = HashMap::new();
+    for (node, user, phones) in known {
+        remote.entry(user).or_default().insert(node, phones);
+    }
     Ok((
         Switch {
+            sharing,
+            shared_in,
+            remote,
+            refuse_options: false,
             shared,
             layer,
             transports: bound.transports,
@@ -205,6 +234,7 @@ impl Switch {
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown_sent = false;
+        let mut shared_in = self.shared_in.take();
         loop {
             self.flush();
             if self.draining && self.calls.is_empty() {
@@ -218,6 +248,14 @@ impl Switch {
             tokio::select! {
                 Some(msg) = inbound.recv() => self.on_inbound(msg),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
+                Some((node, user, phones)) = recv_opt(&mut shared_in) => {
+                    let of_user = self.remote.entry(user).or_default();
+                    if phones.is_empty() {
+                        of_user.remove(&node);
+                    } else {
+                        of_user.insert(node, phones);
+                    }
+                }
                 _ = sleep_until_opt(wake) => self.layer.handle_timeout(Instant::now()),
                 _ = sweep.tick() => self.sweep_registrations(),
                 changed = stop.changed(), if !self.draining => {
@@ -278,6 +316,59 @@ impl Switch {
             // The verdict is not needed: both requests always succeed for an agent.
             drop(acd.agent_request(event, "registrar"));
         }
+    }
+
+    /// The user's phones: those registered here, then those registered on other nodes
+    /// of the cluster (a phone registered on both is rung once, as registered here).
+    fn bindings_of(&self, user: &str, now: Instant) -> Vec<Binding> {
+        let mut list = self.registrar.lookup(user, now);
+        let Some(nodes) = self.remote.get(user) else {
+            return list;
+        };
+        let now_ms = now_ms();
+        for b in nodes.values().flatten() {
+            if b.expires_ms <= now_ms || list.iter().any(|l| l.contact == b.contact) {
+                continue;
+            }
+            let Some(target) = shared_target(&b.target) else {
+                continue;
+            };
+            list.push(Binding {
+                contact: b.contact.clone(),
+                source: target,
+                target,
+                expires_at: now + Duration::from_millis((b.expires_ms - now_ms) as u64),
+                call_id: String::new(),
+                cseq: 0,
+                path: b.path.clone(),
+                flow: None,
+            });
+        }
+        list
+    }
+
+    /// Tells the other nodes this user's phones registered here now.
+    fn share(&self, user: &str) {
+        let Some(sharing) = &self.sharing else {
+            return;
+        };
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let phones = self
+            .registrar
+            .lookup(user, now)
+            .into_iter()
+            // A phone reached over its own connection (a TCP or TLS flow) can only be
+            // reached through this node.
+            .filter(|b| b.target.transport == Transport::Udp || !b.path.is_empty())
+            .map(|b| SharedBinding {
+                contact: b.contact,
+                target: format!("{}:{}", b.target.transport, b.target.addr),
+                expires_ms: now_ms + b.expires_at.saturating_duration_since(now).as_millis() as i64,
+                path: b.path,
+            })
+            .collect();
+        sharing.publish(user, phones);
     }
 
     fn sweep_registrations(&mut self) {
@@ -470,6 +561,7 @@ impl Switch {
     fn on_command(&mut self, cmd: SwitchCmd) {
         let now = Instant::now();
         match cmd {
+            SwitchCmd::RefuseOptions => self.refuse_options = true,
             SwitchCmd::Send {
                 call,
                 req,
@@ -532,7 +624,7 @@ impl Switch {
                 let _ = reply.send(self.new_call(call_uuid, Vec::new(), Vec::new()));
             }
             SwitchCmd::Lookup { extension, reply } => {
-                let _ = reply.send(self.registrar.lookup(&extension, now));
+                let _ = reply.send(self.bindings_of(&extension, now));
             }
             SwitchCmd::Api {
                 call_uuid,
@@ -621,6 +713,7 @@ impl Switch {
                 if let Some((user, binding)) = self.pings.remove(&tx) {
                     info!(%user, contact = %binding.contact, "the phone did not answer the keep-alive; dropping its registration");
                     self.registrar.remove(&user, &binding);
+                    self.share(&user);
                     let left = !self.registrar.lookup(&user, Instant::now()).is_empty();
                     self.phone_reachability(&user, left);
                     return;
@@ -772,7 +865,14 @@ impl Switch {
     }
 
     fn respond_options(&mut self, tx: TxId, req: &Request) {
-        let mut resp = message::response_to(req, 200, Some(&message::new_tag()));
+        // A draining node is still up but wants no new calls: a balancer's keep-alive
+        // takes this as "out of the set" (RFC 3261 §11: OPTIONS answers as an INVITE would).
+        let code = if self.refuse_options || self.draining {
+            503
+        } else {
+            200
+        };
+        let mut resp = message::response_to(req, code, Some(&message::new_tag()));
         resp.headers.push(allow());
         resp.headers.push(Header::Accept(rsip::headers::Accept::new(
             "application/sdp",
@@ -934,6 +1034,7 @@ impl Switch {
                 }
                 info!(%user, contacts = bindings.len(), from = %from.addr, "registered");
                 self.layer.respond(tx, resp, now);
+                self.share(&user);
                 self.phone_reachability(&user, !bindings.is_empty());
             }
             Err(RegisterError::TooBrief(min)) => {
@@ -1099,7 +1200,7 @@ impl Switch {
             }
             (DidTarget::Extension(ext), None) => {
                 record.target = Some(ext.clone());
-                let bindings = self.registrar.lookup(&ext, Instant::now());
+                let bindings = self.bindings_of(&ext, Instant::now());
                 if bindings.is_empty() {
                     record.reason = Some(format!("extension {ext} has no registered phone"));
                     return self.refuse(tx, &req, 480, Disposition::Unavailable, record);
@@ -1473,5 +1574,28 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert_ne!(a, uuid_like());
+    }
+}
+
+/// Reads a shared binding's `transport:address:port` target.
+fn shared_target(s: &str) -> Option<Peer> {
+    let (transport, addr) = s.split_once(':')?;
+    let transport = match transport.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        _ => return None,
+    };
+    Some(Peer {
+        transport,
+        addr: addr.parse().ok()?,
+    })
+}
+
+/// The next message of an optional channel; never, without one.
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -49,6 +49,9 @@ struct RawConfig {
     data_dir: Option<Spanned<String>>,
     #[serde(default)]
     store: Option<Spanned<String>>,
+    /// One node of several behind a SIP load balancer, sharing `store`.
+    #[serde(default)]
+    cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     calls: RawCalls,
     #[serde(default)]
@@ -225,6 +228,16 @@ struct RawCalls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawCluster {
+    node: Spanned<String>,
+    #[serde(default)]
+    dead_after_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    drain_notice_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTrunk {
     name: Spanned<String>,
     peers: Vec<Spanned<String>>,
@@ -364,6 +377,20 @@ impl fmt::Display for Transport {
             Transport::Tls => "TLS",
         })
     }
+}
+
+/// One node of a cluster: several Switchboards behind a SIP load balancer, sharing one
+/// PostgreSQL store (see docs/scale-out.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's name, different on every node; its events and calls are tagged with it.
+    pub node: String,
+    /// A node whose heartbeat is older than this is taken for dead: its calls in progress
+    /// are recorded as interrupted by a survivor and the ACD forgets them.
+    pub dead_after_secs: u64,
+    /// On SIGTERM, how long the node answers the balancer's OPTIONS with 503 (so it is
+    /// taken out of the set) before it refuses new calls and drains.
+    pub drain_notice_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,6 +556,8 @@ pub struct Config {
     /// `store: postgres://…`: records, queue log and events in that PostgreSQL database
     /// (several nodes share one); none: SQLite in `data_dir`.
     pub store_url: Option<String>,
+    /// `cluster:`: this server is one node of several sharing `store`.
+    pub cluster: Option<ClusterConfig>,
     /// The TLS certificate and key files; `None` with a `tls:` listener: a self-signed
     /// certificate made at the first start under `DATA_DIR/tls/` (for testing).
     pub tls: Option<TlsFiles>,
@@ -1281,6 +1310,46 @@ impl Validator {
                 None
             }
         });
+        let cluster = raw.cluster.as_ref().and_then(|c| {
+            let node = c.value.node.value.trim();
+            let named = !node.is_empty()
+                && node.len() <= 64
+                && node
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            if !named {
+                self.error(
+                    &c.value.node,
+                    "cluster.node must be a name of letters, digits, '-' or '_' (at most 64), \
+                     different on every node",
+                );
+                return None;
+            }
+            if store_url.is_none() {
+                self.error(
+                    c,
+                    "a cluster's nodes share their records and state through PostgreSQL: set \
+                     store: postgres://… (the same database on every node)",
+                );
+                return None;
+            }
+            let dead_after_secs = match &c.value.dead_after_secs {
+                Some(d) if d.value < 2 => {
+                    self.error(
+                        d,
+                        "cluster.dead_after_secs must be at least 2 (nodes beat every second)",
+                    );
+                    return None;
+                }
+                Some(d) => d.value,
+                None => 5,
+            };
+            Some(ClusterConfig {
+                node: node.to_string(),
+                dead_after_secs,
+                drain_notice_secs: c.value.drain_notice_secs.unwrap_or(3),
+            })
+        });
 
         let record = raw
             .recording
@@ -1366,6 +1435,7 @@ impl Validator {
             rtp_ports,
             data_dir,
             store_url,
+            cluster,
             tls: raw.tls.as_ref().map(|t| TlsFiles {
                 certificate: PathBuf::from(&t.certificate.value),
                 key: PathBuf::from(&t.key.value),
@@ -1489,6 +1559,34 @@ users:
 dids:
   - { number: "100", extension: "2001" }
 "#;
+
+    #[test]
+    fn a_cluster_node_needs_a_name_and_a_postgresql_store() {
+        let store = "store: postgres://sb:pw@127.0.0.1:5432/sb\n";
+        let node = format!("{GOOD}{store}cluster: {{ node: eu-1 }}\n");
+        let c = parse(Path::new("c.yaml"), &node).unwrap().cluster.unwrap();
+        assert_eq!(
+            (c.node.as_str(), c.dead_after_secs, c.drain_notice_secs),
+            ("eu-1", 5, 3)
+        );
+        let alone = format!("{GOOD}cluster: {{ node: a }}\n");
+        let err = format!("{}", parse(Path::new("c.yaml"), &alone).unwrap_err());
+        // The line after GOOD's last, then the one after the store's.
+        let (first, second) = (GOOD.lines().count() + 1, GOOD.lines().count() + 2);
+        assert!(
+            err.contains(&format!("c.yaml:{first}:")) && err.contains("store: postgres://"),
+            "{err}"
+        );
+        let spaced = format!("{GOOD}{store}cluster: {{ node: \"node a\" }}\n");
+        let err = format!("{}", parse(Path::new("c.yaml"), &spaced).unwrap_err());
+        assert!(
+            err.contains(&format!("c.yaml:{second}:")) && err.contains("cluster.node must be"),
+            "{err}"
+        );
+        let hasty = format!("{GOOD}{store}cluster: {{ node: a, dead_after_secs: 1 }}\n");
+        let err = format!("{}", parse(Path::new("c.yaml"), &hasty).unwrap_err());
+        assert!(err.contains("dead_after_secs must be at least 2"), "{err}");
+    }
 
     #[test]
     fn relay_workers_default_to_one_per_core_and_zero_means_the_default() {

@@ -197,7 +197,7 @@ async fn write_loop(
         // wallboard that lies. Calls do not wait for this.
         let mut delay = Duration::from_millis(50);
         while !batch.is_empty() {
-            match store.write_events(&batch).await {
+            match store.write_events(&mut batch).await {
                 Ok(()) => break,
                 Err(e) => {
                     warn!(error = %e, events = batch.len(), "could not write events; retrying");
@@ -206,7 +206,9 @@ async fn write_loop(
                 }
             }
         }
+        // Numbered again by the store when other nodes write the same log.
         if let Some((e, _)) = batch.last() {
+            seq = e.seq;
             last.store(e.seq, Ordering::Release);
         }
         for (event, _) in batch.drain(..) {

@@ -5,15 +5,36 @@ use sqlx::Row;
 use super::{QueueEvent, Store};
 use crate::events::Event;
 
+/// Serialises the numbering of the nodes' event batches (an arbitrary constant).
+const SEQ_LOCK: i64 = 0x5357_4254_5345_5100;
+
 pub(super) async fn write(
     store: &Store,
-    batch: &[(Event, Option<QueueEvent>)],
+    batch: &mut [(Event, Option<QueueEvent>)],
 ) -> anyhow::Result<()> {
+    let shared = store.postgres().is_some();
     in_transaction!(store, tx => {
-        for (e, row) in batch {
+        if shared {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SEQ_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut seq = last.unwrap_or(0) as u64;
+            for (e, row) in batch.iter_mut() {
+                seq += 1;
+                e.seq = seq;
+                if let Some(row) = row {
+                    row.seq = Some(seq as i64);
+                }
+            }
+        }
+        for (e, row) in batch.iter() {
             sqlx::query(
-                "INSERT INTO events (seq, at_ms, type, call_uuid, queue, agent, data)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO events (seq, at_ms, type, call_uuid, queue, agent, data, node)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(e.seq as i64)
             .bind(e.at_ms)
@@ -22,6 +43,7 @@ pub(super) async fn write(
             .bind(super::opt_text(&e.queue))
             .bind(super::opt_text(&e.agent))
             .bind(e.data.to_string())
+            .bind(store.node())
             .execute(&mut *tx)
             .await?;
             if let Some(q) = row {

@@ -14,17 +14,31 @@ use sqlx::{PgPool, SqlitePool};
 /// (version, description, SQL)
 type Steps = &'static [(i64, &'static str, &'static str)];
 
-const SQLITE: Steps = &[(
-    1,
-    "schema",
-    include_str!("migrations/sqlite/0001_schema.sql"),
-)];
+const SQLITE: Steps = &[
+    (
+        1,
+        "schema",
+        include_str!("migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        2,
+        "cluster",
+        include_str!("migrations/sqlite/0002_cluster.sql"),
+    ),
+];
 
-const POSTGRES: Steps = &[(
-    1,
-    "schema",
-    include_str!("migrations/postgres/0001_schema.sql"),
-)];
+const POSTGRES: Steps = &[
+    (
+        1,
+        "schema",
+        include_str!("migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "cluster",
+        include_str!("migrations/postgres/0002_cluster.sql"),
+    ),
+];
 
 /// Migrations compiled into the binary, so that a server never depends on files beside it.
 #[derive(Debug)]

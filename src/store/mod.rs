@@ -298,6 +298,8 @@ impl Location {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The node this server is in a cluster ("" alone): the events it logs name it.
+    node: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -326,7 +328,27 @@ impl Store {
         migrate::postgres(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
+            node: "".into(),
         })
+    }
+
+    /// The same store, logging events as `node`'s.
+    pub fn for_node(mut self, node: &str) -> Store {
+        self.node = node.into();
+        self
+    }
+
+    /// The node this store logs events for ("" on a single server).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The PostgreSQL pool, for the cluster's own use (notifications, locks).
+    pub fn postgres(&self) -> Option<&sqlx::PgPool> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p),
+            Pool::Sqlite(_) => None,
+        }
     }
 
     /// "sqlite" or "postgres", for logs.
@@ -353,6 +375,7 @@ impl Store {
         migrate::sqlite(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            node: "".into(),
         })
     }
 
@@ -393,10 +416,13 @@ impl Store {
         Ok(())
     }
 
-    /// Writes events (and the queue-log rows that go with them) in one transaction.
+    /// Writes events (and the queue-log rows that go with them) in one transaction. On
+    /// PostgreSQL, where several nodes may write the one log, the batch is numbered on
+    /// from the log's last event inside the transaction, under a lock: the numbers it
+    /// was given become those it was written with.
     pub async fn write_events(
         &self,
-        batch: &[(crate::events::Event, Option<QueueEvent>)],
+        batch: &mut [(crate::events::Event, Option<QueueEvent>)],
     ) -> anyhow::Result<()> {
         events::write(self, batch).await
     }
@@ -447,7 +473,8 @@ impl Store {
     /// When the log's last event happened (for a crashed run: the last moment it was alive).
     pub async fn last_event_at(&self) -> anyhow::Result<Option<i64>> {
         Ok(
-            on_db!(self, pool => sqlx::query_scalar("SELECT MAX(at_ms) FROM events")
+            on_db!(self, pool => sqlx::query_scalar("SELECT MAX(at_ms) FROM events WHERE node = $1")
+            .bind(&*self.node)
             .fetch_one(pool)
             .await?),
         )
@@ -462,26 +489,29 @@ impl Store {
     ) -> anyhow::Result<Option<i64>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
             "SELECT MAX(at_ms) FROM events
-             WHERE seq < (SELECT MIN(seq) FROM events
-                          WHERE type = 'server.started' AND seq > $1 AND at_ms < $2)",
+             WHERE node = $3 AND seq < (SELECT MIN(seq) FROM events
+                          WHERE type = 'server.started' AND seq > $1 AND at_ms < $2
+                            AND node = $3)",
         )
         .bind(after_seq as i64)
         .bind(before_ms)
+        .bind(&*self.node)
         .fetch_one(pool)
         .await?))
     }
 
     /// Calls that arrived but have neither a record nor a `call.ended` event: the calls in
-    /// progress when the server last stopped without ending them.
+    /// progress when this node last stopped without ending them.
     pub async fn unfinished_calls(&self) -> anyhow::Result<Vec<String>> {
         Ok(on_db!(self, pool => sqlx::query_scalar(
             "SELECT a.call_uuid FROM events a
-             WHERE a.type = 'call.arrived' AND a.call_uuid IS NOT NULL
+             WHERE a.type = 'call.arrived' AND a.call_uuid IS NOT NULL AND a.node = $1
                AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.call_uuid = a.call_uuid)
                AND NOT EXISTS (SELECT 1 FROM events e
                                WHERE e.call_uuid = a.call_uuid AND e.type = 'call.ended')
              ORDER BY a.seq",
         )
+        .bind(&*self.node)
         .fetch_all(pool)
         .await?))
     }
@@ -582,7 +612,7 @@ mod tests {
         store.write_call(&rec).await.unwrap();
         assert_eq!(store.count_calls().await.unwrap(), 1);
         store
-            .write_events(&[(
+            .write_events(&mut [(
                 crate::events::Event {
                     seq: 1,
                     at_ms: 1,
@@ -603,16 +633,53 @@ mod tests {
             )])
             .await
             .unwrap();
-        assert_eq!(migrations_applied(&store).await, [1]);
+        assert_eq!(migrations_applied(&store).await, [1, 2]);
+    }
+
+    /// Two cluster nodes on one PostgreSQL log: each batch is numbered on from the other
+    /// node's last event, and a node's unfinished calls are only its own.
+    #[tokio::test]
+    async fn nodes_share_one_numbered_log_and_each_finds_only_its_own_unfinished_calls() {
+        let url = pg_test::database().await;
+        let a = Store::connect_postgres(&url).await.unwrap().for_node("a");
+        let b = Store::connect_postgres(&url).await.unwrap().for_node("b");
+        let ev = |seq: u64, kind: &str, call: &str| {
+            let e = crate::events::Event {
+                seq,
+                at_ms: 1_000 + seq as i64,
+                kind: kind.into(),
+                call: Some(call.into()),
+                queue: None,
+                agent: None,
+                data: serde_json::json!({}),
+            };
+            (e, None)
+        };
+        // Both nodes number from their own counter (1, 2…); the store renumbers.
+        let mut first = [
+            ev(1, "call.arrived", "on-a"),
+            ev(2, "call.arrived", "done-a"),
+        ];
+        a.write_events(&mut first).await.unwrap();
+        let mut second = [ev(1, "call.arrived", "on-b")];
+        b.write_events(&mut second).await.unwrap();
+        let mut third = [ev(3, "call.ended", "done-a")];
+        a.write_events(&mut third).await.unwrap();
+        assert_eq!(second[0].0.seq, 3, "b's event follows a's two");
+        assert_eq!(third[0].0.seq, 4);
+        assert_eq!(seqs(a.events_since(0, 10).await.unwrap()), [1, 2, 3, 4]);
+        assert_eq!(a.unfinished_calls().await.unwrap(), ["on-a"]);
+        assert_eq!(b.unfinished_calls().await.unwrap(), ["on-b"]);
+        assert_eq!(b.last_event_at().await.unwrap(), Some(1_001));
     }
 
     #[tokio::test]
     async fn migrations_run_once_and_are_recorded() {
         on_both(|store, reopen| async move {
-            assert_eq!(migrations_applied(&store).await, [1]);
+            assert_eq!(migrations_applied(&store).await, [1, 2]);
             store.close().await;
             let again = reopen.open().await;
-            assert_eq!(migrations_applied(&again).await, [1]);
+            assert_eq!(migrations_applied(&again).await, [1, 2]);
         })
         .await;
     }
@@ -635,7 +702,7 @@ mod tests {
                 (e, None)
             };
             store
-                .write_events(&[
+                .write_events(&mut [
                     ev(1, 1_000, "server.started", None),
                     ev(2, 1_100, "call.arrived", Some("old")),
                     ev(3, 1_200, "call.arrived", Some("done")),

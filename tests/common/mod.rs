@@ -230,6 +230,9 @@ pub struct ServerConfig {
     /// The data directory (recordings, the store), if not a fresh one in the server's
     /// temporary directory: e.g. a small file system of the test's own.
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL store shared with other servers (a cluster's nodes), whatever store
+    /// the suite runs on.
+    pub shared_store: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -273,6 +276,7 @@ impl Default for ServerConfig {
             shipped_demo: false,
             api: false,
             data_dir: None,
+            shared_store: None,
             flow_dids: Vec::new(),
             ivr: None,
             extra_args: Vec::new(),
@@ -560,8 +564,10 @@ impl Server {
                 .arg(format!("{LOCALHOST}:{}", api_port.unwrap()));
         }
         // The shipped demo's file is the repository's: it keeps its SQLite store.
-        let store_url = (store_is_postgres() && !config.shipped_demo && !config.sqlite_only)
-            .then(postgres_database);
+        let store_url = config.shared_store.clone().or_else(|| {
+            (store_is_postgres() && !config.shipped_demo && !config.sqlite_only)
+                .then(postgres_database)
+        });
         let mut yaml = if config.use_cli_overrides || config.shipped_demo {
             // The file points elsewhere; the flags must win.
             let decoy_data = dir.path().join("decoy-data");
@@ -643,6 +649,14 @@ impl Server {
 
     /// `kill -9`: no drain, no flush, nothing finished; then starts it again on the same
     /// data directory and waits for its ready line.
+    /// Kills the server (SIGKILL), as a machine that dies would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn crash_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -21,8 +21,11 @@ use crate::config::{Config, QueueStrategy, RelaxWiden};
 use crate::events::{EventLog, NewEvent};
 use crate::store::{now_ms, QueueEvent};
 
-/// What the ACD tells a queued call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+mod cluster;
+pub use cluster::Parts as ClusterParts;
+
+/// What the ACD tells a queued call (from another node too: serialisable).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AcdMsg {
     /// Ring this agent's phones.
     Offer { agent: String },
@@ -159,10 +162,32 @@ fn strategy(s: QueueStrategy) -> Strategy {
 
 /// Builds the router from the configuration (members logged in and ready, as static
 /// members are in Asterisk) and starts the task. None when no queue is configured.
-pub fn start(config: &Config, events: EventLog) -> anyhow::Result<Option<AcdHandle>> {
+pub fn start(
+    config: &Config,
+    events: EventLog,
+    cluster: Option<cluster::Parts>,
+) -> anyhow::Result<Option<AcdHandle>> {
     if config.queues.is_empty() {
         return Ok(None);
     }
+    // A mistake in the queues stops the start on every node, leader or not.
+    build_router(config)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    match cluster {
+        Some(parts) => {
+            tokio::spawn(cluster::run(config.clone(), events, rx, parts));
+        }
+        None => {
+            let (router, agents) = build_router(config)?;
+            tokio::spawn(run(router, rx, Log::new(events), agents));
+        }
+    }
+    Ok(Some(AcdHandle { tx }))
+}
+
+/// The router the configuration describes, its members logged in and ready; and those
+/// members, whose first state is to be published.
+fn build_router(config: &Config) -> anyhow::Result<(Router, Vec<String>)> {
     let mut router = Router::new();
     for q in &config.queues {
         let mut qc = QueueConfig::new(q.name.clone(), strategy(q.strategy));
@@ -217,18 +242,7 @@ pub fn start(config: &Config, events: EventLog) -> anyhow::Result<Option<AcdHand
             now,
         )?;
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let log = Log {
-        events,
-        epoch: now,
-        epoch_ms: now_ms(),
-        published: HashMap::new(),
-        cause: "start-up".into(),
-        causes: HashMap::new(),
-        ended: VecDeque::new(),
-    };
-    tokio::spawn(run(router, rx, log, agents));
-    Ok(Some(AcdHandle { tx }))
+    Ok((router, agents))
 }
 
 /// Turns the router's log rows into events, and notices agents' state changes.
@@ -247,6 +261,20 @@ struct Log {
     /// Record ids of calls that have left the ACD, newest last: their agents' wrap-up
     /// ends later and must still name the call (after-call work is the call's).
     ended: VecDeque<(CallId, String)>,
+}
+
+impl Log {
+    fn new(events: EventLog) -> Log {
+        Log {
+            events,
+            epoch: Instant::now(),
+            epoch_ms: now_ms(),
+            published: HashMap::new(),
+            cause: "start-up".into(),
+            causes: HashMap::new(),
+            ended: VecDeque::new(),
+        }
+    }
 }
 
 /// Calls remembered after they end, for wrap-ups still running; far more than agents.
@@ -325,9 +353,32 @@ async fn run(
     }
 }
 
+/// Where the router's words to calls go: each call's channel on one server; in a
+/// cluster, the call's node.
+trait Ports {
+    /// Sends to the call, if the ACD still knows it.
+    fn send(&mut self, call: CallId, msg: AcdMsg);
+    /// Sends the call's last word and forgets it; false if it was not known.
+    fn send_last(&mut self, call: CallId, msg: AcdMsg) -> bool;
+}
+
+impl Ports for HashMap<CallId, mpsc::UnboundedSender<AcdMsg>> {
+    fn send(&mut self, call: CallId, msg: AcdMsg) {
+        if let Some(to_call) = self.get(&call) {
+            if to_call.send(msg).is_err() {
+                self.remove(&call);
+            }
+        }
+    }
+
+    fn send_last(&mut self, call: CallId, msg: AcdMsg) -> bool {
+        self.remove(&call).map(|c| c.send(msg)).is_some()
+    }
+}
+
 fn drain(
     router: &mut Router,
-    calls: &mut HashMap<CallId, mpsc::UnboundedSender<AcdMsg>>,
+    calls: &mut impl Ports,
     uuids: &HashMap<CallId, String>,
     log: &mut Log,
 ) {
@@ -363,11 +414,12 @@ fn drain(
                     priority: 0,
                 };
                 if let Err(e) = router.handle(arrived, Instant::now()) {
-                    if let Some(c) = calls.remove(&call) {
-                        let _ = c.send(AcdMsg::Overflow {
+                    calls.send_last(
+                        call,
+                        AcdMsg::Overflow {
                             reason: e.to_string(),
-                        });
-                    }
+                        },
+                    );
                 }
                 continue;
             }
@@ -378,8 +430,7 @@ fn drain(
                     OverflowTarget::FlowNode(n) => format!("overflow to flow node {n}"),
                 };
                 let msg = AcdMsg::Overflow { reason };
-                let sent = calls.remove(&call).map(|c| c.send(msg));
-                if sent.is_none() {
+                if !calls.send_last(call, msg) {
                     warn!(%call, "overflow for a call the ACD has no channel to");
                 }
                 continue;
@@ -416,11 +467,7 @@ fn drain(
                 continue;
             }
         };
-        if let Some(to_call) = calls.get(&call) {
-            if to_call.send(msg).is_err() {
-                calls.remove(&call);
-            }
-        }
+        calls.send(call, msg);
     }
     // After the rows: the offer is in the log before the explanation of it.
     while let Some(why) = router.poll_decision() {
