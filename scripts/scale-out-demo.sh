@@ -36,6 +36,8 @@ NODES=(a b)
 SIP=(5070 5080)
 RTP=(20000-20999 21000-21999)
 API=(8081 8082)
+# A load needs more RTP ports than the demo: two pairs a call, 400 calls/s of 2 s.
+[[ -n $LOAD ]] && RTP=(20000-29999 30000-39999)
 
 # shellcheck source=../benches/common.sh
 source "$ROOT/benches/common.sh"
@@ -87,7 +89,7 @@ done
 printf '1 sip:127.0.0.1:%s 0 0\n' "${SIP[@]}" >"$WORK/dispatcher.list"
 mkdir -p "$WORK/kamailio"
 [[ $(id -u) == 0 ]] && chown nobody "$WORK/kamailio" 2>/dev/null || true
-kamailio -f "$ROOT/config/kamailio/kamailio.cfg" -DD -E -w "$WORK/kamailio" -Y "$WORK/kamailio" \
+kamailio -f "$ROOT/config/kamailio/kamailio.cfg" -DD -E -m 256 -w "$WORK/kamailio" -Y "$WORK/kamailio" \
   -P "$WORK/kamailio/kamailio.pid" \
   -A "LISTEN=udp:127.0.0.1:$KAM_PORT" \
   -A "PING_FROM=\"sip:kamailio@127.0.0.1:$KAM_PORT\"" \

@@ -40,7 +40,7 @@ impl Kamailio {
         let child = Command::new(bin)
             .arg("-f")
             .arg(&cfg)
-            .args(["-DD", "-E", "-w", run_dir, "-Y", run_dir])
+            .args(["-DD", "-E", "-m", "256", "-w", run_dir, "-Y", run_dir])
             .arg("-P")
             .arg(dir.path().join("kamailio.pid"))
             .arg("-A")
