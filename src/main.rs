@@ -129,6 +129,21 @@ enum Command {
         #[command(flatten)]
         source: ReportSource,
     },
+    /// Retention: deletes the call records of calls that arrived before a date, with
+    /// their outcomes, the event log and queue log before it, and their recordings in the
+    /// data directory; first writes the records to --export if given.
+    Prune {
+        /// Calls that arrived before this are deleted: 2026-01-01 (midnight UTC) or
+        /// RFC 3339.
+        #[arg(long)]
+        before: String,
+        /// Write the records (one JSON object per line, as the API shows them) to this
+        /// file first; nothing is deleted unless it was written whole.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        #[command(flatten)]
+        source: ReportSource,
+    },
     /// The agents and their live states (over the API).
     Agents(ApiArgs),
     /// The calls in progress (over the API).
@@ -481,6 +496,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Prune {
+            before,
+            export,
+            source,
+        } => match prune(&before, export.as_deref(), &source) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchboard prune: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Explain { call, source } => {
             let run = || -> Result<String, String> {
                 let (_, _, at) = source.open()?;
@@ -681,4 +710,78 @@ fn run_staffing(
         ));
     }
     Ok(out)
+}
+
+/// `switchboard prune`: the export (if asked), then the deletion, then the recordings.
+fn prune(
+    before: &str,
+    export: Option<&std::path::Path>,
+    source: &ReportSource,
+) -> Result<String, String> {
+    let before_ms = parse_cutoff(before)?;
+    let (_, _, at) = source.open()?;
+    // Recordings are files in the data directory, wherever the records are.
+    let data_dir = match (&source.data_dir, &source.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => config::load(c).map_err(|e| e.to_string())?.data_dir,
+        (None, None) => PathBuf::from("data"),
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store = Store::open_at(&at).await?;
+        let mut recordings = Vec::new();
+        let mut out = match export {
+            Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
+            None => None,
+        };
+        let exported = store
+            .records_before(before_ms, |r| {
+                if let Some(rec) = &r.recording {
+                    recordings.push(data_dir.join(rec));
+                }
+                if let Some(out) = out.as_mut() {
+                    use std::io::Write;
+                    serde_json::to_writer(&mut *out, r)?;
+                    out.write_all(b"\n")?;
+                }
+                Ok(())
+            })
+            .await?;
+        if let Some(out) = out {
+            // On disk before anything is deleted.
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+        }
+        let pruned = store.prune_before(before_ms).await?;
+        let mut removed = 0;
+        for path in &recordings {
+            if std::fs::remove_file(path).is_ok() {
+                removed += 1;
+            }
+        }
+        store.close().await;
+        let mut text = format!(
+            "deleted {} call records, {} events, {} queue-log rows and {removed} recordings \
+             from before {before}",
+            pruned.calls, pruned.events, pruned.queue_log
+        );
+        if let Some(path) = export {
+            text += &format!("; {exported} records exported to {}", path.display());
+        }
+        Ok::<_, anyhow::Error>(text)
+    })
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// `2026-01-01` (midnight UTC) or an RFC 3339 time, as epoch milliseconds.
+fn parse_cutoff(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let date: jiff::civil::Date = s
+        .parse()
+        .map_err(|_| format!("--before {s}: give a date (2026-01-01) or an RFC 3339 time"))?;
+    date.to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp().as_millisecond())
+        .map_err(|e| e.to_string())
 }

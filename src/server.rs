@@ -130,7 +130,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sharing,
     )
     .await?;
-    crate::webhooks::start(&config.webhooks, store.clone(), events.clone());
+    crate::webhooks::start(
+        &config.webhooks,
+        store.clone(),
+        events.clone(),
+        cluster.as_ref().map(|c| c.membership.leading.clone()),
+    );
     if let Some(api) = &config.api {
         let state = crate::api::ApiState {
             config: std::sync::Arc::new(config.clone()),

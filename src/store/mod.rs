@@ -54,7 +54,7 @@ pub(crate) mod pg_test;
 pub mod record_writer;
 pub mod records;
 
-pub use records::{CallRecordView, Outcome, RecordFilter};
+pub use records::{CallRecordView, Outcome, Pruned, RecordFilter};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -752,6 +752,74 @@ mod tests {
             assert_eq!(history.contacts, 1);
             assert_eq!(history.recent[0].caller, "55\u{FFFD}5");
             assert_eq!(history.recent[0].reason.as_deref(), Some("bad\u{FFFD}"));
+        })
+        .await;
+    }
+
+    /// Retention: what came before the cutoff goes (records, their outcomes, events,
+    /// queue log), what came after stays, and the export saw exactly what went.
+    #[tokio::test]
+    async fn pruning_deletes_what_came_before_the_cutoff_and_nothing_after() {
+        on_both(|store, _| async move {
+            for (uuid, at) in [("old1", 1_000), ("old2", 2_000), ("new", 3_000)] {
+                let rec = CallRecord {
+                    call_uuid: uuid.into(),
+                    source_kind: "trunk",
+                    arrived_ms: at,
+                    ended_ms: at + 100,
+                    ..Default::default()
+                };
+                store.write_call(&rec).await.unwrap();
+            }
+            let ev = |seq: u64, at_ms: i64, call: &str| {
+                let e = crate::events::Event {
+                    seq,
+                    at_ms,
+                    kind: "call.arrived".into(),
+                    call: Some(call.into()),
+                    queue: None,
+                    agent: None,
+                    data: serde_json::json!({}),
+                };
+                let row = QueueEvent {
+                    at_ms,
+                    call_uuid: Some(call.into()),
+                    event: "ENTER".into(),
+                    ..Default::default()
+                };
+                (e, Some(row))
+            };
+            let mut log = [
+                ev(1, 1_000, "old1"),
+                ev(2, 2_000, "old2"),
+                ev(3, 3_000, "new"),
+            ];
+            store.write_events(&mut log).await.unwrap();
+            let mut exported = Vec::new();
+            let n = store
+                .records_before(2_500, |r| {
+                    exported.push(r.call_uuid.clone());
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                (n, exported.clone()),
+                (2, vec!["old2".to_string(), "old1".to_string()])
+            );
+            let pruned = store.prune_before(2_500).await.unwrap();
+            assert_eq!(
+                pruned,
+                Pruned {
+                    calls: 2,
+                    events: 2,
+                    queue_log: 2
+                }
+            );
+            assert_eq!(store.count_calls().await.unwrap(), 1);
+            assert!(store.record("new").await.unwrap().is_some());
+            assert_eq!(seqs(store.events_since(0, 10).await.unwrap()), [3]);
+            assert_eq!(store.prune_before(2_500).await.unwrap(), Pruned::default());
         })
         .await;
     }

@@ -74,6 +74,14 @@ pub struct RecordFilter {
     pub limit: u32,
 }
 
+/// What [`Store::prune_before`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub calls: u64,
+    pub events: u64,
+    pub queue_log: u64,
+}
+
 /// A queue-log row with its ids, for paged reading.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueLogRow {
@@ -204,6 +212,66 @@ impl Store {
         rows.iter().map(record_view).collect::<Result<_, _>>()
         })
         .map_err(Into::into)
+    }
+
+    /// Every record of a call that arrived before `before_ms`, oldest last, a page at a
+    /// time into `each` (for an export ahead of [`Store::prune_before`]).
+    pub async fn records_before(
+        &self,
+        before_ms: i64,
+        mut each: impl FnMut(&CallRecordView) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let mut filter = RecordFilter {
+            to_ms: Some(before_ms),
+            limit: 1000,
+            ..RecordFilter::default()
+        };
+        let mut n = 0;
+        loop {
+            let page = self.records(&filter).await?;
+            for r in &page {
+                each(r)?;
+            }
+            n += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == filter.limit as usize => {
+                    filter.before_id = Some(last.id)
+                }
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    /// Deletes, in one transaction, the records of calls that arrived before
+    /// `before_ms` with their outcomes, and the event log and queue log from
+    /// before it. Reports can then only cover what comes after.
+    pub async fn prune_before(&self, before_ms: i64) -> anyhow::Result<Pruned> {
+        let mut pruned = Pruned::default();
+        in_transaction!(self, tx => {
+            sqlx::query(
+                "DELETE FROM outcomes WHERE call_uuid IN
+                   (SELECT call_uuid FROM calls WHERE arrived_ms < $1)",
+            )
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+            pruned.calls = sqlx::query("DELETE FROM calls WHERE arrived_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            pruned.events = sqlx::query("DELETE FROM events WHERE at_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            pruned.queue_log = sqlx::query("DELETE FROM queue_log WHERE at_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        })?;
+        Ok(pruned)
     }
 
     pub async fn record(&self, call_uuid: &str) -> anyhow::Result<Option<CallRecordView>> {

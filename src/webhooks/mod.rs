@@ -32,8 +32,15 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Starts one delivery task per configured endpoint.
-pub fn start(hooks: &[Webhook], store: Store, events: EventLog) {
+/// Starts one delivery task per configured endpoint. In a cluster (`leading` given) the
+/// log holds every node's events and each endpoint has one cursor: only the node that
+/// leads delivers, and another takes over from the cursor when leadership moves.
+pub fn start(
+    hooks: &[Webhook],
+    store: Store,
+    events: EventLog,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -44,6 +51,7 @@ pub fn start(hooks: &[Webhook], store: Store, events: EventLog) {
             store.clone(),
             events.clone(),
             http.clone(),
+            leading.clone(),
         ));
     }
 }
@@ -104,8 +112,25 @@ async fn webhooks_of(store: &Store, e: &Event) -> anyhow::Result<Vec<(&'static s
     })
 }
 
-async fn deliver_loop(hook: Webhook, store: Store, events: EventLog, http: reqwest::Client) {
+async fn deliver_loop(
+    hook: Webhook,
+    store: Store,
+    events: EventLog,
+    http: reqwest::Client,
+    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let mut live = events.subscribe();
+    // Other nodes' events are not announced here: look for them every second.
+    let idle = if leading.is_some() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    if let Some(l) = leading.as_mut() {
+        if l.wait_for(|lead| *lead).await.is_err() {
+            return;
+        }
+    }
     // A new endpoint starts from now; a known one from where it stopped.
     let mut cursor = loop {
         match store.webhook_cursor(&hook.name).await {
@@ -122,6 +147,22 @@ async fn deliver_loop(hook: Webhook, store: Store, events: EventLog, http: reqwe
     };
     info!(webhook = %hook.name, url = %hook.url, from = cursor, "webhook delivery started");
     loop {
+        if let Some(l) = leading.as_mut() {
+            if !*l.borrow() {
+                info!(webhook = %hook.name, "another node leads: it delivers the webhooks");
+                if l.wait_for(|lead| *lead).await.is_err() {
+                    return;
+                }
+                // Where the last leader stopped.
+                match store.webhook_cursor(&hook.name).await {
+                    Ok(Some(seq)) => cursor = seq,
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(webhook = %hook.name, error = %e, "cannot read the webhook cursor")
+                    }
+                }
+            }
+        }
         let batch = match events.since(cursor, 200).await {
             Ok(b) => b,
             Err(e) => {
@@ -132,7 +173,7 @@ async fn deliver_loop(hook: Webhook, store: Store, events: EventLog, http: reqwe
         };
         if batch.is_empty() {
             // Woken by the next event (or a lag, which means there are events).
-            let _ = tokio::time::timeout(Duration::from_secs(5), live.recv()).await;
+            let _ = tokio::time::timeout(idle, live.recv()).await;
             continue;
         }
         for e in &batch {
