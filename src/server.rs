@@ -74,6 +74,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Reports close every agent state still open in the log at a start (a crash leaves
     // them open) and at a stop: time the server was down is nobody's working time.
     events.publish(crate::events::NewEvent::new("server.started"));
+    // A crash during an outage of the store left the waiting records on disk.
+    let journal = config.data_dir.join(crate::store::record_writer::JOURNAL);
+    crate::store::record_writer::replay_journal(&store, &journal).await?;
     record_interrupted_calls(
         &store,
         &events,

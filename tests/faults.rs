@@ -291,3 +291,35 @@ fn calls_that_end_while_the_database_is_locked_keep_their_records() {
     );
     drop(callee.kill());
 }
+
+#[test]
+fn a_crash_while_the_database_is_locked_loses_no_record() {
+    require_pcap();
+    let mut server = recorded_server(None);
+    let callee = server.start_callee_with("2001", "uas_answer.xml", |sipp| {
+        sipp.calls(2).timeout_secs(120)
+    });
+    let locker = Locker::lock(&server.db_path(), 12);
+    let run = caller(2, 1_000).run(&server);
+    assert_eq!(run.stat("SuccessfulCall(C)"), Some(2), "{}", run.report());
+    // The records wait for the store, and on disk.
+    let journal = server.data_dir().join("records-journal.jsonl");
+    server.wait_until(
+        "the waiting records journaled",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&journal).is_ok_and(|t| t.lines().count() == 2),
+    );
+    // The machine dies before the database is free again.
+    server.kill();
+    locker.wait();
+    server.crash_and_restart();
+    let records = server.wait_for_calls(2, Duration::from_secs(10));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.disposition.as_deref() == Some("answered") && r.reason.is_none()),
+        "the calls' own records, not interrupted ones: {records:#?}"
+    );
+    assert!(!journal.exists(), "the journal is emptied into the store");
+    drop(callee.kill());
+}

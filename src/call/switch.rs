@@ -158,6 +158,7 @@ pub async fn start(
         crate::store::record_writer::RecordWriter::start(
             store.clone(),
             Box::new(move |rec| super::publish_end(&events, rec)),
+            Some(config.data_dir.join(crate::store::record_writer::JOURNAL)),
         )
     };
     let shared = Arc::new(Shared {

@@ -63,7 +63,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Disposition {
     Answered,
     /// The caller hung up (or cancelled) before anyone answered.
@@ -93,7 +93,7 @@ impl Disposition {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HangupBy {
     Caller,
     Callee,
@@ -111,7 +111,8 @@ impl HangupBy {
 }
 
 /// Everything a finished call leaves behind. Times are Unix epoch milliseconds.
-#[derive(Debug, Clone, Default)]
+/// Serialisable for the record writer's journal (see `record_writer`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CallRecord {
     pub call_uuid: String,
     pub a_call_id: String,
@@ -121,7 +122,8 @@ pub struct CallRecord {
     pub to_uri: String,
     pub dialed: String,
     /// "trunk", "user" or "unknown".
-    pub source_kind: &'static str,
+    #[serde(deserialize_with = "source_kind")]
+    pub source_kind: SourceKind,
     pub trunk: Option<String>,
     pub did: Option<String>,
     pub caller_user: Option<String>,
@@ -162,6 +164,19 @@ pub struct CallRecord {
     /// RTP packets (both ways) the kernel forwarded instead of the relay: the call's
     /// media path is "kernel" when this is above zero, else "relay".
     pub kernel_rtp: u64,
+}
+
+/// A record's source kind: one of a few names. (An alias, so that serde does not take
+/// the field for text borrowed from its input.)
+pub type SourceKind = &'static str;
+
+/// A source kind read back from the journal, as the one static name it was.
+fn source_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s: String = serde::Deserialize::deserialize(d)?;
+    Ok(["trunk", "user", "api", "unknown"]
+        .into_iter()
+        .find(|k| *k == s)
+        .unwrap_or("unknown"))
 }
 
 impl CallRecord {

@@ -8,10 +8,17 @@
 //! record's writing announces (`call.ended`, which says the record can be read) is done
 //! after it is written.
 //!
-//! A crash loses the queue, not the calls: a call without a record and without
-//! `call.ended` gets an interrupted record at the next start (`store::interrupted`).
+//! While the store fails, the waiting records are also appended to a journal file in the
+//! data directory (one JSON record per line, synced to disk), so that a crash during an
+//! outage loses none of them: the next start writes the journal to the store before
+//! anything else ([`replay_journal`]), and the journal is emptied once the queue is.
+//! A crash while the store works loses the queue, not the calls: a call without a
+//! record and without `call.ended` gets an interrupted record at the next start
+//! (`store::interrupted`).
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,11 +57,17 @@ const FIRST_RETRY: Duration = Duration::from_millis(50);
 const BATCH: usize = 64;
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
+/// The journal's name in the data directory.
+pub const JOURNAL: &str = "records-journal.jsonl";
+
 impl RecordWriter {
-    pub fn start(store: Store, on_written: OnWritten) -> RecordWriter {
+    /// `journal`: the file that keeps waiting records while the store fails (none: they
+    /// wait in memory only).
+    pub fn start(store: Store, on_written: OnWritten, journal: Option<PathBuf>) -> RecordWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = Arc::new(WriterHealth::default());
-        tokio::spawn(run(store, rx, on_written, Arc::clone(&health)));
+        let journal = journal.map(Journal::new);
+        tokio::spawn(run(store, rx, on_written, Arc::clone(&health), journal));
         RecordWriter { tx, health }
     }
 
@@ -92,11 +105,94 @@ impl RecordWriter {
     }
 }
 
+/// The records kept on disk while the store fails.
+struct Journal {
+    path: PathBuf,
+    /// How many of the queue's first records are in the file.
+    kept: usize,
+}
+
+impl Journal {
+    fn new(path: PathBuf) -> Journal {
+        Journal { path, kept: 0 }
+    }
+
+    /// Appends the queue's records not yet in the file, and syncs it.
+    fn keep(&mut self, queue: &VecDeque<(Box<CallRecord>, bool)>) -> std::io::Result<()> {
+        if self.kept >= queue.len() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for (rec, _) in queue.iter().skip(self.kept) {
+            serde_json::to_writer(&mut lines, &**rec)?;
+            lines.push(b'\n');
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(&lines)?;
+        file.sync_data()?;
+        self.kept = queue.len();
+        Ok(())
+    }
+
+    /// `n` records left the queue's head for the store.
+    fn written(&mut self, n: usize, queue_empty: bool) {
+        self.kept = self.kept.saturating_sub(n);
+        // Everything it held is in the store now (the records still waiting in it were
+        // written in order before the queue emptied).
+        if queue_empty {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(file = %self.path.display(), error = %e, "cannot remove the records journal");
+                }
+            }
+            self.kept = 0;
+        }
+    }
+}
+
+/// Writes the records a crashed run left in its journal (a crash during an outage of the
+/// store) and removes it; before the start records interrupted calls, so that those
+/// calls keep their real records. Returns how many there were.
+pub async fn replay_journal(store: &Store, path: &Path) -> anyhow::Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        // A line cut short by the crash is the only one that can be; it was not synced,
+        // so its call is recorded as interrupted instead.
+        match serde_json::from_str::<CallRecord>(line) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                warn!(file = %path.display(), line = i + 1, error = %e, "skipped a torn journal line")
+            }
+        }
+    }
+    for chunk in records.chunks(BATCH) {
+        let batch: Vec<&CallRecord> = chunk.iter().collect();
+        store.write_calls(&batch).await?;
+    }
+    std::fs::remove_file(path)?;
+    if !records.is_empty() {
+        info!(
+            records = records.len(),
+            "wrote the call records a stopped run had kept in its journal"
+        );
+    }
+    Ok(records.len())
+}
+
 async fn run(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     on_written: OnWritten,
     health: Arc<WriterHealth>,
+    mut journal: Option<Journal>,
 ) {
     let mut queue: VecDeque<(Box<CallRecord>, bool)> = VecDeque::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
@@ -134,6 +230,12 @@ async fn run(
                 Msg::Flush(done) => flushes.push(done),
             }
         }
+        // While the store fails, a new record is on disk as soon as it comes.
+        if let (Some(_), Some(j)) = (failing_since, journal.as_mut()) {
+            if let Err(e) = j.keep(&queue) {
+                warn!(file = %j.path.display(), error = %e, "cannot keep waiting call records on disk");
+            }
+        }
         // New records wait behind the back-off; they do not hurry the next attempt.
         if retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
             continue;
@@ -156,6 +258,9 @@ async fn run(
                             on_written(&rec);
                         }
                     }
+                    if let Some(j) = journal.as_mut() {
+                        j.written(n, queue.is_empty());
+                    }
                     if let Some(since) = failing_since.take() {
                         info!(
                             after_secs = since.elapsed().as_secs(),
@@ -177,6 +282,11 @@ async fn run(
                         delay = (delay * 2).min(LAST_RETRY);
                     }
                     retry_at = Some(tokio::time::Instant::now() + delay);
+                    if let Some(j) = journal.as_mut() {
+                        if let Err(e) = j.keep(&queue) {
+                            warn!(file = %j.path.display(), error = %e, "cannot keep waiting call records on disk");
+                        }
+                    }
                     break;
                 }
             }
@@ -204,22 +314,65 @@ mod tests {
         }
     }
 
-    /// A writer, and the calls whose records it announced, in order.
-    fn announcing_writer(store: &Store) -> (RecordWriter, Arc<Mutex<Vec<String>>>) {
+    /// A writer keeping its journal in `dir`, and the calls whose records it announced,
+    /// in order.
+    fn announcing_writer(store: &Store, dir: &Path) -> (RecordWriter, Arc<Mutex<Vec<String>>>) {
         let written = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&written);
         let writer = RecordWriter::start(
             store.clone(),
             Box::new(move |r| seen.lock().unwrap().push(r.call_uuid.clone())),
+            Some(dir.join(JOURNAL)),
         );
         (writer, written)
+    }
+
+    fn journal_uuids(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join(JOURNAL))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<CallRecord>(l).unwrap().call_uuid)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_journal_left_by_a_crash_is_written_first_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let path = dir.path().join(JOURNAL);
+        let mut text = String::new();
+        for u in ["j1", "j2"] {
+            let rec = CallRecord {
+                source_kind: "user",
+                disposition: Some(crate::store::Disposition::Answered),
+                ..record(u)
+            };
+            text += &serde_json::to_string(&rec).unwrap();
+            text.push('\n');
+        }
+        // The crash cut the last line short.
+        text += "{\"call_uuid\":\"j3\",\"a_ca";
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(replay_journal(&store, &path).await.unwrap(), 2);
+        assert!(!path.exists());
+        assert_eq!(store.count_calls().await.unwrap(), 2);
+        let j1 = store.record("j1").await.unwrap().unwrap();
+        assert_eq!(
+            (j1.source_kind.as_str(), j1.disposition.as_str()),
+            ("user", "answered")
+        );
+        assert_eq!(
+            replay_journal(&store, &path).await.unwrap(),
+            0,
+            "nothing left"
+        );
     }
 
     #[tokio::test]
     async fn records_wait_out_a_locked_database_and_are_written_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let (writer, written) = announcing_writer(&store);
+        let (writer, written) = announcing_writer(&store, dir.path());
         // Another process holds the database's write lock longer than the busy timeout.
         let db = dir.path().join("switchboard.db");
         let mut locker = std::process::Command::new("sqlite3")
@@ -249,13 +402,16 @@ mod tests {
         );
         assert_eq!(writer.health().pending.load(Ordering::Relaxed), 5);
         assert!(writer.health().failures.load(Ordering::Relaxed) >= 1);
+        // Kept on disk while the store fails: a crash now would lose none of them.
+        let order: Vec<String> = (0..5).map(|i| format!("call-{i}")).collect();
+        assert_eq!(journal_uuids(dir.path()), order);
         assert!(
             writer.flush(Duration::from_secs(20)).await,
             "written once unlocked"
         );
         locker.wait().unwrap();
-        let order: Vec<String> = (0..5).map(|i| format!("call-{i}")).collect();
         assert_eq!(*written.lock().unwrap(), order);
+        assert!(!dir.path().join(JOURNAL).exists(), "emptied with the queue");
         assert_eq!(store.count_calls().await.unwrap(), 5);
         assert_eq!(writer.health().pending.load(Ordering::Relaxed), 0);
     }
@@ -264,7 +420,7 @@ mod tests {
     async fn a_burst_of_records_is_written_in_batches_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let (writer, written) = announcing_writer(&store);
+        let (writer, written) = announcing_writer(&store, dir.path());
         let uuids: Vec<String> = (0..300).map(|i| format!("burst-{i:03}")).collect();
         for (i, u) in uuids.iter().enumerate() {
             if i % 3 == 0 {
