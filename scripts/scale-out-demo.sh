@@ -49,6 +49,8 @@ stop_all() {
   local p
   for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${NODE_PIDS[@]}"; do stop_pid "$p"; done
+  # Kamailio's workers too, not only its main process.
+  pkill -f -- "-w $WORK/kamailio" 2>/dev/null || true
   cleanup
 }
 trap stop_all EXIT

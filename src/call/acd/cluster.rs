@@ -454,38 +454,46 @@ impl Node {
     }
 
     /// A dead node's callers leave the queues (abandoned) and its connected calls end
-    /// (the agents go on to wrap-up).
+    /// (the agents go on to wrap-up). All its calls are cut off from the node first, and
+    /// the waiting ones leave before any agent is freed: an agent freed by the first
+    /// must not be offered a caller of the dead node.
     fn forget_node(&mut self, dead: &str) {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
-        let calls: Vec<CallId> = l
+        let mut calls: Vec<(CallId, CallId)> = l
             .ids
             .iter()
             .filter(|((n, _), _)| n == dead)
-            .map(|(_, id)| *id)
+            .map(|((_, c), id)| (*id, *c))
             .collect();
+        calls.sort();
+        for (id, call) in &calls {
+            l.ids.remove(&(dead.to_string(), *call));
+            self.ports.remote.remove(id);
+        }
         info!(node = %dead, calls = calls.len(), "the ACD forgets a dead node's calls");
-        for id in calls {
-            let Some(l) = self.leader.as_mut() else {
-                return;
-            };
-            let now = Instant::now();
+        let now = Instant::now();
+        let mut connected = Vec::new();
+        for (id, _) in &calls {
             if l.router
-                .handle(Event::CallAbandoned { call: id }, now)
+                .handle(Event::CallAbandoned { call: *id }, now)
                 .is_err()
             {
-                let ended = Event::CallEnded {
-                    call: id,
-                    by: CallEnd::Caller,
-                };
-                if let Err(e) = l.router.handle(ended, now) {
-                    warn!(error = %e, %id, "could not end a dead node's call");
-                }
+                connected.push(*id);
             }
-            // Nothing goes back to a dead node.
-            self.ports.remote.remove(&id);
-            self.drain();
+        }
+        for id in connected {
+            let ended = Event::CallEnded {
+                call: id,
+                by: CallEnd::Caller,
+            };
+            if let Err(e) = l.router.handle(ended, now) {
+                warn!(error = %e, %id, "could not end a dead node's call");
+            }
+        }
+        self.drain();
+        for (id, _) in calls {
             self.forget(id);
         }
     }
