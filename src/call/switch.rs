@@ -1578,18 +1578,12 @@ mod tests {
     }
 }
 
-/// Reads a shared binding's `transport:address:port` target.
+/// Reads a shared binding's `transport:address:port` target (a listener's syntax).
 fn shared_target(s: &str) -> Option<Peer> {
-    let (transport, addr) = s.split_once(':')?;
-    let transport = match transport.to_ascii_lowercase().as_str() {
-        "udp" => Transport::Udp,
-        "tcp" => Transport::Tcp,
-        "tls" => Transport::Tls,
-        _ => return None,
-    };
+    let l = crate::config::parse_listener(s).ok()?;
     Some(Peer {
-        transport,
-        addr: addr.parse().ok()?,
+        transport: l.transport,
+        addr: l.addr,
     })
 }
 

@@ -741,7 +741,8 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
-fn parse_listener(s: &str) -> Result<Listener, String> {
+/// `transport:address:port`, as listeners (and shared registrations) are written.
+pub(crate) fn parse_listener(s: &str) -> Result<Listener, String> {
     let (proto, addr) = s.split_once(':').ok_or_else(|| {
         format!("\"{s}\" is not a listener; write transport:address:port, e.g. udp:0.0.0.0:5060")
     })?;
