@@ -2,13 +2,16 @@
 //! per-call B2BUA task that owns one call from arrival to its record.
 //!
 //! Follow one call: `sip::transport` → [`switch`] (admission, registrar, dispatch by
-//! transaction and Call-ID) → [`b2bua`] (two dialogs, the RTP relay, the record) → `store`.
+//! transaction and Call-ID) → [`task`] (the call's task: its media, flow session and
+//! ACD channel) running a [`core`] (the call's logic, sans-IO: two dialogs, the media
+//! plan, the record) → `store`.
 
 pub mod acd;
-pub mod b2bua;
+pub mod core;
 pub mod ivr;
 pub mod supervisor_call;
 pub mod switch;
+pub mod task;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,12 +29,12 @@ use crate::media::prompt::PromptCache;
 use crate::media::relay::{RelayHandle, SupervisorLeg};
 use crate::sip::message::host_str;
 use crate::sip::registrar::Binding;
-use crate::sip::transaction::{Peer, TxId};
+use crate::sip::transaction::{Peer, TxId, TxIds};
 use crate::store::{CallRecord, Disposition, HangupBy, Store};
 
 /// What every call needs from the server, shared read-only.
 pub struct Shared {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub ports: Arc<PortPool>,
     pub store: Store,
     /// Writes call records off the call path and announces their end (`call.ended`).
@@ -243,11 +246,12 @@ pub enum RecordingAction {
 pub enum SwitchCmd {
     /// Draining behind a balancer: answer OPTIONS with 503 from now on.
     RefuseOptions,
+    /// Starts a client transaction under the id the call gave it.
     Send {
         call: CallKey,
+        tx: TxId,
         req: Request,
         to: Peer,
-        reply: oneshot::Sender<TxId>,
     },
     Respond {
         tx: TxId,
@@ -307,21 +311,27 @@ pub enum SwitchCmd {
 #[derive(Clone)]
 pub struct SwitchHandle {
     pub(crate) tx: mpsc::UnboundedSender<SwitchCmd>,
+    /// Where calls take their client transactions' ids from.
+    pub(crate) ids: TxIds,
 }
 
 impl SwitchHandle {
-    /// Starts a client transaction; None if the switch is gone.
-    pub async fn send(&self, call: CallKey, req: Request, to: Peer) -> Option<TxId> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(SwitchCmd::Send {
-                call,
-                req,
-                to,
-                reply,
-            })
-            .ok()?;
-        rx.await.ok()
+    /// Starts a client transaction: its id at once (a switch that is gone never answers
+    /// it, and the call learns of that from its closed event channel).
+    pub fn send(&self, call: CallKey, req: Request, to: Peer) -> TxId {
+        let tx = self.ids.next();
+        self.send_as(call, tx, req, to);
+        tx
+    }
+
+    /// Starts a client transaction under an id the caller took from [`Self::ids`].
+    pub fn send_as(&self, call: CallKey, tx: TxId, req: Request, to: Peer) {
+        let _ = self.tx.send(SwitchCmd::Send { call, tx, req, to });
+    }
+
+    /// The id source for this switch's client transactions.
+    pub fn ids(&self) -> TxIds {
+        self.ids.clone()
     }
 
     pub fn respond(&self, tx: TxId, resp: Response) {

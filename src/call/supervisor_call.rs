@@ -185,9 +185,7 @@ async fn talk(
     let body = LegSdp::new().render(&template, adv, ports.port());
     let invite = message::invite_with_sdp(uri, headers, body);
     sw.bind_call_id(key, call_id);
-    let Some(tx) = sw.send(key, invite.clone(), peer).await else {
-        return Err((500, "the switch is not running".into()));
-    };
+    let tx = sw.send(key, invite.clone(), peer);
     info!(agent = %join.agent, mode = mode_name(join.mode), "ringing the supervisor");
     let ring_for = Duration::from_secs(shared.config.ring_timeout_secs);
     let deadline = tokio::time::Instant::now() + ring_for;
@@ -229,7 +227,7 @@ async fn talk(
         let dest = dialog.destination();
         let sw = sw.clone();
         async move {
-            let _ = sw.send(key, bye, dest).await;
+            sw.send(key, bye, dest);
         }
     };
     let info = sdp::parse(&answer.body).ok().map(|(_, i)| i);

@@ -18,7 +18,7 @@ use rsip::{Header, Method, Request, SipMessage};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::b2bua;
+use super::task;
 use super::uuid_like;
 use super::{as_msg, sleep_until_opt, CallEvent, CallKey, CallSetup, FeatureCall, Route};
 use super::{Shared, SwitchCmd, SwitchHandle};
@@ -88,6 +88,8 @@ pub struct Switch {
     tx_owner: HashMap<TxId, CallKey>,
     next_call: CallKey,
     cmd_tx: mpsc::UnboundedSender<SwitchCmd>,
+    /// The ids calls give their client transactions.
+    tx_ids: crate::sip::transaction::TxIds,
     draining: bool,
     /// Agents with at least one live registration, to tell the ACD when the last one
     /// goes (unregistered or expired) and when one comes back.
@@ -164,7 +166,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         recordings,
         records,
-        config,
+        config: Arc::new(config),
         ports,
         store,
         flows,
@@ -210,6 +212,7 @@ pub async fn start(
             tx_owner: HashMap::new(),
             next_call: 1,
             cmd_tx,
+            tx_ids: Default::default(),
             draining: false,
             queued: Duration::ZERO,
         },
@@ -454,6 +457,7 @@ impl Switch {
     pub fn handle(&self) -> SwitchHandle {
         SwitchHandle {
             tx: self.cmd_tx.clone(),
+            ids: self.tx_ids.clone(),
         }
     }
 
@@ -563,15 +567,9 @@ impl Switch {
         let now = Instant::now();
         match cmd {
             SwitchCmd::RefuseOptions => self.refuse_options = true,
-            SwitchCmd::Send {
-                call,
-                req,
-                to,
-                reply,
-            } => {
-                let tx = self.layer.send_request(req, to, now);
+            SwitchCmd::Send { call, tx, req, to } => {
+                self.layer.send_request_as(tx, req, to, now);
                 self.own_tx(call, tx);
-                let _ = reply.send(tx);
             }
             SwitchCmd::Respond { tx, resp } => self.layer.respond(tx, resp, now),
             SwitchCmd::SendAck { mut req, to } => {
@@ -1253,7 +1251,7 @@ impl Switch {
         self.by_call_id.insert(record.a_call_id.clone(), key);
         self.tx_owner.insert(tx, key);
         debug!(call = key, "call admitted");
-        b2bua::spawn(CallSetup {
+        task::spawn(CallSetup {
             key,
             shared: self.shared.clone(),
             switch: self.handle(),

@@ -67,6 +67,32 @@ impl Default for Timers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxId(pub u64);
 
+/// Ids for the client transactions a transaction user starts, handed out by the user
+/// itself (a call knows its request's id when it decides to send it, without waiting
+/// for the layer). They come from a range the layer's own ids never reach.
+#[derive(Debug, Clone)]
+pub struct TxIds(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl TxIds {
+    const FIRST: u64 = 1 << 48;
+
+    pub fn new() -> TxIds {
+        TxIds(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            Self::FIRST,
+        )))
+    }
+
+    pub fn next(&self) -> TxId {
+        TxId(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Default for TxIds {
+    fn default() -> Self {
+        TxIds::new()
+    }
+}
+
 #[derive(Debug)]
 pub struct Transmit {
     pub to: Peer,
@@ -345,13 +371,19 @@ impl TransactionLayer {
     // ---- Client side ----
 
     /// Starts a client transaction: adds our Via, sends, and arms A/B or E/F.
-    pub fn send_request(&mut self, mut req: Request, to: Peer, now: Instant) -> TxId {
+    pub fn send_request(&mut self, req: Request, to: Peer, now: Instant) -> TxId {
+        let id = self.alloc_id();
+        self.send_request_as(id, req, to, now);
+        id
+    }
+
+    /// Starts a client transaction under an id the user allocated ([`TxIds`]).
+    pub fn send_request_as(&mut self, id: TxId, mut req: Request, to: Peer, now: Instant) {
         let branch = self.add_via(&mut req, to.transport);
         let mut msg = SipMessage::Request(req.clone());
         message::finish(&mut msg);
         let bytes = message::to_bytes(&msg);
         let invite = req.method == Method::Invite;
-        let id = self.alloc_id();
         let key = client_key(&branch, &req.method);
         let t1 = self.timers.t1;
         let retransmit = (!to.reliable()).then_some((now + t1, t1));
@@ -374,7 +406,6 @@ impl TransactionLayer {
             }),
         );
         self.schedule(id);
-        id
     }
 
     /// The request a client transaction sent (with our Via).

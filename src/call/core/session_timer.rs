@@ -4,13 +4,44 @@
 //! whose terms we cannot meet, with 420 or 422, before there was a call.)
 
 use super::*;
-use crate::sip::session_timer::{self, Due};
+use crate::sip::session_timer::{self as st, Due, SessionTimer};
 
-impl Call {
+/// The caller leg's session timer: what was agreed, when to act next, and our
+/// refreshing UPDATE in flight.
+#[derive(Debug, Default)]
+pub(super) struct Timer {
+    agreed: Option<SessionTimer>,
+    due: Option<(Instant, Due)>,
+    refresh_tx: Option<TxId>,
+}
+
+impl Timer {
+    pub(super) fn new(agreed: Option<SessionTimer>) -> Timer {
+        Timer {
+            agreed,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn due_at(&self) -> Option<Instant> {
+        self.due.map(|(at, _)| at)
+    }
+
+    pub(super) fn is_refresh(&self, tx: TxId) -> bool {
+        self.refresh_tx == Some(tx)
+    }
+
+    /// That leg's session is over (the caller left for a callback).
+    pub(super) fn stop(&mut self) {
+        *self = Timer::default();
+    }
+}
+
+impl CallCore {
     /// Session-timer headers for a 2xx to the caller.
     pub(super) fn session_headers(&self) -> Vec<Header> {
         let mut h = vec![Header::Other("Supported".into(), "timer".into())];
-        if let Some(t) = &self.session_timer {
+        if let Some(t) = &self.timer.agreed {
             h.extend(t.headers());
         }
         h
@@ -31,27 +62,25 @@ impl Call {
 
     /// (Re)starts the timer: the session was answered or refreshed just now.
     pub(super) fn arm_session_timer(&mut self) {
-        self.session_due = self.session_timer.map(|t| {
-            let (at, due) = t.next(std::time::Instant::now());
-            (tokio::time::Instant::from_std(at), due)
-        });
+        let now = self.now.at;
+        self.timer.due = self.timer.agreed.map(|t| t.next(now));
     }
 
     /// A re-INVITE or UPDATE from the caller refreshes the session, on its terms.
     pub(super) fn on_caller_refresh(&mut self, req: &Request) {
-        if let Ok(t) = session_timer::negotiate(req, self.shared.config.session_min_se) {
-            self.session_timer = t;
+        if let Ok(t) = st::negotiate(req, self.config.session_min_se) {
+            self.timer.agreed = t;
         }
         self.arm_session_timer();
     }
 
     /// The timer went off: refresh, or give up on the caller.
-    pub(super) async fn on_session_timer(&mut self) -> Option<End> {
-        let (_, due) = self.session_due.take()?;
+    pub(super) fn on_session_timer(&mut self) -> Option<End> {
+        let (_, due) = self.timer.due.take()?;
         match due {
             Due::Expired => {
                 warn!("the caller stopped refreshing the session; hanging up");
-                self.hangup_both(None).await;
+                self.hangup_both(None);
                 Some(self.session_end("session timer expired: the caller stopped refreshing"))
             }
             Due::Refresh => {
@@ -61,10 +90,10 @@ impl Call {
                 update
                     .headers
                     .push(Header::Other("Supported".into(), "timer".into()));
-                if let Some(t) = &self.session_timer {
+                if let Some(t) = &self.timer.agreed {
                     update.headers.extend(t.refresh_headers());
                 }
-                self.refresh_tx = self.sw.send(self.key, update, to).await;
+                self.timer.refresh_tx = Some(self.send(update, to));
                 self.arm_session_timer();
                 None
             }
@@ -72,8 +101,8 @@ impl Call {
     }
 
     /// Our refreshing UPDATE was answered (or timed out, as 408).
-    pub(super) async fn on_refresh_answer(&mut self, code: u16) -> Option<End> {
-        self.refresh_tx = None;
+    pub(super) fn on_refresh_answer(&mut self, code: u16) -> Option<End> {
+        self.timer.refresh_tx = None;
         if code != 408 && code != 481 {
             return None; // refreshed, or refused by a caller that is still there
         }
@@ -81,7 +110,7 @@ impl Call {
             code,
             "the caller did not take our session refresh; hanging up"
         );
-        self.hangup_both(None).await;
+        self.hangup_both(None);
         Some(self.session_end("session refresh failed: the caller is gone"))
     }
 

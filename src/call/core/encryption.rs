@@ -5,7 +5,7 @@
 //! crosses from one leg to the other.
 
 use super::*;
-use crate::config::{MediaEncryption, Transport};
+use crate::config::MediaEncryption;
 use crate::media::sdp::LegCrypto;
 
 /// The caller's leg: our answer's keys for its offer, or why the offer is refused (488).
@@ -26,24 +26,23 @@ pub(super) fn caller_crypto(
     }
 }
 
-impl Call {
-    /// The caller's policy: its user's, else its trunk's, else the default.
-    pub(super) fn caller_policy(shared: &Shared, rec: &CallRecord) -> MediaEncryption {
-        let cfg = &shared.config;
-        if let Some(u) = rec.caller_user.as_deref().and_then(|u| cfg.user(u)) {
-            return u.media_encryption;
-        }
-        rec.trunk
-            .as_deref()
-            .and_then(|name| cfg.trunks.iter().find(|t| t.name == name))
-            .map(|t| t.media_encryption)
-            .unwrap_or_default()
+/// The caller's policy: its user's, else its trunk's, else the default.
+pub(super) fn caller_policy(cfg: &Config, rec: &CallRecord) -> MediaEncryption {
+    if let Some(u) = rec.caller_user.as_deref().and_then(|u| cfg.user(u)) {
+        return u.media_encryption;
     }
+    rec.trunk
+        .as_deref()
+        .and_then(|name| cfg.trunks.iter().find(|t| t.name == name))
+        .map(|t| t.media_encryption)
+        .unwrap_or_default()
+}
 
+impl CallCore {
     /// The callee's policy: the agent's or extension's rung, else the trunk the call goes
     /// out through.
     fn callee_policy(&self, b: &Binding) -> MediaEncryption {
-        let cfg = &self.shared.config;
+        let cfg = &self.config;
         let user = self.ringing_agent.as_deref().or(self.rec.target.as_deref());
         if let Some(u) = user.and_then(|u| cfg.user(u)) {
             return u.media_encryption;
@@ -96,11 +95,7 @@ impl Call {
             info!(suite = ?c.suite(), "the callee's media is SRTP");
         }
         self.b_srtp_applied = Some(crypto);
-        if let Some(relay) = &self.relay {
-            relay.set_srtp(Side::B, session);
-        } else if let Some(ports) = &mut self.b_ports {
-            ports.set_srtp(session);
-        }
+        self.media(MediaCmd::CalleeSrtp(session));
         Ok(())
     }
 
@@ -114,8 +109,8 @@ impl Call {
             return;
         };
         info!(?side, "the leg re-keyed its SRTP");
-        if let Some(relay) = &self.relay {
-            relay.rekey(side, key);
+        if self.media.bridged() {
+            self.media(MediaCmd::Rekey { side, key });
         }
     }
 }
