@@ -95,7 +95,7 @@ impl CallCore {
             info!(suite = ?c.suite(), "the callee's media is SRTP");
         }
         self.b_srtp_applied = Some(crypto);
-        self.media(MediaCmd::CalleeSrtp(session));
+        self.media(MediaCmd::CalleeSrtp(session.map(Box::new)));
         Ok(())
     }
 
@@ -110,7 +110,10 @@ impl CallCore {
         };
         info!(?side, "the leg re-keyed its SRTP");
         if self.media.bridged() {
-            self.media(MediaCmd::Rekey { side, key });
+            self.media(MediaCmd::Rekey {
+                side,
+                key: Box::new(key),
+            });
         }
     }
 }

@@ -81,12 +81,13 @@ pub enum MediaCmd {
     },
     /// Keep the caller's ports, unused, for a callback.
     KeepForCallback,
-    /// The callee leg's SRTP (on the bridge, or on its waiting ports).
-    CalleeSrtp(Option<SrtpSession>),
+    /// The callee leg's SRTP (on the bridge, or on its waiting ports). Boxed: a
+    /// session's cipher state is kilobytes, and every command is as big as the biggest.
+    CalleeSrtp(Option<Box<SrtpSession>>),
     /// A new key a leg's re-INVITE named.
     Rekey {
         side: Side,
-        key: crate::media::srtp::MasterKey,
+        key: Box<crate::media::srtp::MasterKey>,
     },
     /// The caller's ports go plain (a callback's new leg).
     CallerPlain,

@@ -605,7 +605,12 @@ impl CallCore {
 
     /// The next command for the call task.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.out.capacity() > 0 {
+            // Emptied: a waiting call keeps no room for the last burst of commands.
+            self.out = VecDeque::new();
+        }
+        next
     }
 
     /// Whether the call is over (its record submitted).
