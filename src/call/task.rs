@@ -228,7 +228,12 @@ async fn run(s: CallSetup) {
             msg = next_acd_msg(&mut task.from_acd) => Some(Input::Acd(msg)),
             ev = next_relay_event(&mut task.media.relay_events) => Some(Input::Relay(ev)),
             ev = next_endpoint_event(&mut task.media.caller) => ev,
-            _ = detached(&mut task.media.detached) => Some(Input::SupervisedCallEnded),
+            _ = detached(&mut task.media.detached) => {
+                // The bridge let this supervisor go (its call ended, or another
+                // supervisor took over): it is no longer ours to unsupervise.
+                task.media.supervised = None;
+                Some(Input::SupervisedCallEnded)
+            }
         };
         if let Some(input) = input {
             task.core.handle(now(), input);

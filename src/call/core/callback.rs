@@ -135,26 +135,33 @@ impl CallCore {
         None
     }
 
+    /// The call back failed (`code`, 408 when the trunk never answered): the waiting
+    /// agent is hung up.
+    pub(super) fn callback_failed(&mut self, code: u16) -> Option<End> {
+        self.callback.dial.take()?;
+        warn!(code, "the callback was not answered");
+        self.hangup_both(Some(Side::B));
+        Some(End {
+            by: HangupBy::Switchboard,
+            disposition: Disposition::Failed,
+            code,
+            reason: Some(format!(
+                "the callback to {} was not answered ({code})",
+                self.rec.from_user
+            )),
+        })
+    }
+
     /// The called-back caller's phone answered (bridge it to the waiting agent) or not.
     pub(super) fn on_callback_response(&mut self, resp: Response) -> Option<End> {
         let code = resp.status_code.code();
         if code < 200 {
             return None;
         }
-        let dial = self.callback.dial.take()?;
         if code >= 300 {
-            warn!(code, "the callback was not answered");
-            self.hangup_both(Some(Side::B));
-            return Some(End {
-                by: HangupBy::Switchboard,
-                disposition: Disposition::Failed,
-                code,
-                reason: Some(format!(
-                    "the callback to {} was not answered ({code})",
-                    self.rec.from_user
-                )),
-            });
+            return self.callback_failed(code);
         }
+        let dial = self.callback.dial.take()?;
         let contact = self.contacts.get(dial.peer.transport);
         let dialog = Dialog::from_response(&dial.invite, &resp, dial.peer, contact);
         self.ack(dialog.ack(1), dial.peer);

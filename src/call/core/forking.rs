@@ -325,6 +325,7 @@ impl CallCore {
             // A callback's agent waits on the line while the caller is dialled.
             Ok(None) if self.queue.as_ref().is_some_and(|q| q.callback) => {
                 self.cancel_forks(Some(fork_tx));
+                self.ring_deadline = None;
                 self.rec.b_call_id = Some(dialog.id.call_id.clone());
                 self.b_dialog = Some(dialog);
                 self.phase = Phase::Answered;
@@ -375,6 +376,8 @@ impl CallCore {
             }
         };
         self.cancel_forks(Some(fork_tx));
+        // Answered: this ring's no-answer timer must not fire on a later phase.
+        self.ring_deadline = None;
         self.rec.b_call_id = Some(dialog.id.call_id.clone());
         self.b_dialog = Some(dialog);
         self.phase = Phase::Answered;

@@ -693,6 +693,9 @@ impl CallCore {
         if self.timer.is_refresh(tx) {
             return self.on_refresh_answer(408);
         }
+        if self.callback.is_dial(tx) {
+            return self.callback_failed(408);
+        }
         if let Some(r) = self.relayed.remove(&tx) {
             // The other leg never answered the re-originated request.
             self.respond(r.server_tx, message::response_to(&r.req, 408, None));

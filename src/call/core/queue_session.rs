@@ -258,6 +258,13 @@ impl CallCore {
     /// Lets the agent go (its leg hung up, its queue told) and parks the caller on music,
     /// offered from now on exactly the codec it speaks. The agent it was talking to.
     fn release_agent(&mut self, to: &str) -> Option<String> {
+        // Only a caller on the bridge (or on hold music) can wait for the next target;
+        // a callback's agent waiting for the dialled caller is not let go.
+        if !self.media.bridged() && !self.media.held() {
+            warn!(%to, "no transfer: the caller is not in the conversation yet");
+            return None;
+        }
+        self.ring_deadline = None;
         let from_agent = self.rec.target.clone().unwrap_or_default();
         info!(from = %from_agent, %to, "blind transfer");
         self.publish(
@@ -319,6 +326,7 @@ impl CallCore {
         }
         self.b_dialog = None;
         self.b_remote = None;
+        self.ring_deadline = None;
         self.forks.clear();
         self.relayed.clear();
         self.reinvite_acks.clear();

@@ -80,7 +80,6 @@ impl CallCore {
         match due {
             Due::Expired => {
                 warn!("the caller stopped refreshing the session; hanging up");
-                self.hangup_both(None);
                 Some(self.session_end("session timer expired: the caller stopped refreshing"))
             }
             Due::Refresh => {
@@ -110,11 +109,16 @@ impl CallCore {
             code,
             "the caller did not take our session refresh; hanging up"
         );
-        self.hangup_both(None);
         Some(self.session_end("session refresh failed: the caller is gone"))
     }
 
-    fn session_end(&self, why: &str) -> End {
+    /// Hangs up on the session's end: both legs, or a supervisor's call (leaving the
+    /// agent's bridge).
+    fn session_end(&mut self, why: &str) -> End {
+        if matches!(self.phase, Phase::Supervising | Phase::Announcing) {
+            return self.supervision_over(Some(why.to_string()));
+        }
+        self.hangup_both(None);
         End {
             by: HangupBy::Switchboard,
             disposition: if self.a_answered || self.phase == Phase::Answered {

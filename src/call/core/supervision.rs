@@ -102,6 +102,22 @@ impl CallCore {
     /// A request on a supervisor's or an announcement's call: BYE ends it, a mode key
     /// switches the supervisor's mode, anything else is simply answered.
     pub(super) fn on_request_while_supervising(&mut self, tx: TxId, req: Request) -> Option<End> {
+        if matches!(req.method, Method::Invite | Method::Update) {
+            // A session refresh (RFC 4028) or a re-INVITE: answered on its terms, with
+            // the SDP we answered with, so the session timer does not run out.
+            self.on_caller_refresh(&req);
+            let mut ok = self.ok_to_caller_refresh(&req);
+            if let (Method::Invite, Some(body)) = (&req.method, self.a_sdp.last_body()) {
+                message::set_body(
+                    &mut ok.headers,
+                    &mut ok.body,
+                    "application/sdp",
+                    body.as_bytes().to_vec(),
+                );
+            }
+            self.respond(tx, ok);
+            return None;
+        }
         self.respond(tx, message::response_to(&req, 200, None));
         if req.method == Method::Bye {
             if std::mem::take(&mut self.supervision.joined) {

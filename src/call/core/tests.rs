@@ -219,12 +219,17 @@ impl Sim {
 
     /// A request from the caller in its dialog.
     fn caller_sends(&mut self, method: &str) -> Vec<Command> {
+        self.caller_sends_with(method, "")
+    }
+
+    /// A request from the caller in its dialog, with `extra` header lines.
+    fn caller_sends_with(&mut self, method: &str, extra: &str) -> Vec<Command> {
         self.cseq += 1;
         let raw = format!(
             "{method} sip:switchboard@127.0.0.1:5060 SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-a{}\r\n\
              From: <sip:1000@127.0.0.1>;tag=caller\r\nTo: <sip:2001@127.0.0.1>;tag=ours\r\n\
-             Call-ID: a-call@test\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\n\
+             Call-ID: a-call@test\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\n{extra}\
              Content-Length: 0\r\n\r\n",
             self.cseq, self.cseq
         );
@@ -964,8 +969,9 @@ fn a_caller_transferred_into_a_queue_that_gives_up_is_hung_up() {
     );
 }
 
-#[test]
-fn a_caller_asking_for_a_callback_is_hung_up_and_called_back_when_an_agent_answers() {
+/// A queued caller asked for a callback and was hung up; 2001 answered and waits while
+/// the caller is dialled: the agent's INVITE, and the call back's tx and INVITE.
+fn callback_dialled() -> (Sim, Request, TxId, Request) {
     let mut sim = queued();
     let asked = sim.input(Input::IvrEvent {
         event: crate::ivr::Event::Digit('9'),
@@ -1013,7 +1019,12 @@ fn a_caller_asking_for_a_callback_is_hung_up_and_called_back_when_an_agent_answe
         body.contains("m=audio 20000 "),
         "the caller's old port: {body}"
     );
+    (sim, agent_invite, dial_tx, back)
+}
 
+#[test]
+fn a_caller_asking_for_a_callback_is_hung_up_and_called_back_when_an_agent_answers() {
+    let (mut sim, agent_invite, dial_tx, back) = callback_dialled();
     let bridged = sim.answer(&back, dial_tx, 200, 30020);
     assert!(media(&bridged)
         .iter()
@@ -1030,6 +1041,70 @@ fn a_caller_asking_for_a_callback_is_hung_up_and_called_back_when_an_agent_answe
     let (rec, _) = sim.finish(&bye);
     assert_eq!(rec.reason.as_deref(), Some("called back 1000"));
     assert_eq!(rec.hangup_by, Some(HangupBy::Callee));
+}
+
+#[test]
+fn a_call_back_the_trunk_never_answers_lets_the_waiting_agent_go() {
+    let (mut sim, _, dial_tx, _) = callback_dialled();
+    let timeout = sim.input(Input::Timeout { tx: dial_tx });
+    assert_eq!(sent_methods(&timeout), [Method::Bye]);
+    assert_eq!(sent(&timeout)[0].2.addr, "127.0.0.2:6000".parse().unwrap());
+    // The caller was never reached: to the queue, it left unanswered.
+    assert_eq!(acd(&timeout), [&AcdCmd::Abandoned]);
+    let (rec, _) = sim.finish(&timeout);
+    assert_eq!(rec.final_code, 408);
+    assert_eq!(rec.disposition, Some(Disposition::Failed));
+}
+
+#[test]
+fn an_answered_rings_timer_does_not_hang_up_the_caller_later_in_a_queue() {
+    let (mut sim, _) = answered_call();
+    sim.ms = 8_000;
+    sim.input(Input::Api {
+        cmd: ApiCommand::TransferToQueue {
+            queue: "support".into(),
+        },
+        by: "api".into(),
+        token: 1,
+    });
+    sim.ms = 12_000;
+    let (_, invite) = offer_to_2001(&mut sim);
+    assert_eq!(invite.method, Method::Invite);
+    assert_eq!(sim.core.phase(), Phase::Ringing);
+    // The first ring's 20 s are long past: the caller still waits for the agent.
+    let later = sim.advance(30_000);
+    assert!(
+        sent(&later).is_empty() && responses(&later).is_empty(),
+        "{later:?}"
+    );
+    assert!(!sim.core.is_done());
+}
+
+#[test]
+fn a_session_refresh_on_a_supervisors_call_keeps_it_up() {
+    let invite = caller_invite("Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n");
+    let (mut sim, _) = Sim::with_invite(
+        Start::Supervise {
+            agent: "2001".into(),
+            mode: Mode::Listen,
+        },
+        invite,
+    );
+    sim.input(Input::SupervisorJoined);
+    for _ in 0..3 {
+        assert!(sim.advance(45_000).is_empty(), "the session was refreshed");
+        let refresh = sim.caller_sends_with(
+            "UPDATE",
+            "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+        );
+        assert_eq!(responses(&refresh).last().map(|r| r.1), Some(200));
+    }
+    // No refresh for 60 s: hung up.
+    let end = sim.advance(60_000);
+    assert_eq!(sent_methods(&end), [Method::Bye]);
+    assert!(media(&end)
+        .iter()
+        .any(|m| matches!(m, MediaCmd::Unsupervise)));
 }
 
 #[test]
