@@ -204,18 +204,10 @@ impl CallCore {
             }
         }
         // Only the caller's leg exists here.
-        let mut ok = match req.method {
+        let ok = match req.method {
             Method::Info => message::response_to(req, 200, None),
             _ => self.ok_to_caller_refresh(req),
         };
-        if let (Method::Invite, Some(body)) = (&req.method, self.a_sdp.last_body()) {
-            message::set_body(
-                &mut ok.headers,
-                &mut ok.body,
-                "application/sdp",
-                body.as_bytes().to_vec(),
-            );
-        }
         self.respond(tx, ok);
     }
 

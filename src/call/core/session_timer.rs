@@ -48,9 +48,18 @@ impl CallCore {
     }
 
     /// The 200 to the caller's re-INVITE or UPDATE answered here: our Contact (both are
-    /// target refreshes) and the session's terms.
+    /// target refreshes), the session's terms, and for a re-INVITE the SDP we answered
+    /// with (the media stays as it is).
     pub(super) fn ok_to_caller_refresh(&self, req: &Request) -> Response {
         let mut ok = message::response_to(req, 200, None);
+        if let (Method::Invite, Some(body)) = (&req.method, self.a_sdp.last_body()) {
+            message::set_body(
+                &mut ok.headers,
+                &mut ok.body,
+                "application/sdp",
+                body.as_bytes().to_vec(),
+            );
+        }
         ok.headers.extend(self.session_headers());
         ok.headers
             .push(Header::Contact(rsip::headers::Contact::new(format!(

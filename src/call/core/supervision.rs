@@ -106,15 +106,7 @@ impl CallCore {
             // A session refresh (RFC 4028) or a re-INVITE: answered on its terms, with
             // the SDP we answered with, so the session timer does not run out.
             self.on_caller_refresh(&req);
-            let mut ok = self.ok_to_caller_refresh(&req);
-            if let (Method::Invite, Some(body)) = (&req.method, self.a_sdp.last_body()) {
-                message::set_body(
-                    &mut ok.headers,
-                    &mut ok.body,
-                    "application/sdp",
-                    body.as_bytes().to_vec(),
-                );
-            }
+            let ok = self.ok_to_caller_refresh(&req);
             self.respond(tx, ok);
             return None;
         }
